@@ -1,0 +1,123 @@
+"""The one event schema of eventlm and the one place that validates events.
+
+Every reader, converter, augmentation and the tokenizer speak this schema: a numpy structured array
+with fields t (int64 µs), x, y (int16) and p (int8), plus the sensor size (W, H, P) as tonic writes
+it. Audio sensors use x = channel, y = 0. A sensor with one polarity ignores p (tonic's SHD/SSC carry
+p = 1 with sensor_size (700, 1, 1)).
+"""
+
+from typing import NamedTuple, Optional, Sequence, Tuple
+
+import numpy as np
+
+EVENT_DTYPE = np.dtype([("t", "<i8"), ("x", "<i2"), ("y", "<i2"), ("p", "<i1")])
+EVENT_FIELDS = ("t", "x", "y", "p")
+
+
+class EventStream(NamedTuple):
+    """What `read_events` returns: the events and the sensor size they imply."""
+
+    events: np.ndarray  # structured array of EVENT_DTYPE
+    sensor_size: Tuple[int, int, int]  # (W, H, P)
+
+    def __len__(self):  # len(stream) is the number of events, not 2
+        return len(self.events)
+
+
+def _field(obj, name):
+    """Field `name` of a structured array, a dict of arrays or a Hub row; None when absent."""
+    if isinstance(obj, np.ndarray) and obj.dtype.names is not None:
+        return obj[name] if name in obj.dtype.names else None
+    if isinstance(obj, dict) or hasattr(obj, "keys"):
+        return obj[name] if name in obj else None
+    raise TypeError(
+        f"events must be a structured numpy array, a dict of arrays or a dataset row with fields "
+        f"t/x/y/p; got {type(obj).__name__}"
+    )
+
+
+def _as_int(values, name, lo=None, hi=None):
+    """Values of field `name` as int64, rejecting non-integers, NaN and out-of-range values."""
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise ValueError(f"events field '{name}' must be one-dimensional, got shape {arr.shape}")
+    if arr.dtype == bool:
+        arr = arr.astype(np.int64)
+    elif arr.dtype.kind == "f":
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"events field '{name}' holds a non-finite value {arr[i]} at index {i}")
+        if name != "t" and (arr != np.round(arr)).any():
+            i = int(np.flatnonzero(arr != np.round(arr))[0])
+            raise ValueError(f"events field '{name}' must hold integers, got {arr[i]} at index {i}")
+    elif arr.dtype.kind not in "iu" and arr.size:
+        raise ValueError(f"events field '{name}' has dtype {arr.dtype}; expected integers")
+    arr = arr.astype(np.int64) if arr.size else np.zeros(0, np.int64)
+    if arr.size and lo is not None and arr.min() < lo:
+        i = int(np.argmin(arr))
+        raise ValueError(f"events field '{name}' has value {arr[i]} at index {i}, below the minimum {lo}")
+    if arr.size and hi is not None and arr.max() >= hi:
+        i = int(np.argmax(arr))
+        raise ValueError(
+            f"events field '{name}' has value {arr[i]} at index {i}, outside the sensor (must be < {hi})"
+        )
+    return arr
+
+
+def as_events(obj, sensor_size: Optional[Sequence[int]] = None, sort: bool = False) -> np.ndarray:
+    """Validate one event stream and return it as an EVENT_DTYPE structured array (a new array).
+
+    obj: a structured array in any field order (t,x,p / x,y,p,t / ...), a dict of arrays, a Hub row
+    (t/x/y/p lists) or an EventStream. A missing y (audio) reads as 0, a missing p as 0.
+    sensor_size: (W, H, P); coordinates must lie inside it (P == 1 ignores p).
+    sort: timestamps must never decrease; with sort=True a stable sort by t is applied instead.
+    Float timestamps are taken as µs and rounded down.
+    Raises ValueError naming the field and the offending value.
+    """
+    if isinstance(obj, EventStream):
+        sensor_size = sensor_size if sensor_size is not None else obj.sensor_size
+        obj = obj.events
+    t = _field(obj, "t")
+    if t is None:
+        raise ValueError("events have no 't' (timestamp) field; expected fields t, x, [y], [p]")
+    x = _field(obj, "x")
+    if x is None:
+        raise ValueError("events have no 'x' field; expected fields t, x, [y], [p]")
+    y, p = _field(obj, "y"), _field(obj, "p")
+    W, H, P = (None, None, None) if sensor_size is None else tuple(int(s) for s in sensor_size)
+    t = np.floor(np.asarray(t, dtype=np.float64)) if np.asarray(t).dtype.kind == "f" else t
+    t = _as_int(t, "t", lo=0)
+    n = len(t)
+    x = _as_int(x, "x", lo=0, hi=W)
+    y = np.zeros(n, np.int64) if y is None else _as_int(y, "y", lo=0, hi=H)
+    if p is None:
+        p = np.zeros(n, np.int64)
+    else:
+        p = _as_int(p, "p", lo=0 if P is None or P > 1 else None, hi=P if P is not None and P > 1 else None)
+        if P == 1:
+            p = np.zeros(n, np.int64)  # one polarity: p carries no information
+    for name, arr in (("x", x), ("y", y), ("p", p)):
+        if len(arr) != n:
+            raise ValueError(f"events field '{name}' has {len(arr)} values but 't' has {n}")
+    if n > 1:
+        dec = np.flatnonzero(np.diff(t) < 0)
+        if dec.size:
+            if not sort:
+                i = int(dec[0]) + 1
+                raise ValueError(
+                    f"events field 't' decreases at index {i} ({t[i - 1]} -> {t[i]} µs); "
+                    f"timestamps must be sorted (pass sort=True to sort them)"
+                )
+            order = np.argsort(t, kind="stable")
+            t, x, y, p = t[order], x[order], y[order], p[order]
+    out = np.empty(n, EVENT_DTYPE)
+    out["t"], out["x"], out["y"], out["p"] = t, x, y, p
+    return out
+
+
+def sensor_size_of(events: np.ndarray) -> Tuple[int, int, int]:
+    """The smallest sensor (W, H, P) that holds these events (for recordings without a header)."""
+    if len(events) == 0:
+        return (1, 1, 1)
+    return (int(events["x"].max()) + 1, int(events["y"].max()) + 1, max(int(events["p"].max()) + 1, 1))
