@@ -1,0 +1,30 @@
+"""eventlm.data: event schema, recording readers, Hub datasets, augmentations, collator, synthetic data.
+
+Names are imported lazily (each lives in one submodule, listed below).
+"""
+
+import importlib
+
+_EXPORTS = {
+    "EVENT_DTYPE": "events",
+    "EventStream": "events",
+    "as_events": "events",
+    "read_events": "readers",
+    "to_hub_dataset": "hub",
+    "tonic_to_hub_dataset": "hub",
+    "folder_to_hub_dataset": "hub",
+    "push_dataset_to_hub": "hub",
+    "EventCollator": "collator",
+    "make_synthetic_dataset": "synthetic",
+    "bag_of_channels_accuracy": "synthetic",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'eventlm.data' has no attribute {name!r}")
