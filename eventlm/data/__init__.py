@@ -15,6 +15,10 @@ _EXPORTS = {
     "folder_to_hub_dataset": "hub",
     "push_dataset_to_hub": "hub",
     "EventCollator": "collator",
+    "augmentations_for": "augmentations",
+    "apply_to_row": "augmentations",
+    "Compose": "augmentations",
+    "cut_mix_batch": "augmentations",
     "make_synthetic_dataset": "synthetic",
     "bag_of_channels_accuracy": "synthetic",
 }

@@ -1,0 +1,165 @@
+"""Auto classes: pick the model class from `config.model_type`, as transformers' Auto classes do.
+
+    model = AutoModelForSequenceClassification.from_pretrained("out/")        # or a Hub repo id
+    model = AutoModelForNextEventPrediction.from_config(EventSSMConfig.from_preset("tiny"))
+
+Importing this module (which `import eventlm` does) registers EventSSMConfig with `transformers.AutoConfig`,
+so `AutoConfig.from_pretrained(folder)` returns an EventSSMConfig; the models are registered with
+`transformers.AutoModel` only where torch happens to be installed. Model classes are imported lazily (jax/flax
+load only when a model is built).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+from collections import OrderedDict
+
+from ._quiet import import_transformers_quietly
+
+transformers = import_transformers_quietly()
+
+# model_type -> (module of the config, config class name, module of the models)
+MODEL_TYPES = OrderedDict(
+    eventssm=(
+        "eventlm.models.eventssm.configuration_eventssm",
+        "EventSSMConfig",
+        "eventlm.models.eventssm.modeling_flax_eventssm",
+    ),
+)
+MODEL_MAPPING_NAMES = OrderedDict(eventssm="FlaxEventSSMModel")
+MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES = OrderedDict(eventssm="FlaxEventSSMForSequenceClassification")
+MODEL_FOR_NEXT_EVENT_PREDICTION_MAPPING_NAMES = OrderedDict(eventssm="FlaxEventSSMForNextEventPrediction")
+
+
+def _config_class(model_type: str):
+    module, name, _ = MODEL_TYPES[model_type]
+    return getattr(importlib.import_module(module), name)
+
+
+class _BaseAutoModel:
+    """from_config / from_pretrained dispatch on model_type; subclasses set `_mapping_names`."""
+
+    _mapping_names: dict[str, str] = {}
+    _task = "a model"
+
+    def __init__(self, *args, **kwargs):
+        raise EnvironmentError(
+            f"{type(self).__name__} is not meant to be instantiated: use {type(self).__name__}.from_pretrained("
+            f"folder_or_repo_id) or {type(self).__name__}.from_config(config)"
+        )
+
+    @classmethod
+    def _known_types(cls) -> list[str]:
+        return sorted(set(cls._mapping_names) | set(cls._extra))
+
+    @classmethod
+    def model_class_for(cls, model_type: str):
+        """The model class this Auto class builds for `model_type` (ValueError listing the known types)."""
+        if model_type in cls._extra:
+            return cls._extra[model_type]
+        if model_type not in cls._mapping_names:
+            raise ValueError(
+                f"{cls.__name__} does not know model_type {model_type!r}; known model types: {cls._known_types()}. "
+                "Check the `model_type` in the model's config.json."
+            )
+        module = importlib.import_module(MODEL_TYPES[model_type][2])
+        return getattr(module, cls._mapping_names[model_type])
+
+    @classmethod
+    def register(cls, config_class, model_class, exist_ok: bool = False) -> None:
+        """Add a model class for `config_class.model_type` (transformers' Auto*.register)."""
+        model_type = config_class.model_type
+        known_config = getattr(model_class, "config_class", None)
+        if known_config is not None and known_config is not config_class:
+            raise ValueError(
+                f"{model_class.__name__}.config_class is {known_config.__name__}, not {config_class.__name__}"
+            )
+        if not exist_ok and (model_type in cls._mapping_names or model_type in cls._extra):
+            raise ValueError(f"model_type {model_type!r} is already registered with {cls.__name__}")
+        cls._extra[model_type] = model_class
+
+    @classmethod
+    def from_config(cls, config, **kwargs):
+        """A randomly initialised model of the class matching `config.model_type`."""
+        model_type = getattr(config, "model_type", None)
+        if not model_type:
+            raise TypeError(f"{cls.__name__}.from_config needs a model config, got {type(config).__name__}")
+        return cls.model_class_for(model_type).from_config(config, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *, config=None, **kwargs):
+        """Load the model saved at a folder or Hub repo id, with the class its config.json's model_type names.
+
+        Hub options (revision, cache_dir, force_download, local_files_only, token) and the model's
+        from_pretrained options and config overrides pass through.
+        """
+        from .modeling_flax_utils import read_config_dict, resolve_pretrained_folder
+
+        hub_options = ("revision", "cache_dir", "force_download", "local_files_only", "token")
+        hub_kwargs = {key: kwargs[key] for key in hub_options if key in kwargs}
+        folder = resolve_pretrained_folder(pretrained_model_name_or_path, **hub_kwargs)
+        if config is not None:
+            model_type = getattr(config, "model_type", None)
+        else:
+            model_type = read_config_dict(folder).get("model_type")
+            if not model_type:
+                raise ValueError(
+                    f"{folder / 'config.json'} has no 'model_type'; known model types: {cls._known_types()}"
+                )
+        model_class = cls.model_class_for(model_type)
+        return model_class.from_pretrained(folder, config=config, **kwargs)
+
+
+class AutoModel(_BaseAutoModel):
+    """The bare backbone (hidden states): FlaxEventSSMModel for model_type "eventssm"."""
+
+    _mapping_names = MODEL_MAPPING_NAMES
+    _extra: dict = {}
+
+
+class AutoModelForSequenceClassification(_BaseAutoModel):
+    """A sequence classifier: FlaxEventSSMForSequenceClassification for model_type "eventssm"."""
+
+    _mapping_names = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
+    _extra: dict = {}
+
+
+class AutoModelForNextEventPrediction(_BaseAutoModel):
+    """A next-event (token + time gap) predictor: FlaxEventSSMForNextEventPrediction for "eventssm"."""
+
+    _mapping_names = MODEL_FOR_NEXT_EVENT_PREDICTION_MAPPING_NAMES
+    _extra: dict = {}
+
+
+# --------------------------------------------------------------------------------------------------
+# Registration with transformers
+# --------------------------------------------------------------------------------------------------
+
+
+def _torch_available() -> bool:
+    return importlib.util.find_spec("torch") is not None
+
+
+def register_with_transformers() -> None:
+    """Register every config with transformers.AutoConfig (idempotent); the models with transformers.AutoModel
+    too, but only when torch is importable (transformers' AutoModel belongs to its PyTorch side)."""
+    for model_type in MODEL_TYPES:
+        transformers.AutoConfig.register(model_type, _config_class(model_type), exist_ok=True)
+    if not _torch_available():
+        return
+    for model_type in MODEL_TYPES:
+        config_class = _config_class(model_type)
+        transformers.AutoModel.register(config_class, AutoModel.model_class_for(model_type), exist_ok=True)
+
+
+register_with_transformers()
+
+__all__ = [
+    "AutoModel",
+    "AutoModelForSequenceClassification",
+    "AutoModelForNextEventPrediction",
+    "MODEL_TYPES",
+    "register_with_transformers",
+]

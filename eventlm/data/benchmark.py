@@ -1,0 +1,127 @@
+"""Data-path throughput: reading recordings, tokenizing and collating, in events per second.
+
+`scripts/benchmark_data.py` prints the table; the functions here are what it (and its test) call.
+The target (issue 3): tokenization >= 20 M events/s on one core, so data never holds training back.
+"""
+
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+# The files of ../shared/realdata (see its SOURCES.md): how to read each, its preset, its event count.
+REALDATA_FILES = {
+    "tonic_test_data/sample_nmnist.bin": ({}, "nmnist", 4325),
+    "tonic_test_data/sample.aedat4": ({}, "dvxplorer", 111954),
+    "tonic_test_data/sample_stmnist.mat": ({}, "st-mnist", 2346),
+    "expelliarmus/evt2_sample.raw": ({}, "prophesee-gen3", 539481),
+    "aerzip_nas/130Hz_mono_64ch_ONOFF_addr2b_ts02.aedat": (
+        {"format": "nas", "channels": 64, "address_bytes": 2, "tick_us": 0.2}, "nas-64-mono", 331949),
+    "aerzip_nas/sound_mono_32ch_ONOFF_addr2b_ts02.aedat": (
+        {"format": "nas", "channels": 32, "address_bytes": 2, "tick_us": 0.2}, "nas-32-mono", 49864),
+}
+
+
+def machine_description() -> str:
+    """CPU model, core count and Python/numpy versions, for the table's title."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{model}, {cores} core(s) in use, Python {platform.python_version()}, numpy {np.__version__}"
+
+
+def pin_to_one_core() -> Optional[int]:
+    """Run this process on one CPU core (Linux); returns the core, or None where unsupported."""
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    core = min(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {core})
+    return core
+
+
+def synthetic_stream(n_events: int, sensor_size=(128, 128, 2), seed: int = 0, dtype=None) -> np.ndarray:
+    """A random sorted stream in tonic's DVSGesture layout (x, y int16, p bool, t int64), or SHD's (t, x, p)
+    for a sensor with one row; `dtype` overrides the field layout."""
+    rng = np.random.default_rng(seed)
+    W, H, P = sensor_size
+    if dtype is None:
+        dtype = ([("t", "<i8"), ("x", "<i8"), ("p", "<i8")] if H == 1 else
+                 [("x", "<i2"), ("y", "<i2"), ("p", "?"), ("t", "<i8")])
+    ev = np.empty(n_events, dtype)
+    ev["t"] = np.cumsum(rng.integers(0, 20, n_events))  # µs, non-decreasing, with equal times
+    ev["x"] = rng.integers(0, W, n_events)
+    if "y" in ev.dtype.names:
+        ev["y"] = rng.integers(0, H, n_events)
+    ev["p"] = rng.integers(0, P, n_events) if P > 1 else 1  # tonic's SHD carries p = 1
+    return ev
+
+
+def events_per_second(fn: Callable[[], object], n_events: int, repeat: int = 5) -> float:
+    """n_events / the median wall time of fn() over `repeat` runs (after one warm-up)."""
+    fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return n_events / max(float(np.median(times)), 1e-12)
+
+
+def benchmark_synthetic(n_events: int = 1_000_000, repeat: int = 5, batch_size: int = 32):
+    """Tokenization and collation of synthetic streams: rows of (what, sensor, events, events/s)."""
+    from ..tokenization_events import EventTokenizer
+    from .collator import EventCollator
+
+    rows = []
+    for preset in ("shd", "dvs-gesture"):
+        tok = EventTokenizer.from_pretrained(preset)
+        ev = synthetic_stream(n_events, tok.sensor_size)
+        rate = events_per_second(lambda: tok(ev, return_tensors="np"), n_events, repeat)
+        rows.append(("tokenize 1 stream", f"synthetic {preset}", n_events, rate))
+        per = max(1, n_events // batch_size)
+        samples = [{"t": ev["t"][i * per:(i + 1) * per], "x": ev["x"][i * per:(i + 1) * per],
+                    **({"y": ev["y"][i * per:(i + 1) * per]} if "y" in ev.dtype.names else {}),
+                    "p": ev["p"][i * per:(i + 1) * per], "label": i % 10} for i in range(batch_size)]
+        collator = EventCollator(tok, pad_to_multiple_of=1024)
+        rate = events_per_second(lambda: collator(samples), per * batch_size, repeat)
+        rows.append((f"collate {batch_size} rows", f"synthetic {preset}", per * batch_size, rate))
+    return rows
+
+
+def benchmark_realdata(realdata_dir, repeat: int = 5):
+    """Reading, tokenizing and collating each file of ../shared/realdata: rows as benchmark_synthetic."""
+    from ..tokenization_events import EventTokenizer
+    from .collator import EventCollator
+    from .readers import read_events
+
+    rows, folder = [], Path(realdata_dir)
+    for rel, (options, preset, _) in REALDATA_FILES.items():
+        path = folder / rel
+        if not path.is_file():
+            continue
+        stream = read_events(path, **options)
+        n = len(stream)
+        rows.append(("read", rel, n, events_per_second(lambda: read_events(path, **options), n, repeat)))
+        tok = EventTokenizer.from_pretrained(preset)
+        rows.append(("tokenize", rel, n, events_per_second(lambda: tok(stream, return_tensors="np"), n, repeat)))
+        collator = EventCollator(tok, pad_to_multiple_of=1024)
+        batch = [stream.events] * 8
+        rows.append(("collate 8 copies", rel, 8 * n, events_per_second(lambda: collator(batch), 8 * n, repeat)))
+    return rows
+
+
+def format_table(rows, machine: str) -> str:
+    """A plain-text table of benchmark rows under a line naming the machine."""
+    lines = [f"eventlm data benchmark on: {machine}", "",
+             f"{'step':<20} {'data':<52} {'events':>10} {'M events/s':>11}"]
+    lines += [f"{what:<20} {data:<52} {n:>10,} {rate / 1e6:>11.1f}" for what, data, n, rate in rows]
+    return "\n".join(lines)

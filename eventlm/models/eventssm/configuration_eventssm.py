@@ -1,0 +1,203 @@
+"""EventSSM configuration (Schöne et al. 2024, "Scalable Event-by-event Processing of Neuromorphic
+Sensory Signals With Deep State-Space Models", arXiv 2404.18508).
+
+`EventSSMConfig.from_preset(name)` gives the paper's models. Their sizes are those of the reference
+code's model settings (configs/model/{shd/medium, ssc/medium, dvs/small, shd/tiny}.yaml):
+
+    preset        width  state  blocks  stages x layers  stride  pooling   expand  norm   readout
+    shd             96    128     16        2 x 3           8     avg         1    layer  mean
+    ssc             96    128      8        2 x 3           8     avg         2    batch  mean
+    dvs-gesture    128    128      8        2 x 3          16     timepool    2    layer  timepool
+    tiny            16     16      2        1 x 6          32     timepool    1    layer  timepool
+
+The vocabulary is the sensor's channels followed by three special tokens (pad, bos, eos), the layout
+of eventlm's tokenizer. Timestamps arrive as int µs; the model works in units of `time_unit_us` µs
+(1 ms, as the reference, by default).
+"""
+
+from typing import Optional
+
+from transformers import PretrainedConfig
+
+POOLING_MODES = ("last", "avg", "timepool")
+DISCRETIZATIONS = ("async", "zoh", "dirac")
+NORMS = ("layer", "batch")
+CLASSIFIER_POOLINGS = ("mean", "timepool", "last")
+GAP_CONVENTIONS = ("before", "after")
+POOLING_KEEPS = ("last", "first")
+READOUT_CONVENTIONS = ("masked", "reference")
+
+# channels, labels and the model settings of each preset (the reference yaml values)
+_AUDIO = dict(channels=700, pad_token_id=700, bos_token_id=701, eos_token_id=702, vocab_size=703)
+_DVS = dict(channels=128 * 128 * 2, pad_token_id=32768, bos_token_id=32769, eos_token_id=32770, vocab_size=32771)
+PRESETS = {
+    "shd": dict(
+        **_AUDIO, num_labels=20, hidden_size=96, state_size=128, num_ssm_blocks=16, num_stages=2,
+        num_layers_per_stage=3, pooling_stride=8, pooling_mode="avg", state_expansion_factor=1,
+        hidden_expansion_factor=1, discretization="async", conj_sym=False, clip_eigs=False, dt_min=0.004,
+        dt_max=0.1, norm="layer", batchnorm_momentum=0.95, dropout=0.23, classifier_pooling="mean",
+    ),
+    "ssc": dict(
+        **_AUDIO, num_labels=35, hidden_size=96, state_size=128, num_ssm_blocks=8, num_stages=2,
+        num_layers_per_stage=3, pooling_stride=8, pooling_mode="avg", state_expansion_factor=2,
+        hidden_expansion_factor=2, discretization="async", conj_sym=True, clip_eigs=False, dt_min=0.0015,
+        dt_max=0.1, norm="batch", batchnorm_momentum=0.95, dropout=0.23, classifier_pooling="mean",
+    ),
+    "dvs-gesture": dict(
+        **_DVS, num_labels=11, hidden_size=128, state_size=128, num_ssm_blocks=8, num_stages=2,
+        num_layers_per_stage=3, pooling_stride=16, pooling_mode="timepool", state_expansion_factor=2,
+        hidden_expansion_factor=2, discretization="async", conj_sym=False, clip_eigs=True, dt_min=0.001,
+        dt_max=0.1, norm="layer", batchnorm_momentum=0.95, dropout=0.25, classifier_pooling="timepool",
+    ),
+    "tiny": dict(
+        **_AUDIO, num_labels=20, hidden_size=16, state_size=16, num_ssm_blocks=2, num_stages=1,
+        num_layers_per_stage=6, pooling_stride=32, pooling_mode="timepool", state_expansion_factor=1,
+        hidden_expansion_factor=1, discretization="async", conj_sym=False, clip_eigs=False, dt_min=0.004,
+        dt_max=0.1, norm="layer", batchnorm_momentum=0.95, dropout=0.1, classifier_pooling="timepool",
+    ),
+}
+
+
+class EventSSMConfig(PretrainedConfig):
+    r"""Configuration of an EventSSM: token embedding → stages of S5 blocks with event pooling → head.
+
+    Args:
+        vocab_size: number of token ids (sensor channels + special tokens).
+        pad_token_id / bos_token_id / eos_token_id: special tokens (the pad never reads a real row).
+        hidden_size: width H of the first stage.
+        state_size: S5 state size P of the first stage (complex states; P/2 stored with conj_sym).
+        num_ssm_blocks: HiPPO-LegS blocks of the first stage's state matrix init; the block size
+            state_size / num_ssm_blocks is kept in later stages.
+        num_stages, num_layers_per_stage: stages × S5 blocks; the first block of each stage pools.
+        pooling_stride: events per pooling window (1: no pooling).
+        pooling_mode: "last" | "avg" | "timepool": how the skip and D paths summarise a window
+            (timepool: mean weighted by each event's gap Δt + eps).
+        state_expansion_factor, hidden_expansion_factor: growth of state size and width per stage
+            (stage i has P·f^i states and H·g^i width; its first block widens).
+        discretization: "async" (paper; input gain (exp(Λs)−1)/Λ) | "zoh" ((exp(ΛsΔt)−1)/Λ) | "dirac" (1).
+        conj_sym: keep half of the conjugate-pair eigenvalues, output 2·Re(C̃x).
+        clip_eigs: clip Re(Λ) ≤ −1e−4 (stable).
+        dt_min, dt_max: range of the learned per-state step s = exp(log_step) at init.
+        step_rescale: multiplies every step s (evaluate at another time scale).
+        time_unit_us: µs per model time unit (Δt enters the model as float32 in this unit).
+        norm: "layer" | "batch" pre-norm (batch norm statistics over valid events only).
+        batchnorm_momentum, layer_norm_eps, batchnorm_eps: norm settings.
+        dropout: dropout rate (one mask per sample and feature, shared over events, as the reference).
+        classifier_pooling: "mean" | "timepool" | "last" readout of the classification head.
+        num_mixture_components: log-normal mixture components of the next-event time gap.
+        gap_convention: "before" (default: event k carries the gap t_k − t_{k−1}, the first event 0) |
+            "after" (reference: event k carries t_{k+1} − t_k and the last event of a sample only marks
+            the end time; it is dropped as the reference's collate function drops it).
+        pooling_keep: "last" (default: a window's state is the one after its last valid event) |
+            "first" (reference: the state after the window's first event).
+        readout_convention: "masked" (default: a pooled window counts when it holds any valid event;
+            timepool readout normalised by its own weights) | "reference" (only complete windows
+            count, floor(n / total stride), and timepool readout divides by the whole duration).
+        timepool_eps: the eps added to the timepool weights.
+    """
+
+    model_type = "eventssm"
+
+    vocab_size: int = 703
+    pad_token_id: Optional[int] = 700
+    bos_token_id: Optional[int] = 701
+    eos_token_id: Optional[int] = 702
+    hidden_size: int = 96
+    state_size: int = 128
+    num_ssm_blocks: int = 16
+    num_stages: int = 2
+    num_layers_per_stage: int = 3
+    pooling_stride: int = 8
+    pooling_mode: str = "avg"
+    state_expansion_factor: int = 1
+    hidden_expansion_factor: int = 1
+    discretization: str = "async"
+    conj_sym: bool = False
+    clip_eigs: bool = False
+    dt_min: float = 0.004
+    dt_max: float = 0.1
+    step_rescale: float = 1.0
+    time_unit_us: float = 1000.0
+    norm: str = "layer"
+    batchnorm_momentum: float = 0.95
+    layer_norm_eps: float = 1e-6
+    batchnorm_eps: float = 1e-5
+    dropout: float = 0.1
+    classifier_pooling: str = "mean"
+    num_mixture_components: int = 8
+    gap_convention: str = "before"
+    pooling_keep: str = "last"
+    readout_convention: str = "masked"
+    timepool_eps: float = 1e-6
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        self._check()
+
+    def _check(self):
+        """Raise ValueError naming the setting and its value when the settings cannot build a model."""
+        for name, allowed in [
+            ("pooling_mode", POOLING_MODES), ("discretization", DISCRETIZATIONS), ("norm", NORMS),
+            ("classifier_pooling", CLASSIFIER_POOLINGS), ("gap_convention", GAP_CONVENTIONS),
+            ("pooling_keep", POOLING_KEEPS), ("readout_convention", READOUT_CONVENTIONS),
+        ]:
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"EventSSMConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        for name in ("vocab_size", "hidden_size", "state_size", "num_ssm_blocks", "num_stages",
+                     "num_layers_per_stage", "pooling_stride", "state_expansion_factor",
+                     "hidden_expansion_factor", "num_mixture_components"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"EventSSMConfig.{name} must be a positive integer, got {value!r}")
+        if self.state_size % self.num_ssm_blocks:
+            raise ValueError(
+                f"EventSSMConfig.state_size ({self.state_size}) must be a multiple of num_ssm_blocks "
+                f"({self.num_ssm_blocks})"
+            )
+        if self.conj_sym and self.ssm_block_size % 2:
+            raise ValueError(
+                f"conj_sym=True needs an even SSM block size, got state_size / num_ssm_blocks = {self.ssm_block_size}"
+            )
+        if not 0 < self.dt_min <= self.dt_max:
+            raise ValueError(f"need 0 < dt_min <= dt_max, got dt_min={self.dt_min}, dt_max={self.dt_max}")
+        for name in ("time_unit_us", "step_rescale"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"EventSSMConfig.{name} must be positive, got {getattr(self, name)!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"EventSSMConfig.dropout must be in [0, 1), got {self.dropout!r}")
+        if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
+            raise ValueError(f"pad_token_id {self.pad_token_id} lies outside the vocabulary of {self.vocab_size}")
+
+    # ---- derived sizes -------------------------------------------------------------------------
+    @property
+    def ssm_block_size(self) -> int:
+        """Size of one HiPPO block of the state matrix (kept in every stage)."""
+        return self.state_size // self.num_ssm_blocks
+
+    @property
+    def total_stride(self) -> int:
+        """Events per position of the last stage."""
+        return self.pooling_stride ** self.num_stages
+
+    def stage_hidden_size(self, stage: int) -> int:
+        return self.hidden_size * self.hidden_expansion_factor ** stage
+
+    def stage_state_size(self, stage: int) -> int:
+        return self.state_size * self.state_expansion_factor ** stage
+
+    @property
+    def output_hidden_size(self) -> int:
+        """Width of the last hidden state."""
+        return self.stage_hidden_size(self.num_stages - 1)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "EventSSMConfig":
+        """The paper's models: "shd" | "ssc" | "dvs-gesture" | "tiny"; keyword overrides win."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown EventSSM preset {name!r}; choose one of {sorted(PRESETS)}")
+        settings = {k: v for k, v in PRESETS[name].items() if k != "channels"}
+        settings.update(overrides)
+        return cls(**settings)
+
+
+__all__ = ["EventSSMConfig", "PRESETS"]

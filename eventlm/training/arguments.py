@@ -1,0 +1,252 @@
+"""Command-line arguments of the scripts and the `eventlm` command, as dataclasses for HfArgumentParser.
+
+    python scripts/run_classification.py --preset shd --dataset_name someone/shd-events --output_dir out/shd
+    python scripts/run_classification.py args.yaml          # the same fields from a JSON / YAML file
+
+A preset (`--preset shd | ssc | dvs-gesture | tiny | synthetic`) fills every setting the user leaves
+unset with the paper's values for that task (reference event-ssm configs/task/*.yaml): model size,
+epochs, batch size, learning rates, warm-up, weight decay, gradient accumulation, event slicing and
+the augmentation pipeline. A flag given on the command line always wins over the preset.
+
+transformers' own TrainingArguments works without torch but is full of torch-only settings; eventlm
+keeps its own small dataclass with the same names where the meaning is the same (output_dir,
+num_train_epochs, per_device_train_batch_size, gradient_accumulation_steps, max_steps, logging_steps,
+eval_strategy, save_steps, save_total_limit, metric_for_best_model, push_to_hub, hub_model_id, ...).
+"""
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+# The paper's settings per task. "model": EventSSMConfig.from_preset name plus overrides; "tokenizer":
+# EventTokenizer preset; "data"/"training": DataArguments / TrainingArguments fields.
+# Learning rates are per sample: lr = ssm_base_lr x global batch (scale_lr_with_batch).
+TASK_PRESETS: Dict[str, Dict[str, dict]] = {
+    "shd": {
+        "model": {"preset": "shd"},
+        "tokenizer": "shd",
+        "data": dict(validation_split_percentage=10.0, pad_to_multiple_of=1024, augment=True,
+                     augmentation_preset="shd"),
+        "training": dict(num_train_epochs=30, per_device_train_batch_size=32, per_device_eval_batch_size=128,
+                         ssm_base_lr=1.7e-5, lr_factor=10.0, warmup_epochs=3.0, weight_decay=0.03,
+                         ssm_weight_decay=0.0, lr_scheduler_type="cosine", gradient_accumulation_steps=1),
+    },
+    "ssc": {
+        "model": {"preset": "ssc"},
+        "tokenizer": "ssc",
+        "data": dict(validation_split_percentage=10.0, pad_to_multiple_of=1024, augment=True,
+                     augmentation_preset="ssc"),
+        "training": dict(num_train_epochs=200, per_device_train_batch_size=64, per_device_eval_batch_size=128,
+                         ssm_base_lr=5e-6, lr_factor=5.0, warmup_epochs=20.0, weight_decay=0.05,
+                         ssm_weight_decay=0.0, lr_scheduler_type="cosine", gradient_accumulation_steps=1),
+    },
+    "dvs-gesture": {
+        "model": {"preset": "dvs-gesture"},
+        "tokenizer": "dvs-gesture",
+        # training on 65,536-event slices with 50 % overlap; evaluation on whole recordings
+        "data": dict(validation_split_percentage=20.0, pad_to_multiple_of=65536, slice_events=65536,
+                     slice_overlap=0.5, augment=True, augmentation_preset="dvs-gesture"),
+        "training": dict(num_train_epochs=100, per_device_train_batch_size=16, per_device_eval_batch_size=4,
+                         ssm_base_lr=1.2e-5, lr_factor=6.0, warmup_epochs=10.0, weight_decay=0.02,
+                         ssm_weight_decay=0.0, lr_scheduler_type="cosine", gradient_accumulation_steps=4),
+    },
+    # the reference's tutorial settings (configs/task/tutorial.yaml with configs/model/shd/tiny.yaml)
+    "tiny": {
+        "model": {"preset": "tiny"},
+        "tokenizer": "shd",
+        "data": dict(validation_split_percentage=10.0, pad_to_multiple_of=256, augment=False),
+        "training": dict(num_train_epochs=5, per_device_train_batch_size=16, per_device_eval_batch_size=16,
+                         ssm_base_lr=5e-5, lr_factor=10.0, warmup_epochs=1.0, weight_decay=0.01,
+                         ssm_weight_decay=0.0, lr_scheduler_type="cosine", gradient_accumulation_steps=1),
+    },
+    # the README's main job: the embedded synthetic dataset on 2 CPU cores in a few minutes
+    "synthetic": {
+        "model": {"preset": "tiny", "overrides": dict(
+            hidden_size=32, state_size=32, num_ssm_blocks=4, num_stages=1, num_layers_per_stage=2,
+            pooling_stride=4, pooling_mode="timepool", classifier_pooling="timepool", dropout=0.1)},
+        "tokenizer": "shd",
+        "data": dict(validation_split_percentage=10.0, pad_to_multiple_of=64, augment=False),
+        "training": dict(num_train_epochs=8, per_device_train_batch_size=32, per_device_eval_batch_size=128,
+                         ssm_base_lr=1e-4, lr_factor=10.0, warmup_epochs=1.0, weight_decay=0.01,
+                         ssm_weight_decay=0.0, lr_scheduler_type="cosine", gradient_accumulation_steps=1),
+    },
+}
+
+# what an unset field becomes when the preset leaves it open too
+_FALLBACKS = {
+    "num_train_epochs": 3.0, "per_device_train_batch_size": 16, "per_device_eval_batch_size": 32,
+    "ssm_base_lr": 5e-5, "lr_factor": 10.0, "warmup_epochs": 1.0, "weight_decay": 0.01, "ssm_weight_decay": 0.0,
+    "lr_scheduler_type": "cosine", "gradient_accumulation_steps": 1, "validation_split_percentage": 10.0,
+    "pad_to_multiple_of": 256, "augment": False, "slice_events": 0, "slice_overlap": 0.5,
+}
+
+
+@dataclass
+class ModelArguments:
+    """Which model to train or evaluate."""
+
+    model_name_or_path: Optional[str] = field(default=None, metadata={
+        "help": "A model folder or Hub repo id to start from (e.g. a next-event checkpoint to fine-tune: its "
+                "backbone is kept, a new head is initialised). Unset: a new model from --preset."})
+    preset: Optional[str] = field(default=None, metadata={
+        "help": f"Task preset with the paper's settings: {', '.join(TASK_PRESETS)}. Default: 'synthetic' for "
+                "the embedded dataset, 'tiny' otherwise."})
+    config_overrides: Optional[str] = field(default=None, metadata={
+        "help": "Override config fields of a new model, e.g. 'hidden_size=64,num_stages=2,dropout=0.2'."})
+    tokenizer_name: Optional[str] = field(default=None, metadata={
+        "help": "EventTokenizer preset name, folder or repo id. Default: the model's own, else the preset's."})
+    cache_dir: Optional[str] = field(default=None, metadata={"help": "Hugging Face cache folder."})
+    revision: Optional[str] = field(default=None, metadata={"help": "Model revision (branch, tag, commit)."})
+    token: Optional[str] = field(default=None, metadata={"help": "Hub token (default: the logged-in one)."})
+    local_files_only: bool = field(default=False, metadata={"help": "Never go to the Hub."})
+
+
+@dataclass
+class DataArguments:
+    """Which events to train and evaluate on."""
+
+    dataset_name: Optional[str] = field(default=None, metadata={
+        "help": "Hub repo id or local folder of an event dataset (t/x/y/p lists + label). Unset: the embedded "
+                "synthetic dataset (built once, cached in --synthetic_cache_dir)."})
+    dataset_config_name: Optional[str] = field(default=None, metadata={"help": "Dataset configuration name."})
+    synthetic_cache_dir: Optional[str] = field(default=None, metadata={
+        "help": "Folder for the embedded synthetic dataset (default: ~/.cache/eventlm/synthetic)."})
+    recordings: Optional[List[str]] = field(default=None, metadata={
+        "help": "Next-event pretraining on raw recordings instead of a dataset: files read with "
+                "eventlm.data.read_events, cut into windows; the last part of each is held out for validation."})
+    recording_format: Optional[str] = field(default=None, metadata={"help": "read_events format= for --recordings."})
+    recording_options: Optional[str] = field(default=None, metadata={
+        "help": "read_events options as JSON, e.g. '{\"address_bytes\": 2, \"tick_us\": 0.2}'."})
+    window_events: int = field(default=1024, metadata={"help": "Events per window cut from --recordings."})
+    holdout_fraction: float = field(default=0.2, metadata={
+        "help": "Fraction at the end of each recording held out for validation (--recordings)."})
+    train_split: str = field(default="train", metadata={"help": "Training split name."})
+    validation_split: str = field(default="validation", metadata={
+        "help": "Validation split (model selection). Missing: carved from the training split."})
+    test_split: str = field(default="test", metadata={"help": "Split of the final evaluation (eval_results.json)."})
+    validation_split_percentage: Optional[float] = field(default=None, metadata={
+        "help": "Percent of the training split held out for validation when there is no validation split."})
+    label_column_name: str = field(default="label", metadata={"help": "Column of the class labels."})
+    max_train_samples: Optional[int] = field(default=None, metadata={"help": "Use only the first N training rows."})
+    max_eval_samples: Optional[int] = field(default=None, metadata={"help": "Use only the first N validation/test rows."})
+    max_length: Optional[int] = field(default=None, metadata={"help": "Longest padded sequence (events); longer samples are truncated."})
+    pad_to_multiple_of: Optional[int] = field(default=None, metadata={"help": "Padding bucket unit (events)."})
+    slice_events: Optional[int] = field(default=None, metadata={"help": "Train on windows of this many events (0: whole samples)."})
+    slice_overlap: Optional[float] = field(default=None, metadata={"help": "Overlap of training windows (fraction)."})
+    augment: Optional[bool] = field(default=None, metadata={"help": "Apply the paper's training augmentations."})
+    augmentation_preset: Optional[str] = field(default=None, metadata={"help": "Augmentation preset: shd | ssc | dvs-gesture."})
+
+
+@dataclass
+class TrainingArguments:
+    """How to train (names as in transformers.TrainingArguments where the meaning is the same)."""
+
+    output_dir: Optional[str] = field(default=None, metadata={"help": "Where the model, results and checkpoints go."})
+    overwrite_output_dir: bool = field(default=False, metadata={
+        "help": "Start afresh in an output folder that holds another run (its checkpoints are deleted)."})
+    do_train: bool = field(default=True, metadata={"help": "Train."})
+    do_eval: bool = field(default=True, metadata={"help": "Evaluate on the test split at the end (eval_results.json)."})
+    seed: int = field(default=1234, metadata={"help": "Seed of initialisation, data order, augmentation, dropout."})
+    num_train_epochs: Optional[float] = field(default=None, metadata={"help": "Epochs (preset)."})
+    max_steps: int = field(default=-1, metadata={"help": "If > 0: optimizer updates to run (overrides epochs)."})
+    per_device_train_batch_size: Optional[int] = field(default=None, metadata={"help": "Batch per device (preset)."})
+    per_device_eval_batch_size: Optional[int] = field(default=None, metadata={"help": "Eval batch per device (preset)."})
+    gradient_accumulation_steps: Optional[int] = field(default=None, metadata={"help": "Micro-batches per update (preset)."})
+    ssm_base_lr: Optional[float] = field(default=None, metadata={
+        "help": "SSM learning rate per sample (B, Lambda); the rate is this x global batch (preset)."})
+    lr_factor: Optional[float] = field(default=None, metadata={"help": "Other parameters' rate = lr_factor x SSM rate."})
+    scale_lr_with_batch: bool = field(default=True, metadata={"help": "Multiply ssm_base_lr by the global batch."})
+    weight_decay: Optional[float] = field(default=None, metadata={"help": "Weight decay of the non-SSM parameters."})
+    ssm_weight_decay: Optional[float] = field(default=None, metadata={"help": "Weight decay of B and Lambda."})
+    warmup_epochs: Optional[float] = field(default=None, metadata={"help": "Linear warm-up length in epochs."})
+    lr_scheduler_type: Optional[str] = field(default=None, metadata={"help": "cosine | constant (after warm-up)."})
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8
+    max_grad_norm: float = field(default=0.0, metadata={"help": "Clip the gradient's global norm (0: off, as the paper)."})
+    logging_steps: int = field(default=10, metadata={"help": "Log train metrics every N steps."})
+    eval_strategy: str = field(default="epoch", metadata={"help": "Validate every 'epoch', every eval_'steps', or 'no'."})
+    eval_steps: Optional[int] = field(default=None, metadata={"help": "Validation interval with eval_strategy=steps."})
+    save_steps: int = field(default=0, metadata={"help": "Also checkpoint every N steps (0: at validations only)."})
+    save_total_limit: int = field(default=1, metadata={"help": "Latest checkpoints kept (the best one is kept too)."})
+    metric_for_best_model: Optional[str] = field(default=None, metadata={
+        "help": "Validation metric of model selection (default: accuracy; loss for next-event)."})
+    greater_is_better: Optional[bool] = field(default=None, metadata={"help": "Default: False for losses."})
+    load_best_model_at_end: bool = field(default=True, metadata={"help": "Finish with the best validation checkpoint."})
+    report_to: str = field(default="tensorboard", metadata={"help": "tensorboard | none (metrics.jsonl is always written)."})
+    disable_tqdm: bool = field(default=False, metadata={"help": "No progress bar."})
+    prefetch_batches: int = field(default=2, metadata={"help": "Batches prepared ahead in a background thread."})
+    async_checkpointing: bool = field(default=True, metadata={"help": "Write checkpoints in the background."})
+    push_to_hub: bool = field(default=False, metadata={"help": "Upload the model folder to the Hub at the end."})
+    hub_model_id: Optional[str] = field(default=None, metadata={"help": "Repo id to push to (default: output folder name)."})
+    hub_token: Optional[str] = field(default=None, metadata={"help": "Hub token for the push."})
+    hub_private_repo: Optional[bool] = field(default=None, metadata={"help": "Create the repo private."})
+
+
+def default_preset(model_args: ModelArguments, data_args: DataArguments) -> str:
+    if model_args.preset:
+        return model_args.preset
+    return "synthetic" if data_args.dataset_name is None and not data_args.recordings else "tiny"
+
+
+def resolve_presets(model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments) -> str:
+    """Fill every unset (None) field from the task preset, then from the fallbacks. Returns the preset name."""
+    name = default_preset(model_args, data_args)
+    if name not in TASK_PRESETS:
+        raise ValueError(f"unknown --preset {name!r}; choose one of {sorted(TASK_PRESETS)}")
+    preset = TASK_PRESETS[name]
+    model_args.preset = name
+    for obj, values in ((data_args, preset["data"]), (training_args, preset["training"])):
+        for f in dataclasses.fields(obj):
+            if getattr(obj, f.name) is None:
+                if f.name in values:
+                    setattr(obj, f.name, values[f.name])
+                elif f.name in _FALLBACKS:
+                    setattr(obj, f.name, _FALLBACKS[f.name])
+    if training_args.gradient_accumulation_steps < 1:
+        raise ValueError(f"gradient_accumulation_steps must be >= 1, got {training_args.gradient_accumulation_steps}")
+    for name_ in ("per_device_train_batch_size", "per_device_eval_batch_size"):
+        if getattr(training_args, name_) < 1:
+            raise ValueError(f"{name_} must be >= 1, got {getattr(training_args, name_)}")
+    return name
+
+
+def parse_config_overrides(text: Optional[str]) -> Dict[str, object]:
+    """'hidden_size=64,dropout=0.2,norm=batch' -> {"hidden_size": 64, "dropout": 0.2, "norm": "batch"}."""
+    out: Dict[str, object] = {}
+    if not text:
+        return out
+    import json
+
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        if "=" not in item:
+            raise ValueError(f"--config_overrides takes key=value pairs separated by commas, got {item!r}")
+        key, value = (s.strip() for s in item.split("=", 1))
+        try:
+            out[key] = json.loads(value.lower() if value.lower() in ("true", "false", "null") else value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def parse_args(dataclass_types: Sequence[type], argv: Optional[Sequence[str]] = None) -> Tuple:
+    """HfArgumentParser over `dataclass_types`: flags, or one .json / .yaml / .yml file with the fields."""
+    from .._quiet import import_transformers_quietly
+
+    import_transformers_quietly()
+    from transformers import HfArgumentParser
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = HfArgumentParser(tuple(dataclass_types))
+    if len(argv) == 1 and argv[0].lower().endswith((".json", ".yaml", ".yml")):
+        path = Path(argv[0])
+        if not path.is_file():
+            raise FileNotFoundError(f"argument file {str(path)!r} does not exist")
+        if path.suffix.lower() == ".json":
+            return parser.parse_json_file(str(path), allow_extra_keys=False)
+        return parser.parse_yaml_file(str(path), allow_extra_keys=False)
+    return parser.parse_args_into_dataclasses(args=argv)

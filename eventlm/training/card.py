@@ -1,0 +1,141 @@
+"""Model cards (model_cards/model_card.md rendered with huggingface_hub.ModelCard) and the Hub upload."""
+
+import fnmatch
+import logging
+import platform
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import huggingface_hub
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from ..resources import data_dir
+
+logger = logging.getLogger(__name__)
+
+MODEL_CARD_TEMPLATE = "model_card.md"
+# never uploaded: checkpoints (training state), TensorBoard logs, hidden temp files
+PUSH_IGNORE = ["checkpoints", "checkpoints/*", "runs", "runs/*", ".*", "*/.*", "**/.*"]
+
+_TASKS = {
+    "classification": dict(task_type="other", task_name="Event stream classification",
+                           auto_class="AutoModelForSequenceClassification",
+                           description="classification of event streams"),
+    "next-event": dict(task_type="other", task_name="Next-event prediction",
+                       auto_class="AutoModelForNextEventPrediction",
+                       description="next-event prediction (the next event's channel and time gap)"),
+}
+_MODEL_KEYS = ("hidden_size", "state_size", "num_ssm_blocks", "num_stages", "num_layers_per_stage",
+               "pooling_stride", "pooling_mode", "discretization", "norm", "dropout", "classifier_pooling",
+               "vocab_size", "num_labels", "time_unit_us")
+_TRAIN_KEYS = ("num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
+               "ssm_base_lr", "lr_factor", "weight_decay", "ssm_weight_decay", "warmup_epochs",
+               "lr_scheduler_type", "seed")
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _versions() -> List[tuple]:
+    import importlib.metadata as md
+
+    out = [("python", platform.python_version())]
+    for name in ("eventlm", "jax", "flax", "optax", "orbax-checkpoint", "datasets", "huggingface-hub"):
+        try:
+            out.append((name, md.version(name)))
+        except md.PackageNotFoundError:
+            continue
+    return out
+
+
+def sensor_tags(tokenizer) -> List[str]:
+    size = getattr(tokenizer, "sensor_size", None)
+    if size is None:
+        return []
+    return ["spiking-audio", "neuromorphic-audio"] if size[1] == 1 else ["event-camera", "dvs"]
+
+
+def build_model_card(
+    model,
+    task: str,
+    metrics: Dict[str, Any],
+    *,
+    model_name: str,
+    repo_id: Optional[str] = None,
+    dataset_name: Optional[str] = None,
+    dataset_split: str = "test",
+    tokenizer=None,
+    training_args=None,
+    base_model: Optional[str] = None,
+    baseline_text: Optional[str] = None,
+    extra_results: Optional[Dict[str, Any]] = None,
+    curves_image: Optional[str] = None,
+    confusion_image: Optional[str] = None,
+    license: Optional[str] = "apache-2.0",
+) -> ModelCard:
+    """A ModelCard with YAML metadata (library_name eventlm, tags, datasets, model-index with the measured
+    metrics) and a body from model_cards/model_card.md. `metrics`: the final evaluation ("eval_accuracy",
+    "eval_loss", ... on `dataset_split`); extra_results: more rows for the results table (e.g. validation)."""
+    if task not in _TASKS:
+        raise ValueError(f"task must be one of {sorted(_TASKS)}, got {task!r}")
+    info = _TASKS[task]
+    dataset_id = dataset_name or "eventlm-synthetic"
+    wanted = ("accuracy", "loss") if task == "classification" else ("loss", "token_nll", "time_nll")
+    eval_results = []
+    rows = []
+    for key in wanted:
+        value = metrics.get(f"eval_{key}")
+        if isinstance(value, (int, float)):
+            eval_results.append(EvalResult(
+                task_type=info["task_type"], task_name=info["task_name"], dataset_type=dataset_id,
+                dataset_name=dataset_id, dataset_split=dataset_split, metric_type=key,
+                metric_name=key if task == "classification" else f"{key} (nats/event)", metric_value=round(float(value), 6)))
+            rows.append({"split": dataset_split, "metric": key, "value": _fmt(float(value))})
+    for key, value in (extra_results or {}).items():
+        split, _, metric = key.partition("_")
+        if isinstance(value, (int, float)):
+            rows.append({"split": split, "metric": metric, "value": _fmt(value)})
+    tags = ["eventlm", "eventssm", "state-space-model", "neuromorphic", "event-based", "jax", "flax",
+            *sensor_tags(tokenizer)]
+    card_data = ModelCardData(
+        library_name="eventlm", license=license, tags=tags, datasets=[dataset_id] if dataset_name else None,
+        metrics=[r.metric_type for r in eval_results] or None, model_name=model_name,
+        base_model=base_model, eval_results=eval_results or None)
+    config = model.config
+    model_settings = [(k, _fmt(getattr(config, k))) for k in _MODEL_KEYS if getattr(config, k, None) is not None]
+    training_settings = [(k, _fmt(getattr(training_args, k))) for k in _TRAIN_KEYS
+                         if training_args is not None and getattr(training_args, k, None) not in (None, -1)]
+    template = data_dir("model_cards") / MODEL_CARD_TEMPLATE
+    return ModelCard.from_template(
+        card_data, template_path=str(template), model_name=model_name, repo_id=repo_id or model_name,
+        dataset_name=dataset_name, task=task, task_description=info["description"], auto_class=info["auto_class"],
+        base_model=base_model, results_table=rows, baseline_text=baseline_text, curves_image=curves_image,
+        confusion_image=confusion_image, model_settings=model_settings, training_settings=training_settings,
+        num_parameters=f"{model.num_parameters():,}", versions=_versions())
+
+
+def files_to_push(folder) -> List[str]:
+    """Relative paths under `folder` that push_folder_to_hub uploads (PUSH_IGNORE left out)."""
+    folder = Path(folder)
+    out = []
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder).as_posix()
+        if path.is_file() and not any(fnmatch.fnmatch(rel, pat) or fnmatch.fnmatch(rel.split("/")[0], pat)
+                                      for pat in PUSH_IGNORE):
+            out.append(rel)
+    return out
+
+
+def push_folder_to_hub(folder, repo_id: str, token: Optional[str] = None, private: Optional[bool] = None,
+                       commit_message: str = "Upload EventSSM trained with eventlm"):
+    """create_repo (exist_ok) + upload_folder of the model folder: weights, config, tokenizer, card,
+    results and pictures; checkpoints and TensorBoard logs stay local."""
+    repo = huggingface_hub.create_repo(repo_id, token=token, private=private, exist_ok=True)
+    repo_id = getattr(repo, "repo_id", None) or repo_id
+    allow = files_to_push(folder)
+    logger.info("uploading %d files of %s to %s", len(allow), folder, repo_id)
+    return huggingface_hub.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=commit_message,
+                                         token=token, allow_patterns=allow, ignore_patterns=PUSH_IGNORE)

@@ -1,0 +1,142 @@
+"""Metrics: accuracy and confusion matrix, a JSONL + TensorBoard log, and HF-examples result files.
+
+Files in the output folder (as transformers' examples write them):
+  metrics.jsonl        one line per logging event: {"step", "epoch", "split", <metric>: value, ...}
+  runs/                TensorBoard event files (tensorboardX), scalars "<split>/<metric>"
+  train_results.json, eval_results.json, test_results.json, all_results.json
+"""
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional
+
+import numpy as np
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def confusion_matrix(labels, predictions, num_labels: int, weights=None) -> np.ndarray:
+    """counts[i, j] = number of samples of true class i predicted as class j."""
+    labels = np.asarray(labels, np.int64).ravel()
+    predictions = np.asarray(predictions, np.int64).ravel()
+    if labels.shape != predictions.shape:
+        raise ValueError(f"labels {labels.shape} and predictions {predictions.shape} differ in length")
+    for name, values in (("labels", labels), ("predictions", predictions)):
+        if values.size and (values.min() < 0 or values.max() >= num_labels):
+            bad = values[(values < 0) | (values >= num_labels)][0]
+            raise ValueError(f"{name} hold the class {bad}, outside 0..{num_labels - 1}")
+    w = np.ones(labels.shape, np.int64) if weights is None else np.asarray(weights, np.int64).ravel()
+    counts = np.zeros((num_labels, num_labels), np.int64)
+    np.add.at(counts, (labels, predictions), w)
+    return counts
+
+
+def accuracy_from_confusion(counts: np.ndarray) -> float:
+    """Correct / total = trace / sum (nan for an empty matrix)."""
+    total = counts.sum()
+    return float(np.trace(counts) / total) if total else float("nan")
+
+
+def write_json_atomic(path, obj: Any) -> None:
+    """json.dump to a temp file in the same folder, then os.replace (never a half-written file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2, sort_keys=True, default=_to_builtin)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _to_builtin(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if hasattr(value, "__array__"):
+        return np.asarray(value).tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def save_results(output_dir, split: str, metrics: Dict[str, Any], combined: bool = True) -> Path:
+    """`{split}_results.json`, merged into `all_results.json` (transformers' Trainer.save_metrics)."""
+    output_dir = Path(output_dir)
+    scalars = {k: _to_builtin(v) if not isinstance(v, (int, float, str)) else v for k, v in metrics.items()}
+    path = output_dir / f"{split}_results.json"
+    write_json_atomic(path, scalars)
+    if combined:
+        all_path = output_dir / "all_results.json"
+        merged = json.loads(all_path.read_text()) if all_path.exists() else {}
+        merged.update(scalars)
+        write_json_atomic(all_path, merged)
+    return path
+
+
+def read_jsonl(path) -> List[Dict[str, Any]]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+class MetricsLogger:
+    """Appends metrics to `output_dir/metrics.jsonl` and, unless disabled, to TensorBoard (`runs/`)."""
+
+    def __init__(self, output_dir, tensorboard: bool = True, enabled: bool = True):
+        self.output_dir = Path(output_dir)
+        self.path = self.output_dir / METRICS_FILE
+        self.enabled = enabled
+        self._tb = None
+        if enabled and tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self._tb = SummaryWriter(logdir=str(self.output_dir / "runs"))
+
+    def truncate_after(self, step: int) -> None:
+        """Drop records beyond `step` (a resumed run re-logs the steps after its checkpoint)."""
+        if not self.enabled or not self.path.exists():
+            return
+        keep = [r for r in read_jsonl(self.path) if r.get("step", 0) <= step]
+        tmp = self.path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in keep), encoding="utf-8")
+        os.replace(tmp, self.path)
+
+    def log(self, split: str, step: int, metrics: Dict[str, Any], epoch: Optional[float] = None) -> Dict[str, Any]:
+        record = {"split": split, "step": int(step)}
+        if epoch is not None:
+            record["epoch"] = round(float(epoch), 4)
+        for key, value in metrics.items():
+            value = _to_builtin(value) if not isinstance(value, (int, float, str)) else value
+            if isinstance(value, float) and not math.isfinite(value):
+                value = str(value)  # JSON has no nan / inf
+            record[key] = value
+        if not self.enabled:
+            return record
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record, sort_keys=True) + "\n")
+        if self._tb is not None:
+            for key, value in record.items():
+                if key not in ("split", "step") and isinstance(value, (int, float)):
+                    self._tb.add_scalar(f"{split}/{key}", value, int(step))
+        return record
+
+    def records(self) -> List[Dict[str, Any]]:
+        return read_jsonl(self.path)
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+
+
+def mean_of(records: Iterable[Dict[str, Any]], key: str) -> float:
+    values = [r[key] for r in records if isinstance(r.get(key), (int, float))]
+    return float(np.mean(values)) if values else float("nan")

@@ -1,0 +1,634 @@
+"""The jobs behind the scripts and the `eventlm` command: classification, next-event pretraining, evaluation.
+
+    from eventlm.training.pipelines import run_classification
+    results = run_classification(ModelArguments(), DataArguments(), TrainingArguments(output_dir="out/x"))
+
+Every job checks its inputs before the first training step (dataset columns, label range, vocabulary
+sizes, what the output folder already holds) and raises ValueError naming the problem. Output folder
+(HF examples layout): config.json, model.safetensors, tokenizer_config.json, README.md (model card),
+train_results.json, eval_results.json, all_results.json, metrics.jsonl, runs/ (TensorBoard),
+training_curves.png, confusion_matrix.png (+ .json), checkpoints/ (orbax; latest and best),
+run_args.json (what this run was started with: a rerun with the same arguments resumes).
+"""
+
+import dataclasses
+import json
+import logging
+import math
+import shutil
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from .arguments import (TASK_PRESETS, DataArguments, ModelArguments, TrainingArguments, parse_config_overrides,
+                        resolve_presets)
+from .card import build_model_card, push_folder_to_hub
+from .metrics import save_results, write_json_atomic
+from .plots import plot_confusion_matrix, plot_training_curves
+from .trainer import CHECKPOINT_DIR, Trainer
+
+logger = logging.getLogger(__name__)
+
+RUN_ARGS_FILE = "run_args.json"
+EVENT_COLUMNS = ("t", "x")  # y and p may be absent (audio sensors)
+# arguments that do not change what a run computes (a rerun differing only in these still resumes)
+_RUN_INDEPENDENT = {"output_dir", "overwrite_output_dir", "do_train", "do_eval", "disable_tqdm", "report_to",
+                    "prefetch_batches", "async_checkpointing", "push_to_hub", "hub_model_id", "hub_token",
+                    "hub_private_repo", "logging_steps", "cache_dir", "token", "local_files_only",
+                    "synthetic_cache_dir", "save_total_limit", "per_device_eval_batch_size"}
+DEFAULT_OUTPUT_DIRS = {"classification": "out/classification", "next-event": "out/next-event",
+                       "evaluation": "out/evaluation"}
+
+
+# ----------------------------------------------------------------------------------------------------
+# set-up
+# ----------------------------------------------------------------------------------------------------
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    """Plain 'message' logging for the scripts (the libraries' own loggers stay at WARNING)."""
+    logging.basicConfig(format="%(message)s", level=logging.WARNING)
+    for name in ("eventlm.training", "__main__"):
+        logging.getLogger(name).setLevel(level)
+    try:  # orbax and absl log every checkpoint at INFO
+        import absl.logging
+
+        absl.logging.set_verbosity(absl.logging.WARNING)
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def run_signature(model_args, data_args, training_args) -> Dict[str, Any]:
+    """The arguments that determine a run's trajectory (what resume compares)."""
+    out = {}
+    for obj in (model_args, data_args, training_args):
+        for f in dataclasses.fields(obj):
+            if f.name not in _RUN_INDEPENDENT:
+                value = getattr(obj, f.name)
+                out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def prepare_output_dir(training_args: TrainingArguments, signature: Dict[str, Any]) -> bool:
+    """Make sure output_dir may hold this run; returns True when a run with the same arguments is there to
+    resume. An output folder holding another run (other arguments, or files that are not an eventlm run)
+    raises ValueError unless --overwrite_output_dir, which deletes the previous run's checkpoints and logs."""
+    out = Path(training_args.output_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output_dir {str(out)!r} is a file, not a folder")
+    record = out / RUN_ARGS_FILE
+    occupied = out.is_dir() and any(out.iterdir())
+    if occupied and training_args.overwrite_output_dir:
+        for name in (CHECKPOINT_DIR, "runs"):
+            shutil.rmtree(out / name, ignore_errors=True)
+        for name in (RUN_ARGS_FILE, "metrics.jsonl"):
+            (out / name).unlink(missing_ok=True)
+    elif occupied:
+        if not record.is_file():
+            raise ValueError(
+                f"output_dir {str(out)!r} already exists and is not empty, and holds no eventlm run "
+                f"({RUN_ARGS_FILE} missing); choose a new --output_dir or pass --overwrite_output_dir"
+            )
+        previous = json.loads(record.read_text(encoding="utf-8"))
+        diff = {k: (previous.get(k), signature.get(k)) for k in sorted(set(previous) | set(signature))
+                if previous.get(k) != signature.get(k)}
+        if diff:
+            shown = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in list(diff.items())[:6])
+            raise ValueError(
+                f"output_dir {str(out)!r} holds another run (different arguments: {shown}); choose a new "
+                f"--output_dir, or pass --overwrite_output_dir to start afresh there"
+            )
+        return (out / CHECKPOINT_DIR).is_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(record, signature)
+    return False
+
+
+# ----------------------------------------------------------------------------------------------------
+# data
+# ----------------------------------------------------------------------------------------------------
+
+
+def load_event_datasets(data_args: DataArguments, model_args: ModelArguments, seed: int):
+    """{"train", "validation", "test"} splits (datasets.Dataset in numpy format) of the run's dataset:
+    the embedded synthetic dataset, a Hub repo id / local folder, or windows of --recordings.
+    Without a validation split, validation_split_percentage % of train is held out (seeded)."""
+    import datasets
+
+    if data_args.recordings:
+        return recordings_to_datasets(data_args)
+    if data_args.dataset_name is None:
+        from ..data.synthetic import load_synthetic_dataset
+
+        ds = load_synthetic_dataset(data_args.synthetic_cache_dir)
+    else:
+        ds = datasets.load_dataset(data_args.dataset_name, data_args.dataset_config_name,
+                                   cache_dir=model_args.cache_dir, token=model_args.token)
+    if not isinstance(ds, datasets.DatasetDict):
+        ds = datasets.DatasetDict({data_args.train_split: ds})
+    splits = {}
+    if data_args.train_split in ds:
+        splits["train"] = ds[data_args.train_split]
+    if data_args.validation_split in ds:
+        splits["validation"] = ds[data_args.validation_split]
+    if data_args.test_split in ds:
+        splits["test"] = ds[data_args.test_split]
+    if "train" in splits and "validation" not in splits:
+        pct = float(data_args.validation_split_percentage)
+        if not 0 < pct < 100:
+            raise ValueError(f"validation_split_percentage must be in (0, 100), got {pct}")
+        parts = splits["train"].train_test_split(test_size=pct / 100.0, seed=seed, shuffle=True)
+        splits["train"], splits["validation"] = parts["train"], parts["test"]
+        logger.info("no %r split: held out %.0f%% of %r for validation", data_args.validation_split, pct,
+                    data_args.train_split)
+    if data_args.max_train_samples and "train" in splits:
+        splits["train"] = splits["train"].select(range(min(data_args.max_train_samples, len(splits["train"]))))
+    for name in ("validation", "test"):
+        if data_args.max_eval_samples and name in splits:
+            splits[name] = splits[name].select(range(min(data_args.max_eval_samples, len(splits[name]))))
+    return {k: v.with_format("numpy") for k, v in splits.items()}
+
+
+def recordings_to_datasets(data_args: DataArguments):
+    """Cut each recording of --recordings into windows of window_events events; the last holdout_fraction
+    of every recording (in events) becomes the validation split, so validation never overlaps training."""
+    import datasets
+
+    from ..data import read_events
+
+    options = json.loads(data_args.recording_options) if data_args.recording_options else {}
+    if not 0 < data_args.holdout_fraction < 1:
+        raise ValueError(f"holdout_fraction must be in (0, 1), got {data_args.holdout_fraction}")
+    if data_args.window_events < 2:
+        raise ValueError(f"window_events must be at least 2 (a next event to predict), got {data_args.window_events}")
+    rows = {"train": [], "validation": []}
+    sensor = None
+    for path in data_args.recordings:
+        stream = read_events(path, format=data_args.recording_format, **options)
+        if sensor is not None and tuple(stream.sensor_size) != sensor:
+            raise ValueError(f"{path} has sensor {stream.sensor_size}, the other recordings {sensor}: "
+                             f"pretrain on one sensor at a time")
+        sensor = tuple(stream.sensor_size)
+        events = stream.events
+        cut = int(round(len(events) * (1.0 - data_args.holdout_fraction)))
+        for split, part in (("train", events[:cut]), ("validation", events[cut:])):
+            n = data_args.window_events
+            for start in range(0, len(part) - n + 1, n):
+                w = part[start:start + n]
+                rows[split].append({"t": w["t"] - w["t"][0], "x": w["x"], "y": w["y"], "p": w["p"],
+                                    "source": Path(path).name})
+    for split, items in rows.items():
+        if not items:
+            raise ValueError(f"--recordings give no {split} window of {data_args.window_events} events; "
+                             f"lower --window_events or --holdout_fraction")
+    features = datasets.Features({"t": datasets.Sequence(datasets.Value("int64")),
+                                  "x": datasets.Sequence(datasets.Value("int16")),
+                                  "y": datasets.Sequence(datasets.Value("int16")),
+                                  "p": datasets.Sequence(datasets.Value("int8")),
+                                  "source": datasets.Value("string")})
+    out = {}
+    for split, items in rows.items():
+        cols = {k: [r[k] for r in items] for k in features}
+        out[split] = datasets.Dataset.from_dict(cols, features=features).with_format("numpy")
+    out["sensor_size"] = sensor
+    return out
+
+
+def check_event_columns(dataset, split: str, label_column: Optional[str] = None) -> None:
+    """The columns a job needs (t, x and, for classification, the label) → ValueError naming the missing ones."""
+    columns = list(getattr(dataset, "column_names", None) or (dataset[0].keys() if len(dataset) else []))
+    needed = list(EVENT_COLUMNS) + ([label_column] if label_column else [])
+    missing = [c for c in needed if c not in columns]
+    if missing:
+        raise ValueError(
+            f"the {split!r} split lacks the column(s) {missing} (it has {columns}); an event dataset has per-sample "
+            f"lists t (µs), x, y, p" + (f" and a '{label_column}' column (--label_column_name)" if label_column else "")
+        )
+
+
+def label_info(datasets_: Dict[str, Any], label_column: str) -> Tuple[int, Dict[int, str]]:
+    """(num_labels, id2label) from the ClassLabel feature of the training split, else max label + 1."""
+    train = datasets_["train"]
+    feature = getattr(train, "features", {}).get(label_column) if hasattr(train, "features") else None
+    names = getattr(feature, "names", None)
+    if names:
+        return len(names), {i: str(n) for i, n in enumerate(names)}
+    top = max(int(np.max(np.asarray(d[label_column]))) for k, d in datasets_.items() if k != "sensor_size" and len(d))
+    return top + 1, {i: str(i) for i in range(top + 1)}
+
+
+def check_labels(dataset, split: str, label_column: str, num_labels: int) -> None:
+    """Every label must be an integer in [0, num_labels)."""
+    labels = np.asarray(dataset[label_column])
+    if labels.ndim != 1:
+        raise ValueError(f"the {split!r} split's {label_column!r} column must hold one class per sample")
+    if labels.dtype.kind not in "iu":
+        raise ValueError(f"the {split!r} split's {label_column!r} column holds {labels.dtype}, not integer classes")
+    bad = np.flatnonzero((labels < 0) | (labels >= num_labels))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(
+            f"the {split!r} split has label {int(labels[i])} at row {i}, outside 0..{num_labels - 1} "
+            f"(num_labels={num_labels}); {bad.size} row(s) are affected"
+        )
+
+
+def check_vocabulary(config, tokenizer) -> None:
+    """The model must embed every token the tokenizer can emit."""
+    if config.vocab_size < tokenizer.vocab_size:
+        raise ValueError(
+            f"the model's vocabulary ({config.vocab_size} tokens) is smaller than the tokenizer's "
+            f"({tokenizer.vocab_size}: {tokenizer.num_channels} channels + 3 special tokens); use the model's own "
+            f"tokenizer or a model built for this sensor"
+        )
+    if getattr(config, "pad_token_id", None) not in (None, tokenizer.pad_token_id):
+        logger.warning("model pad_token_id %s differs from the tokenizer's %s (padding is masked either way)",
+                       config.pad_token_id, tokenizer.pad_token_id)
+
+
+# ----------------------------------------------------------------------------------------------------
+# tokenizer and model
+# ----------------------------------------------------------------------------------------------------
+
+
+def load_tokenizer(model_args: ModelArguments, data_args: DataArguments, sensor_size=None):
+    """--tokenizer_name, else the model folder's tokenizer, else one for the dataset's sensor (from its card or
+    the recordings), else the preset's."""
+    from ..tokenization_events import EventTokenizer
+
+    hub = dict(cache_dir=model_args.cache_dir, revision=model_args.revision, token=model_args.token,
+               local_files_only=model_args.local_files_only)
+    if model_args.tokenizer_name:
+        return EventTokenizer.from_pretrained(model_args.tokenizer_name, **hub)
+    if model_args.model_name_or_path:
+        try:
+            return EventTokenizer.from_pretrained(model_args.model_name_or_path, **hub)
+        except (OSError, ValueError) as err:
+            logger.info("no tokenizer with the model (%s); choosing one for the data", err)
+    if sensor_size is None and data_args.dataset_name is not None:
+        try:
+            from ..data.hub import load_dataset_metadata
+
+            sensor_size = load_dataset_metadata(data_args.dataset_name).get("sensor_size")
+        except Exception as err:  # a dataset without an eventlm card
+            logger.info("dataset card gives no sensor size (%s)", err)
+    preset_name = TASK_PRESETS[model_args.preset]["tokenizer"]
+    if sensor_size is not None:
+        preset = EventTokenizer.from_pretrained(preset_name)
+        if tuple(preset.sensor_size) == tuple(sensor_size):
+            return preset
+        return EventTokenizer(sensor_size=tuple(sensor_size))
+    return EventTokenizer.from_pretrained(preset_name)
+
+
+def new_config(model_args: ModelArguments, tokenizer, **fields):
+    """EventSSMConfig of the preset, sized to the tokenizer, with --config_overrides applied."""
+    from ..models.eventssm.configuration_eventssm import EventSSMConfig
+
+    spec = TASK_PRESETS[model_args.preset]["model"]
+    values = dict(spec.get("overrides", {}))
+    values.update(vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_token_id,
+                  bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    values.update(fields)
+    values.update(parse_config_overrides(model_args.config_overrides))
+    return EventSSMConfig.from_preset(spec["preset"], **values)
+
+
+def load_model(model_class, model_args: ModelArguments, tokenizer, seed: int, **config_fields):
+    """A new model from the preset, or --model_name_or_path with `config_fields` (e.g. num_labels) applied;
+    a checkpoint of another head keeps its backbone and gets a new head."""
+    if model_args.model_name_or_path:
+        overrides = dict(config_fields)
+        overrides.update(parse_config_overrides(model_args.config_overrides))
+        return model_class.from_pretrained(
+            model_args.model_name_or_path, revision=model_args.revision, cache_dir=model_args.cache_dir,
+            token=model_args.token, local_files_only=model_args.local_files_only, seed=seed,
+            ignore_mismatched_sizes=True, **overrides)
+    return model_class(new_config(model_args, tokenizer, **config_fields), seed=seed)
+
+
+def make_augment(data_args: DataArguments, tokenizer, num_labels: Optional[int]):
+    """augment(rows, rng) -> rows: the paper's per-sample augmentations, then batch CutMix (soft labels)."""
+    if not data_args.augment:
+        return None
+    from ..data.augmentations import apply_to_row, augmentations_for, cut_mix_rows
+
+    name = data_args.augmentation_preset
+    if name is None:
+        raise ValueError("--augment needs --augmentation_preset (shd | ssc | dvs-gesture)")
+    pipeline = augmentations_for(name, sensor_size=tuple(tokenizer.sensor_size))
+
+    def augment(rows, rng):
+        rows = [apply_to_row(r, pipeline, rng=rng) for r in rows]
+        if num_labels and pipeline.cut_mix > 0:
+            rows = cut_mix_rows(rows, num_labels, tuple(tokenizer.sensor_size), rng=rng, p=pipeline.cut_mix)
+        return rows
+
+    return augment
+
+
+def slice_training_split(dataset, data_args: DataArguments):
+    """Windows of slice_events events (overlap slice_overlap) instead of whole training recordings."""
+    if not data_args.slice_events:
+        return dataset
+    from ..data.collator import slice_by_event_count
+
+    return dataset.with_format(None).map(
+        slice_by_event_count, batched=True, batch_size=16,
+        fn_kwargs={"length": data_args.slice_events, "overlap": data_args.slice_overlap},
+        desc="slicing training recordings").with_format("numpy")
+
+
+def make_collator(tokenizer, data_args: DataArguments, task: str, num_labels: Optional[int] = None):
+    from ..data.collator import EventCollator
+
+    max_length = data_args.max_length
+    m = data_args.pad_to_multiple_of or 1
+    if max_length is not None and max_length % m:
+        max_length = -(-max_length // m) * m
+    return EventCollator(tokenizer, pad_to_multiple_of=m, max_length=max_length, task=task, num_labels=num_labels)
+
+
+# ----------------------------------------------------------------------------------------------------
+# reporting
+# ----------------------------------------------------------------------------------------------------
+
+
+def _finish_outputs(trainer: Trainer, model, tokenizer, training_args, model_args, data_args, task: str,
+                    eval_metrics: Dict[str, Any], eval_split: str, confusion=None, class_names=None,
+                    baseline_text: Optional[str] = None) -> None:
+    """save_pretrained of model and tokenizer, pictures, model card, optional push."""
+    out = Path(training_args.output_dir)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    curves = plot_training_curves(trainer.logger.records(), out / "training_curves.png",
+                                  metrics=("loss", "accuracy") if task == "classification" else ("loss", "token_nll", "time_nll"))
+    confusion_png = None
+    if confusion is not None:
+        write_json_atomic(out / "confusion_matrix.json", {"split": eval_split, "labels": class_names,
+                                                          "matrix": confusion.tolist()})
+        confusion_png = plot_confusion_matrix(confusion, out / "confusion_matrix.png", class_names,
+                                              title=f"confusion matrix ({eval_split})")
+    validation = {k: v for k, v in eval_metrics.items() if k.startswith("validation_")}
+    card = build_model_card(
+        model, task, eval_metrics, model_name=training_args.hub_model_id or out.resolve().name,
+        repo_id=training_args.hub_model_id, dataset_name=data_args.dataset_name, dataset_split=eval_split,
+        tokenizer=tokenizer, training_args=training_args, base_model=model_args.model_name_or_path,
+        baseline_text=baseline_text, extra_results=validation,
+        curves_image=curves.name if curves else None, confusion_image=confusion_png.name if confusion_png else None)
+    card.save(str(out / "README.md"))
+    if training_args.push_to_hub:
+        repo_id = training_args.hub_model_id or out.resolve().name
+        push_folder_to_hub(out, repo_id, token=training_args.hub_token, private=training_args.hub_private_repo)
+
+
+def _print_summary(lines: List[str]) -> None:
+    width = max(len(line) for line in lines)
+    print("=" * width)
+    for line in lines:
+        print(line)
+    print("=" * width, flush=True)
+
+
+# ----------------------------------------------------------------------------------------------------
+# jobs
+# ----------------------------------------------------------------------------------------------------
+
+
+def _prepare(model_args, data_args, training_args, task):
+    resolve_presets(model_args, data_args, training_args)
+    if training_args.output_dir is None:
+        training_args.output_dir = DEFAULT_OUTPUT_DIRS[task]
+    resume = prepare_output_dir(training_args, run_signature(model_args, data_args, training_args))
+    return resume
+
+
+def run_classification(model_args: ModelArguments, data_args: DataArguments,
+                       training_args: TrainingArguments) -> Dict[str, Any]:
+    """Train (or fine-tune) a sequence classifier, select on validation, evaluate once on test, save the
+    model folder with its card. Returns all_results (train_*, validation_*, eval_* on the test split)."""
+    from ..models.eventssm.modeling_flax_eventssm import FlaxEventSSMForSequenceClassification
+
+    resume = _prepare(model_args, data_args, training_args, "classification")
+    splits = load_event_datasets(data_args, model_args, training_args.seed)
+    label = data_args.label_column_name
+    for name, ds in splits.items():
+        check_event_columns(ds, name, label)
+    num_labels, id2label = label_info(splits, label)
+    for name, ds in splits.items():
+        check_labels(ds, name, label, num_labels)
+    tokenizer = load_tokenizer(model_args, data_args)
+    model = load_model(FlaxEventSSMForSequenceClassification, model_args, tokenizer, training_args.seed,
+                       num_labels=num_labels, id2label=id2label, label2id={v: k for k, v in id2label.items()})
+    check_vocabulary(model.config, tokenizer)
+    if model.config.num_labels != num_labels:
+        raise ValueError(f"the model has {model.config.num_labels} labels, the dataset {num_labels}")
+    collator = make_collator(tokenizer, data_args, "classification", num_labels)
+    train_split = slice_training_split(splits["train"], data_args) if training_args.do_train else None
+    trainer = Trainer(model, training_args, train_split, splits.get("validation"), collator,
+                      augment=make_augment(data_args, tokenizer, num_labels), task="classification")
+    results: Dict[str, Any] = {}
+    try:
+        logger.info("model: %s parameters; train %d, validation %d, test %d samples; %s",
+                    f"{model.num_parameters():,}", len(splits["train"]), len(splits.get("validation", [])),
+                    len(splits.get("test", [])), "resuming" if resume else "new run")
+        if training_args.do_train:
+            train_metrics = trainer.train(resume=resume)
+            save_results(training_args.output_dir, "train", train_metrics)
+            results.update(train_metrics)
+            best = trainer.evaluate(splits["validation"], prefix="validation")
+            results.update(best.metrics)
+        eval_split = "test" if "test" in splits else "validation"
+        confusion = None
+        if training_args.do_eval:
+            if eval_split != "test":
+                logger.warning("no test split: the final evaluation uses the validation split")
+            final = trainer.evaluate(splits[eval_split], prefix="eval")
+            final.metrics["eval_split"] = eval_split
+            confusion = final.confusion_matrix
+            results.update(final.metrics)
+        baseline_text = None
+        if data_args.dataset_name is None and "test" in splits:
+            from ..data.synthetic import bag_of_channels_accuracy
+
+            baseline = bag_of_channels_accuracy(splits["train"], splits["test"], num_channels=tokenizer.num_channels)
+            results["bag_of_channels_accuracy"] = baseline
+            baseline_text = (f"Bag-of-channels baseline (logistic regression on per-channel event counts, no time): "
+                             f"{baseline:.4f} test accuracy; chance {1 / num_labels:.4f}.")
+        if training_args.do_eval:
+            save_results(training_args.output_dir, "eval",
+                         {k: v for k, v in results.items() if k.startswith("eval_") or k == "bag_of_channels_accuracy"})
+        if "validation_accuracy" in results:
+            save_results(training_args.output_dir, "validation",
+                         {k: v for k, v in results.items() if k.startswith("validation_")})
+        _finish_outputs(trainer, model, tokenizer, training_args, model_args, data_args, "classification", results,
+                        eval_split, confusion, [id2label[i] for i in range(num_labels)], baseline_text)
+    finally:
+        trainer.close()
+    lines = [f"output: {training_args.output_dir}"]
+    if "eval_accuracy" in results:
+        lines.append(f"eval_accuracy ({results['eval_split']} split, {results['eval_samples']} samples): "
+                     f"{results['eval_accuracy']:.4f}   eval_loss: {results['eval_loss']:.4f}")
+    if "bag_of_channels_accuracy" in results:
+        lines.append(f"bag-of-channels baseline: {results['bag_of_channels_accuracy']:.4f}   "
+                     f"chance: {1 / num_labels:.4f}")
+    if "train_runtime" in results:
+        lines.append(f"train_runtime: {results['train_runtime']:.1f} s   steps: {results['train_steps']}")
+    _print_summary(lines)
+    return results
+
+
+def unigram_gap_baseline(train, validation, tokenizer, collator, time_unit_us: float) -> Dict[str, float]:
+    """NLL per predicted event (nats) of a context-free baseline fitted on the training windows: next token
+    ~ unigram frequencies (add-one smoothed), next gap ~ exponential with the mean training gap.
+
+    Scored on the same events the model predicts (every event after the first of its window, as the
+    collator lays them out, special tokens included), with gaps in the model's time unit."""
+    def tokens_and_gaps(dataset):
+        ids, gaps = [], []
+        for start in range(0, len(dataset), 64):
+            from .trainer import fetch_rows
+
+            batch = collator(fetch_rows(dataset, range(start, min(start + 64, len(dataset)))))
+            mask = batch["attention_mask"].astype(bool)
+            for row_ids, row_t, row_m in zip(batch["input_ids"], batch["timestamps"], mask):
+                n = int(row_m.sum())
+                ids.append(row_ids[1:n])
+                gaps.append(np.diff(row_t[:n]).astype(np.float64) / time_unit_us)
+        return np.concatenate(ids), np.concatenate(gaps)
+
+    train_ids, train_gaps = tokens_and_gaps(train)
+    val_ids, val_gaps = tokens_and_gaps(validation)
+    counts = np.bincount(train_ids, minlength=tokenizer.vocab_size).astype(np.float64) + 1.0
+    log_p = np.log(counts / counts.sum())
+    token_nll = float(-np.mean(log_p[val_ids]))
+    rate = 1.0 / max(float(np.mean(train_gaps)), 1e-12)  # exponential MLE: λ = 1 / mean gap
+    time_nll = float(np.mean(rate * val_gaps - np.log(rate)))  # -log(λ e^{-λ Δt})
+    return {"baseline_token_nll": token_nll, "baseline_time_nll": time_nll, "baseline_nll": token_nll + time_nll}
+
+
+def run_next_event_pretraining(model_args: ModelArguments, data_args: DataArguments,
+                               training_args: TrainingArguments) -> Dict[str, Any]:
+    """Pretrain by next-event prediction (no labels) on a dataset or on windows of raw recordings; reports
+    NLL per event (token and time parts) on validation beside a unigram / exponential-gap baseline."""
+    from ..models.eventssm.modeling_flax_eventssm import FlaxEventSSMForNextEventPrediction
+
+    if training_args.metric_for_best_model is None:
+        training_args.metric_for_best_model = "loss"
+    resume = _prepare(model_args, data_args, training_args, "next-event")
+    splits = load_event_datasets(data_args, model_args, training_args.seed)
+    sensor_size = splits.pop("sensor_size", None)
+    for name, ds in splits.items():
+        check_event_columns(ds, name)
+    tokenizer = load_tokenizer(model_args, data_args, sensor_size=sensor_size)
+    model = load_model(FlaxEventSSMForNextEventPrediction, model_args, tokenizer, training_args.seed)
+    check_vocabulary(model.config, tokenizer)
+    collator = make_collator(tokenizer, data_args, "next-event")
+    train_split = slice_training_split(splits["train"], data_args) if training_args.do_train else None
+    trainer = Trainer(model, training_args, train_split, splits["validation"], collator,
+                      augment=None, task="next-event")
+    results: Dict[str, Any] = {}
+    try:
+        logger.info("model: %s parameters; train %d, validation %d windows; %s", f"{model.num_parameters():,}",
+                    len(splits["train"]), len(splits["validation"]), "resuming" if resume else "new run")
+        if training_args.do_train:
+            train_metrics = trainer.train(resume=resume)
+            save_results(training_args.output_dir, "train", train_metrics)
+            results.update(train_metrics)
+        eval_split = "test" if "test" in splits else "validation"
+        if training_args.do_eval:
+            final = trainer.evaluate(splits[eval_split], prefix="eval")
+            results.update(final.metrics)
+            results["eval_split"] = eval_split
+            results.update(unigram_gap_baseline(splits["train"], splits[eval_split], tokenizer, collator,
+                                                float(model.config.time_unit_us)))
+            save_results(training_args.output_dir, "eval",
+                         {k: v for k, v in results.items() if k.startswith(("eval_", "baseline_"))})
+        text = None
+        if "baseline_nll" in results:
+            text = (f"Context-free baseline on the same events (unigram token frequencies + exponential gaps): "
+                    f"{results['baseline_nll']:.4f} nats/event (token {results['baseline_token_nll']:.4f}, "
+                    f"time {results['baseline_time_nll']:.4f}).")
+        _finish_outputs(trainer, model, tokenizer, training_args, model_args, data_args, "next-event", results,
+                        eval_split, baseline_text=text)
+    finally:
+        trainer.close()
+    lines = [f"output: {training_args.output_dir}"]
+    if "eval_loss" in results:
+        lines.append(f"NLL per event ({results['eval_split']}, {results.get('eval_predicted_events', 0)} events): "
+                     f"{results['eval_loss']:.4f} nats  (token {results.get('eval_token_nll', math.nan):.4f}, "
+                     f"time {results.get('eval_time_nll', math.nan):.4f})")
+    if "baseline_nll" in results:
+        lines.append(f"unigram + exponential-gap baseline: {results['baseline_nll']:.4f} nats  (token "
+                     f"{results['baseline_token_nll']:.4f}, time {results['baseline_time_nll']:.4f})")
+    _print_summary(lines)
+    return results
+
+
+def model_head(model_args: ModelArguments) -> str:
+    """"classification" or "next-event": which head the saved weights of --model_name_or_path carry."""
+    from safetensors import safe_open
+
+    from ..modeling_flax_utils import WEIGHTS_NAME, resolve_pretrained_folder
+
+    folder = resolve_pretrained_folder(model_args.model_name_or_path, revision=model_args.revision,
+                                       cache_dir=model_args.cache_dir, token=model_args.token,
+                                       local_files_only=model_args.local_files_only)
+    path = Path(folder) / WEIGHTS_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: {folder} is not a model saved by save_pretrained")
+    with safe_open(str(path), framework="numpy") as f:
+        keys = list(f.keys())
+    if any(k.startswith("params.classifier") for k in keys):
+        return "classification"
+    if any(k.startswith("params.next_event_head") for k in keys):
+        return "next-event"
+    raise ValueError(f"{path} holds no classification or next-event head (only a backbone?); evaluate a model "
+                     f"trained with run_classification or run_next_event_pretraining")
+
+
+def run_evaluation(model_args: ModelArguments, data_args: DataArguments,
+                   training_args: TrainingArguments) -> Dict[str, Any]:
+    """Evaluate --model_name_or_path on the test split (classification: accuracy, loss, confusion matrix;
+    next-event: NLL per event). Writes eval_results.json (+ confusion matrix) into output_dir."""
+    from ..models.eventssm import modeling_flax_eventssm as modeling
+
+    if not model_args.model_name_or_path:
+        raise ValueError("run_evaluation needs --model_name_or_path (a model folder or Hub repo id)")
+    task = model_head(model_args)
+    model_class = (modeling.FlaxEventSSMForSequenceClassification if task == "classification"
+                   else modeling.FlaxEventSSMForNextEventPrediction)
+    resolve_presets(model_args, data_args, training_args)
+    training_args.output_dir = training_args.output_dir or DEFAULT_OUTPUT_DIRS["evaluation"]
+    Path(training_args.output_dir).mkdir(parents=True, exist_ok=True)
+    splits = load_event_datasets(data_args, model_args, training_args.seed)
+    splits.pop("sensor_size", None)
+    label = data_args.label_column_name if task == "classification" else None
+    split_name = "test" if "test" in splits else "validation"
+    dataset = splits[split_name]
+    check_event_columns(dataset, split_name, label)
+    tokenizer = load_tokenizer(model_args, data_args)
+    model = model_class.from_pretrained(model_args.model_name_or_path, revision=model_args.revision,
+                                        cache_dir=model_args.cache_dir, token=model_args.token,
+                                        local_files_only=model_args.local_files_only)
+    check_vocabulary(model.config, tokenizer)
+    num_labels = model.config.num_labels if task == "classification" else None
+    if task == "classification":
+        check_labels(dataset, split_name, label, num_labels)
+    collator = make_collator(tokenizer, data_args, task, num_labels)
+    trainer = Trainer(model, training_args, None, dataset, collator, task=task)
+    try:
+        out = trainer.evaluate(dataset, prefix="eval")
+    finally:
+        trainer.close()
+    results = dict(out.metrics, eval_split=split_name)
+    save_results(training_args.output_dir, "eval", results)
+    if out.confusion_matrix is not None:
+        names = [model.config.id2label.get(i, str(i)) for i in range(num_labels)]
+        write_json_atomic(Path(training_args.output_dir) / "confusion_matrix.json",
+                          {"split": split_name, "labels": names, "matrix": out.confusion_matrix.tolist()})
+        plot_confusion_matrix(out.confusion_matrix, Path(training_args.output_dir) / "confusion_matrix.png", names,
+                              title=f"confusion matrix ({split_name})")
+    _print_summary([f"{k}: {v}" for k, v in results.items()])
+    return results

@@ -1,0 +1,89 @@
+"""Pictures for the model card: training curves and the confusion matrix (matplotlib, Agg backend)."""
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)  # no display; never opens a window
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path) -> Path:
+    """Save atomically (temp file in the same folder, then os.replace)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def _series(records: Sequence[Dict], split: str, key: str):
+    points = [(r["step"], r[key]) for r in records if r.get("split") == split and isinstance(r.get(key), (int, float))]
+    return ([p[0] for p in points], [p[1] for p in points]) if points else ([], [])
+
+
+def plot_training_curves(records: List[Dict], path, metrics: Sequence[str] = ("loss", "accuracy")) -> Optional[Path]:
+    """One panel per metric: the train curve and the validation points against the step.
+    Returns None when the records hold none of the metrics."""
+    plt = _pyplot()
+    panels = [m for m in metrics if any(_series(records, s, m)[0] for s in ("train", "validation"))]
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.4), squeeze=False)
+    for ax, metric in zip(axes[0], panels):
+        for split, style, label in (("train", "-", "train"), ("validation", "o-", "validation")):
+            x, y = _series(records, split, metric)
+            if x:
+                ax.plot(x, y, style, label=label, markersize=3)
+        ax.set_xlabel("step")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    try:
+        return _save(fig, path)
+    finally:
+        plt.close(fig)
+
+
+def plot_confusion_matrix(counts: np.ndarray, path, class_names: Optional[Sequence[str]] = None,
+                          title: str = "confusion matrix (test)") -> Path:
+    """Row-normalised confusion matrix (rows: true class, columns: predicted class)."""
+    plt = _pyplot()
+    counts = np.asarray(counts)
+    n = counts.shape[0]
+    rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    size = min(2.0 + 0.4 * n, 14.0)
+    fig, ax = plt.subplots(figsize=(size, size))
+    im = ax.imshow(rates, cmap="Blues", vmin=0.0, vmax=1.0)
+    names = list(class_names) if class_names is not None else [str(i) for i in range(n)]
+    ax.set_xticks(range(n), names, rotation=90 if n > 10 else 0, fontsize=7 if n > 20 else 9)
+    ax.set_yticks(range(n), names, fontsize=7 if n > 20 else 9)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    if n <= 20:
+        for i in range(n):
+            for j in range(n):
+                if counts[i, j]:
+                    ax.text(j, i, int(counts[i, j]), ha="center", va="center", fontsize=7,
+                            color="white" if rates[i, j] > 0.5 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    try:
+        return _save(fig, path)
+    finally:
+        plt.close(fig)

@@ -1,0 +1,316 @@
+"""Tests of eventlm.training: optimizer groups and schedule, checkpoints, metrics, the loop (determinism,
+data parallel, exact resume after SIGKILL), pretrain -> fine-tune, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+from eventlm.training import optimizer as opt_lib  # noqa: E402
+from eventlm.training.arguments import (DataArguments, ModelArguments, TrainingArguments,  # noqa: E402
+                                        parse_args, parse_config_overrides, resolve_presets)
+from eventlm.training.checkpoints import CheckpointStore  # noqa: E402
+from eventlm.training.metrics import (MetricsLogger, accuracy_from_confusion, confusion_matrix,  # noqa: E402
+                                      read_jsonl, save_results)
+from eventlm.training.trainer import epoch_order, prefetch  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ----------------------------------------------------------------------------------------------------
+# optimizer
+# ----------------------------------------------------------------------------------------------------
+
+
+def _params(rng):
+    return {
+        "eventssm": {
+            "embed": {"embedding": jnp.asarray(rng.normal(size=(5, 3)), jnp.float32)},
+            "layer_0": {"ssm": {"Lambda_re": jnp.asarray(rng.normal(size=(4,)), jnp.float32),
+                                "Lambda_im": jnp.asarray(rng.normal(size=(4,)), jnp.float32),
+                                "B": jnp.asarray(rng.normal(size=(4, 3, 2)), jnp.float32),
+                                "C": jnp.asarray(rng.normal(size=(3, 4, 2)), jnp.float32),
+                                "log_step": jnp.asarray(rng.normal(size=(4,)), jnp.float32)},
+                        "norm": {"scale": jnp.asarray(rng.normal(size=(3,)), jnp.float32)}},
+        },
+        "classifier": {"kernel": jnp.asarray(rng.normal(size=(3, 2)), jnp.float32)},
+    }
+
+
+def test_param_labels_follow_reference_groups():
+    labels = opt_lib.param_labels(_params(np.random.default_rng(0)))
+    ssm = labels["eventssm"]["layer_0"]["ssm"]
+    assert ssm["Lambda_re"] == ssm["Lambda_im"] == ssm["B"] == "ssm"
+    # the reference puts C, log_step, norms, embedding and heads in the regular group
+    assert ssm["C"] == ssm["log_step"] == "regular"
+    assert labels["eventssm"]["embed"]["embedding"] == labels["classifier"]["kernel"] == "regular"
+    assert opt_lib.count_groups(_params(np.random.default_rng(0))) == (4 + 4 + 24, 15 + 24 + 4 + 3 + 6)
+
+
+def _schedule_ref(step, peak, total, warmup):
+    """Linear warm-up then cosine to zero, written out (float64)."""
+    if step < warmup:
+        return peak * step / warmup
+    return peak * 0.5 * (1 + np.cos(np.pi * min(step - warmup, total - warmup) / (total - warmup)))
+
+
+def test_schedule_warmup_then_cosine():
+    fn = opt_lib.learning_rate_schedule(2e-3, total_steps=50, warmup_steps=10)
+    for s in (0, 1, 5, 9, 10, 11, 30, 49, 50, 60):
+        assert float(fn(s)) == pytest.approx(_schedule_ref(s, 2e-3, 50, 10), rel=1e-5, abs=1e-9)
+    const = opt_lib.learning_rate_schedule(1e-3, 20, 4, "constant")
+    assert float(const(2)) == pytest.approx(5e-4) and float(const(15)) == pytest.approx(1e-3)
+    with pytest.raises(ValueError, match="schedule"):
+        opt_lib.learning_rate_schedule(1e-3, 10, 1, "linear-ish")
+
+
+def test_scaled_learning_rate():
+    # reference: ssm_lr = ssm_base_lr x per-device batch x devices x accumulation
+    assert opt_lib.scaled_learning_rate(1.7e-5, 32 * 1 * 1) == pytest.approx(5.44e-4)
+    assert opt_lib.scaled_learning_rate(1.2e-5, 16 * 4 * 4) == pytest.approx(1.2e-5 * 256)
+    with pytest.raises(ValueError):
+        opt_lib.scaled_learning_rate(0.0, 8)
+
+
+def _adamw_reference(params, grads_seq, lr_fn, wd, b1=0.9, b2=0.999, eps=1e-8):
+    """Float64 AdamW (decoupled weight decay scaled by the learning rate), one leaf at a time."""
+    p = np.asarray(params, np.float64)
+    m = np.zeros_like(p)
+    v = np.zeros_like(p)
+    for t, g in enumerate(grads_seq, start=1):
+        g = np.asarray(g, np.float64)
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        mhat, vhat = m / (1 - b1 ** t), v / (1 - b2 ** t)
+        p = p - lr_fn(t - 1) * (mhat / (np.sqrt(vhat) + eps) + wd * p)
+    return p
+
+
+def test_two_group_adamw_matches_float64_reference():
+    rng = np.random.default_rng(1)
+    params = _params(rng)
+    steps, warmup, lr, factor, wd = 6, 2, 1e-2, 10.0, 0.05
+    setup = opt_lib.create_optimizer(lr, total_steps=steps, warmup_steps=warmup, lr_factor=factor, weight_decay=wd,
+                                     ssm_weight_decay=0.0)
+    grads_seq = [jax.tree_util.tree_map(lambda x: jnp.asarray(rng.normal(size=x.shape), jnp.float32), params)
+                 for _ in range(steps)]
+    state, p = setup.tx.init(params), params
+    for g in grads_seq:
+        updates, state = setup.tx.update(g, state, p)
+        p = jax.tree_util.tree_map(lambda a, b: a + b, p, updates)
+    labels = opt_lib.param_labels(params)
+    flat_p0, tree = jax.tree_util.tree_flatten(params)
+    flat_out = jax.tree_util.tree_leaves(p)
+    flat_labels = jax.tree_util.tree_leaves(labels)
+    flat_grads = [jax.tree_util.tree_leaves(g) for g in grads_seq]
+    for i, (p0, out, label) in enumerate(zip(flat_p0, flat_out, flat_labels)):
+        peak = lr if label == "ssm" else lr * factor
+        ref = _adamw_reference(p0, [g[i] for g in flat_grads], lambda s: _schedule_ref(s, peak, steps, warmup),
+                               0.0 if label == "ssm" else wd)
+        np.testing.assert_allclose(np.asarray(out), ref, rtol=2e-5, atol=2e-6)
+
+
+def test_gradient_accumulation_averages_micro_batches():
+    rng = np.random.default_rng(2)
+    params = _params(rng)
+    one = opt_lib.create_optimizer(1e-2, total_steps=3, warmup_steps=0)
+    acc = opt_lib.create_optimizer(1e-2, total_steps=3, warmup_steps=0, accumulation_steps=4)
+    micro = [jax.tree_util.tree_map(lambda x: jnp.asarray(rng.normal(size=x.shape), jnp.float32), params)
+             for _ in range(8)]
+    s1, p1 = one.tx.init(params), params
+    s4, p4 = acc.tx.init(params), params
+    for k in range(2):
+        mean = jax.tree_util.tree_map(lambda *g: sum(g) / 4, *micro[4 * k:4 * k + 4])
+        u, s1 = one.tx.update(mean, s1, p1)
+        p1 = jax.tree_util.tree_map(lambda a, b: a + b, p1, u)
+        for g in micro[4 * k:4 * k + 4]:
+            u, s4 = acc.tx.update(g, s4, p4)
+            p4 = jax.tree_util.tree_map(lambda a, b: a + b, p4, u)
+    for a, b in zip(jax.tree_util.tree_leaves(p1), jax.tree_util.tree_leaves(p4)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(np.asarray(jax.tree_util.tree_leaves(p1)[0]),
+                           np.asarray(jax.tree_util.tree_leaves(params)[0]))
+
+
+# ----------------------------------------------------------------------------------------------------
+# metrics, data order, prefetch
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_confusion_matrix_and_accuracy_by_hand():
+    labels = [0, 1, 2, 2, 1, 0, 2]
+    preds = [0, 2, 2, 1, 1, 0, 2]
+    cm = confusion_matrix(labels, preds, 3)
+    expected = np.array([[2, 0, 0], [0, 1, 1], [0, 1, 2]])
+    np.testing.assert_array_equal(cm, expected)
+    assert accuracy_from_confusion(cm) == pytest.approx(5 / 7)
+    with pytest.raises(ValueError, match="outside"):
+        confusion_matrix([0, 3], [0, 0], 3)
+
+
+def test_epoch_order_is_a_seeded_permutation():
+    a = epoch_order(103, 10, seed=5, epoch=0)
+    assert a.shape == (10, 10) and len(np.unique(a)) == 100 and a.max() < 103
+    np.testing.assert_array_equal(a, epoch_order(103, 10, seed=5, epoch=0))
+    assert not np.array_equal(a, epoch_order(103, 10, seed=5, epoch=1))
+    assert not np.array_equal(a, epoch_order(103, 10, seed=6, epoch=0))
+
+
+def test_prefetch_keeps_order_and_raises():
+    assert list(prefetch(iter(range(20)), 3)) == list(range(20))
+
+    def broken():
+        yield 1
+        raise RuntimeError("bad row")
+
+    with pytest.raises(RuntimeError, match="bad row"):
+        list(prefetch(broken(), 2))
+
+
+def test_results_files_and_jsonl(tmp_path):
+    save_results(tmp_path, "train", {"train_loss": 0.5, "epoch": 1.0})
+    save_results(tmp_path, "eval", {"eval_accuracy": np.float32(0.75), "eval_loss": 0.25})
+    assert json.loads((tmp_path / "eval_results.json").read_text()) == {"eval_accuracy": 0.75, "eval_loss": 0.25}
+    assert json.loads((tmp_path / "all_results.json").read_text()) == {
+        "train_loss": 0.5, "epoch": 1.0, "eval_accuracy": 0.75, "eval_loss": 0.25}
+    log = MetricsLogger(tmp_path, tensorboard=True)
+    for step in range(1, 6):
+        log.log("train", step, {"loss": 1.0 / step})
+    log.truncate_after(3)
+    log.log("train", 4, {"loss": 9.0})
+    log.close()
+    records = read_jsonl(tmp_path / "metrics.jsonl")
+    assert [r["step"] for r in records] == [1, 2, 3, 4] and records[-1]["loss"] == 9.0
+    assert any((tmp_path / "runs").iterdir())  # TensorBoard event file
+
+
+# ----------------------------------------------------------------------------------------------------
+# checkpoints
+# ----------------------------------------------------------------------------------------------------
+
+
+def _state(seed):
+    rng = np.random.default_rng(seed)
+    params = _params(rng)
+    setup = opt_lib.create_optimizer(1e-3, 10, 2, accumulation_steps=2)
+    return {"step": jnp.asarray(seed, jnp.int32), "params": params, "batch_stats": {},
+            "opt_state": setup.tx.init(params), "rng": jax.random.PRNGKey(seed)}
+
+
+def test_checkpoints_keep_latest_and_best_and_restore_exactly(tmp_path):
+    store = CheckpointStore(tmp_path / "ck", metric="accuracy", mode="max", async_save=False)
+    history = {1: 0.5, 2: None, 3: 0.9, 4: 0.2, 5: None}
+    for step, acc in history.items():
+        store.save(step, _state(step), {"step": step, "epoch": step // 2},
+                   metrics=None if acc is None else {"accuracy": acc})
+    store.wait()
+    assert sorted(store.manager.all_steps()) == [3, 5]
+    assert store.latest_step() == 5 and store.best_step() == 3
+    restored, meta = store.restore(3, _state(0))
+    assert meta == {"step": 3, "epoch": 1}
+    for a, b in zip(jax.tree_util.tree_leaves(restored), jax.tree_util.tree_leaves(_state(3))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    store.close()
+    loss_store = CheckpointStore(tmp_path / "ck2", metric="loss", mode="min", async_save=False)
+    for step, loss in [(1, 2.0), (2, 1.0), (3, 3.0)]:
+        loss_store.save(step, _state(step), {"step": step}, metrics={"loss": loss})
+    loss_store.wait()
+    assert loss_store.best_step() == 2 and loss_store.latest_step() == 3
+    loss_store.close()
+
+
+_WRITER = textwrap.dedent("""
+    import os, sys
+    os.environ["JAX_PLATFORMS"] = "cpu"
+    import numpy as np, jax.numpy as jnp
+    from eventlm.training.checkpoints import CheckpointStore
+    store = CheckpointStore(sys.argv[1], async_save=False)
+    start = (store.latest_step() or 0) + 1
+    print("ready", flush=True)
+    for step in range(start, start + 10000):
+        big = np.full((4_000_000,), step, np.float32)  # 16 MB: most of the time is spent writing
+        store.save(step, {"big": jnp.asarray(big), "step": jnp.asarray(step)}, {"step": step})
+""")
+
+
+def test_sigkill_during_checkpoint_write_never_breaks_latest(tmp_path):
+    """Kill a process that writes checkpoints back to back at several moments: every time, the latest
+    checkpoint that is left must restore completely, with the values written at that step."""
+    script = tmp_path / "writer.py"
+    script.write_text(_WRITER)
+    folder = tmp_path / "ck"
+    rng = np.random.default_rng(0)
+    restored_steps = []
+    for attempt in range(3):
+        proc = subprocess.Popen([sys.executable, str(script), str(folder)], stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, text=True)
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(1.0 + float(rng.uniform(0.0, 1.5)))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        store = CheckpointStore(folder, async_save=False)
+        latest = store.latest_step()
+        if latest is None:
+            store.close()
+            continue
+        like = {"big": jnp.zeros((4_000_000,), jnp.float32), "step": jnp.asarray(0)}
+        state, meta = store.restore(latest, like)
+        assert meta == {"step": latest}
+        assert int(state["step"]) == latest and float(state["big"][0]) == latest == float(state["big"][-1])
+        restored_steps.append(latest)
+        store.close()
+    assert restored_steps, "no checkpoint was completed in any attempt"
+    assert restored_steps == sorted(restored_steps)
+    leftovers = [p.name for p in folder.iterdir() if "tmp" in p.name]
+    assert len(leftovers) <= 1  # at most the write killed last; reopening the store removes it
+    CheckpointStore(folder, async_save=False).close()
+    assert not [p.name for p in folder.iterdir() if "tmp" in p.name]
+
+
+# ----------------------------------------------------------------------------------------------------
+# arguments
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_presets_fill_only_unset_fields():
+    m, d, t = ModelArguments(preset="shd"), DataArguments(), TrainingArguments(num_train_epochs=2)
+    assert resolve_presets(m, d, t) == "shd"
+    assert t.num_train_epochs == 2  # the user's value wins
+    assert (t.per_device_train_batch_size, t.ssm_base_lr, t.lr_factor, t.warmup_epochs, t.weight_decay) == \
+        (32, 1.7e-5, 10.0, 3.0, 0.03)
+    m, d, t = ModelArguments(preset="dvs-gesture"), DataArguments(), TrainingArguments()
+    resolve_presets(m, d, t)
+    assert (t.gradient_accumulation_steps, d.slice_events, t.num_train_epochs, t.per_device_train_batch_size) == \
+        (4, 65536, 100, 16)
+    m, d, t = ModelArguments(), DataArguments(), TrainingArguments()
+    assert resolve_presets(m, d, t) == "synthetic"
+    with pytest.raises(ValueError, match="unknown --preset"):
+        resolve_presets(ModelArguments(preset="nope"), DataArguments(), TrainingArguments())
+
+
+def test_parse_args_flags_json_and_yaml(tmp_path):
+    types = (ModelArguments, DataArguments, TrainingArguments)
+    m, d, t = parse_args(types, ["--preset", "tiny", "--num_train_epochs", "2", "--output_dir", "o"])
+    assert (m.preset, t.num_train_epochs, t.output_dir, d.dataset_name) == ("tiny", 2.0, "o", None)
+    (tmp_path / "a.json").write_text(json.dumps({"preset": "ssc", "seed": 7, "output_dir": "x"}))
+    m, _, t = parse_args(types, [str(tmp_path / "a.json")])
+    assert (m.preset, t.seed) == ("ssc", 7)
+    (tmp_path / "a.yaml").write_text("preset: shd\nper_device_train_batch_size: 4\n")
+    m, _, t = parse_args(types, [str(tmp_path / "a.yaml")])
+    assert (m.preset, t.per_device_train_batch_size) == ("shd", 4)
+    assert parse_config_overrides("hidden_size=8, dropout=0.5,norm=batch,conj_sym=true") == {
+        "hidden_size": 8, "dropout": 0.5, "norm": "batch", "conj_sym": True}
+    with pytest.raises(ValueError, match="key=value"):
+        parse_config_overrides("hidden_size")
