@@ -191,7 +191,8 @@ def test_stmnist_round_trip(tmp_path):
     assert_same(s, np.rint(seconds * 1e6), taxel % 10, taxel // 10, st[taxel, np.arange(n)] > 0)
 
 
-@pytest.mark.parametrize("encoding,plugin,sensor", [("evt2", "hal_plugin_gen3_fx3", (640, 480, 2)), ("dat", None, None)])
+@pytest.mark.parametrize("encoding,plugin,sensor", [
+    ("evt2", "hal_plugin_gen3_fx3", (640, 480, 2)), ("dat", None, None)])
 def test_prophesee_round_trip_through_expelliarmus(tmp_path, encoding, plugin, sensor):
     import expelliarmus
 

@@ -325,7 +325,7 @@ def test_missing_fields_sorting_and_wrong_types():
     with pytest.raises(ValueError, match="sensor of size"):
         tok(EventStream(np.zeros(1, EVENT_DTYPE), (320, 240, 2)))
     for bad in [dict(sensor_size=(16, 16)), dict(sensor_size=(16, 0, 2)), dict(sensor_size=(8, 8, 2), downsample=0),
-                dict(sensor_size=(8, 8, 2), token_layout="xy"), dict(sensor_size=(8, 8, 2), time_pairing="later"),
+                dict(sensor_size=(8, 8, 2), token_layout="xy"), dict(sensor_size=(8, 8, 2), model_max_length=0),
                 dict(sensor_size=(8, 8, 2), truncation_side="middle")]:
         with pytest.raises(ValueError):
             EventTokenizer(**bad)

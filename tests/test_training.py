@@ -223,6 +223,12 @@ def test_checkpoints_keep_latest_and_best_and_restore_exactly(tmp_path):
     for a, b in zip(jax.tree_util.tree_leaves(restored), jax.tree_util.tree_leaves(_state(3))):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     store.close()
+    reopened = CheckpointStore(tmp_path / "ck", metric="accuracy", mode="max", async_save=False)
+    assert reopened.best_step() == 3  # metrics persist on disk
+    reopened.save(6, _state(6), {"step": 6})
+    reopened.wait()
+    assert sorted(reopened.manager.all_steps()) == [3, 6]
+    reopened.close()
     loss_store = CheckpointStore(tmp_path / "ck2", metric="loss", mode="min", async_save=False)
     for step, loss in [(1, 2.0), (2, 1.0), (3, 3.0)]:
         loss_store.save(step, _state(step), {"step": step}, metrics={"loss": loss})

@@ -51,7 +51,7 @@ import os
 import re
 from fractions import Fraction
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
@@ -60,7 +60,8 @@ from .events import EventStream, as_events, sensor_size_of
 __all__ = ["read_events", "guess_format", "KNOWN_FORMATS"]
 
 KNOWN_FORMATS = ("nmnist", "aedat4", "evt2", "evt3", "dat", "aedat", "nas", "stmnist", "npy", "npz", "csv")
-_ALIASES = {"aedat2": "aedat", "aedat3": "aedat", "jaer": "aedat", "aedat40": "aedat4", "mat": "stmnist"}
+_ALIASES = {"aedat2": "aedat", "aedat3": "aedat", "jaer": "aedat", "aedat40": "aedat4", "mat": "stmnist",
+            "evt20": "evt2", "evt30": "evt3"}
 _EXTENSIONS = {".bin": "nmnist", ".aedat4": "aedat4", ".dat": "dat", ".mat": "stmnist",
                ".npy": "npy", ".npz": "npz", ".csv": "csv"}  # .raw and .aedat: decided by the header
 _PROPHESEE_PLUGINS = (("gen4", (1280, 720)), ("imx636", (1280, 720)), ("gen3", (640, 480)))
@@ -467,10 +468,11 @@ def _read_nas(path, channels=None, address_bytes=2, tick_us=0.2, stereo=False, o
         raise ValueError(f"{path}: format='nas' needs channels=<number of frequency channels, e.g. 32 or 64>")
     if isinstance(channels, bool) or not isinstance(channels, (int, np.integer)) or channels < 1:
         raise ValueError(f"channels must be a positive integer, got {channels!r}")
-    if address_bytes not in (2, 4) or isinstance(address_bytes, bool):
+    if isinstance(address_bytes, bool) or not isinstance(address_bytes, (int, np.integer)) \
+            or address_bytes not in (2, 4):
         raise ValueError(f"address_bytes must be 2 or 4, got {address_bytes!r}")
-    if not isinstance(tick_us, (int, float, np.number)) or isinstance(tick_us, bool) or not (0 < tick_us < 1e9):
-        raise ValueError(f"tick_us must be a positive number of µs per timestamp tick, got {tick_us!r}")
+    if not isinstance(tick_us, (int, float, np.number)) or isinstance(tick_us, bool) or not (1e-6 <= tick_us < 1e9):
+        raise ValueError(f"tick_us must be the µs per timestamp tick (1e-6 .. 1e9), got {tick_us!r}")
     for name, value in (("stereo", stereo), ("on_off", on_off)):
         if not isinstance(value, (bool, np.bool_)):
             raise ValueError(f"{name} must be True or False, got {value!r}")

@@ -38,8 +38,10 @@ class CheckpointStore:
             BestN(get_metric_fn=self._metric_value, reverse=(mode == "min"), n=1,
                   keep_checkpoints_without_metrics=False),
         ])
-        options = ocp.CheckpointManagerOptions(preservation_policy=policy, cleanup_tmp_directories=True,
-                                               enable_async_checkpointing=async_save)
+        # best_fn makes orbax write each step's metrics to disk (so a reopened store still knows the best)
+        options = ocp.CheckpointManagerOptions(preservation_policy=policy, best_fn=self._metric_value,
+                                               best_mode=mode, keep_checkpoints_without_metrics=True,
+                                               cleanup_tmp_directories=True, enable_async_checkpointing=async_save)
         self.manager = ocp.CheckpointManager(self.directory, item_names=("state", "meta"), options=options)
 
     def _metric_value(self, metrics: Dict[str, float]) -> float:
