@@ -35,7 +35,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 
 from ._quiet import import_transformers_quietly
-from .data.events import EventStream, as_events
+from .data.events import EventStream, as_events, event_columns
 from .resources import data_dir
 
 import_transformers_quietly()
@@ -48,12 +48,14 @@ _DERIVED = ("num_channels", "vocab_size", "pad_token_id", "bos_token_id", "eos_t
 _INFO = ("tokenizer_class", "eventlm_version")
 
 
-def _pair(value, name):
-    """An int or a pair of ints as a pair of positive ints (spatial factors)."""
-    pair = (value, value) if np.isscalar(value) else tuple(value)
-    if len(pair) != 2 or any(int(v) != v or int(v) < 1 for v in pair):
-        raise ValueError(f"{name} must be a positive integer or a pair of them (fx, fy), got {value!r}")
-    return tuple(int(v) for v in pair)
+def _positive_ints(value, count):
+    """value as a tuple of `count` positive ints, or None when it is not one."""
+    try:
+        values = (value,) * count if np.isscalar(value) and count == 2 else tuple(value)
+        ok = len(values) == count and all(not isinstance(v, bool) and int(v) == v and int(v) >= 1 for v in values)
+    except (TypeError, ValueError):
+        return None
+    return tuple(int(v) for v in values) if ok else None
 
 
 def _atomic_write_json(path: Path, obj):
@@ -132,17 +134,19 @@ class EventTokenizer:
         description: Optional[str] = None,
         sensor_layout: Optional[dict] = None,
     ):
-        size = tuple(sensor_size) if not np.isscalar(sensor_size) else ()
-        if len(size) != 3 or any(int(s) != s or int(s) < 1 for s in size):
+        size = None if np.isscalar(sensor_size) else _positive_ints(sensor_size, 3)
+        if size is None:
             raise ValueError(f"sensor_size must be three positive integers (W, H, P), got {sensor_size!r}")
+        factors = _positive_ints(downsample, 2)
+        if factors is None:
+            raise ValueError(f"downsample must be a positive integer or a pair of them (fx, fy), got {downsample!r}")
         if token_layout not in TOKEN_LAYOUTS:
             raise ValueError(f"token_layout must be one of {TOKEN_LAYOUTS}, got {token_layout!r}")
         if truncation_side not in _SIDES:
             raise ValueError(f"truncation_side must be 'left' or 'right', got {truncation_side!r}")
-        if model_max_length is not None and (int(model_max_length) != model_max_length or model_max_length < 1):
+        if model_max_length is not None and _positive_ints([model_max_length], 1) is None:
             raise ValueError(f"model_max_length must be a positive integer or None, got {model_max_length!r}")
-        self.sensor_size = tuple(int(s) for s in size)
-        self.downsample = _pair(downsample, "downsample")
+        self.sensor_size, self.downsample = size, factors
         self.merge_polarities = bool(merge_polarities)
         self.token_layout = token_layout
         self.truncation_side = truncation_side
@@ -197,26 +201,30 @@ class EventTokenizer:
         return as_events(events, self.sensor_size, sort=sort)
 
     def token_ids(self, x, y, p) -> np.ndarray:
-        """Token ids (int32) of validated raw coordinates x, y, p (arrays of one length)."""
+        """Token ids (int32) of validated raw coordinates x, y, p (integer arrays of one length).
+
+        One int32 buffer, updated in place (fresh allocations, i.e. page faults, dominate at 1 M events)."""
         fx, fy = self.downsample
         W2, H2, P2 = self.channel_size
-        xs = np.asarray(x).astype(np.int32)
-        if fx > 1:
-            xs //= fx
-        ys = None
-        if H2 > 1:
-            ys = np.asarray(y).astype(np.int32)
-            if fy > 1:
-                ys //= fy
-        if self.token_layout == "reference-dvs":
-            ids = xs * ys  # reference: x·y + W'·H'·p
-        else:
-            ids = xs
-            if ys is not None:
-                ys *= W2
-                ids += ys  # y'·W' + x'
-        if P2 > 1:
-            ids += np.asarray(p).astype(np.int32) * (W2 * H2)  # + p·W'·H'
+        x, y, p = np.asarray(x), np.asarray(y), np.asarray(p)
+        xd = np.floor_divide(x, fx, dtype=np.int32) if fx > 1 else x  # x' = x // fx
+        yd = np.floor_divide(y, fy, dtype=np.int32) if fy > 1 else y  # y' = y // fy
+        if self.token_layout == "reference-dvs":  # reference: x'·y' + W'·H'·p
+            ids = yd.astype(np.int32)
+            ids *= xd
+            if P2 > 1:
+                ids += np.multiply(p, np.int32(W2 * H2), dtype=np.int32)
+            return ids
+        if P2 > 1:  # p·W'·H' + y'·W' + x' = (p·H' + y')·W' + x'
+            ids = p.astype(np.int32)
+            ids *= np.int32(H2)
+            ids += yd
+        elif H2 > 1:
+            ids = yd.astype(np.int32)
+        else:  # audio: the channel
+            return xd.astype(np.int32, copy=xd is x)
+        ids *= np.int32(W2)
+        ids += xd
         return ids
 
     def channel_events(self, events, sort: bool = False) -> np.ndarray:
@@ -236,14 +244,16 @@ class EventTokenizer:
         """One stream -> (input_ids int32, timestamps int64, attention_mask int32) numpy arrays, unpadded,
         cut to max_events events (special tokens not counted) on truncation_side."""
         truncation_side = truncation_side or self.truncation_side
-        ev = self.validate(events, sort=sort)
-        n = len(ev)
-        t0 = ev["t"][0] if n else 0
+        self._check_stream_sensor(events)
+        t, x, y, p = event_columns(events, self.sensor_size, sort=sort)  # validated once, no structured copy
+        n = len(t)
+        t0 = t[0] if n else 0
         if max_events is not None and n > max_events:
-            ev = ev[n - max_events :] if truncation_side == "left" else ev[:max_events]
+            cut = slice(n - max_events, None) if truncation_side == "left" else slice(max_events)
+            t, x, y, p = t[cut], x[cut], y[cut], p[cut]
             n = max_events
-        ids = self.token_ids(ev["x"], ev["y"], ev["p"])
-        ts = ev["t"] - t0
+        ids = self.token_ids(x, y, p)
+        ts = t - t0
         mask = np.ones(n, np.int32)
         if add_special_tokens:  # bos at the stream's start, eos at its last event
             last = ts[-1] if n else 0
@@ -287,7 +297,7 @@ class EventTokenizer:
         if truncation not in (True, False, "longest_first", "only_first", "do_not_truncate"):
             raise ValueError(f"truncation must be True or False, got {truncation!r}")
         truncation = truncation in (True, "longest_first", "only_first")
-        if max_length is not None and (int(max_length) != max_length or max_length < 1):
+        if max_length is not None and _positive_ints([max_length], 1) is None:
             raise ValueError(f"max_length must be a positive integer, got {max_length!r}")
         n_special = 2 if add_special_tokens else 0
         max_events = None
@@ -326,8 +336,8 @@ class EventTokenizer:
                 )
         else:
             raise ValueError(f"padding must be True, False, 'longest', 'max_length' or 'do_not_pad', got {padding!r}")
-        if pad_to_multiple_of:
-            if int(pad_to_multiple_of) != pad_to_multiple_of or pad_to_multiple_of < 1:
+        if pad_to_multiple_of is not None:
+            if _positive_ints([pad_to_multiple_of], 1) is None:
                 raise ValueError(f"pad_to_multiple_of must be a positive integer, got {pad_to_multiple_of!r}")
             target = -(-target // pad_to_multiple_of) * pad_to_multiple_of  # round up
         return target
@@ -397,6 +407,8 @@ class EventTokenizer:
                     f"sample {i}: input_ids ({len(a)}), timestamps ({len(b)}) and attention_mask ({len(c)}) "
                     "differ in length"
                 )
+            if a.size and a.dtype.kind not in "iu":
+                raise ValueError(f"sample {i}: input_ids must be integers, got dtype {a.dtype}")
             if a.size and (a.min() < 0 or a.max() >= self.vocab_size):
                 bad = a[(a < 0) | (a >= self.vocab_size)][0]
                 raise ValueError(f"sample {i}: input_ids holds {bad}, outside the vocabulary [0, {self.vocab_size})")

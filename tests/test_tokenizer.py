@@ -49,11 +49,15 @@ def expected_ids(ev, sensor, downsample=(1, 1), merge=False):
 @pytest.mark.parametrize(
     "sensor,downsample,merge",
     [((128, 128, 2), (1, 1), False), ((128, 128, 2), (4, 4), False), ((34, 34, 2), (3, 5), True),
-     ((700, 1, 1), (1, 1), False), ((640, 480, 2), (7, 2), False), ((64, 2, 2), 1, False)],
+     ((700, 1, 1), (1, 1), False), ((700, 1, 1), (4, 1), False), ((640, 480, 2), (7, 2), False),
+     ((64, 2, 2), 1, False), ((20, 10, 3), (1, 2), False), ((20, 10, 3), (3, 1), True)],
 )
 def test_token_ids_follow_the_formula(sensor, downsample, merge):
     tok = EventTokenizer(sensor, downsample=downsample, merge_polarities=merge)
-    ev = stream(500, sensor, DVS_DTYPE if sensor[1] > 1 else SHD_DTYPE, seed=sum(sensor))
+    dtype = SHD_DTYPE if sensor[1] == 1 else NMNIST_DTYPE if sensor[2] > 2 else DVS_DTYPE
+    ev = stream(500, sensor, dtype, seed=sum(sensor))
+    if sensor[2] > 2:
+        assert ev["p"].max() == sensor[2] - 1  # every polarity occurs
     enc = tok(ev)
     ds = downsample if isinstance(downsample, tuple) else (downsample, downsample)
     assert enc["input_ids"] == expected_ids(ev, sensor, ds, merge)
@@ -236,6 +240,9 @@ def test_reference_dvs_layout():
     ref = [x * y + 16384 * int(p) for x, y, p in zip(ev["x"].tolist(), ev["y"].tolist(), ev["p"].tolist())]
     assert tok(ev)["input_ids"] == ref
     assert tok.num_channels == 32768  # the reference's num_embeddings = prod(sensor)
+    small = EventTokenizer(sensor, downsample=(4, 2), token_layout="reference-dvs")  # tonic.transforms.Downsample first
+    want = [(x // 4) * (y // 2) + 32 * 64 * int(p) for x, y, p in zip(ev["x"].tolist(), ev["y"].tolist(), ev["p"].tolist())]
+    assert small(ev)["input_ids"] == want and small.num_channels == 32 * 64 * 2
     with pytest.raises(ValueError, match="cannot be decoded"):
         tok.decode([1, 2])
     with pytest.raises(ValueError, match="one row"):
@@ -463,3 +470,29 @@ def test_every_realdata_file_tokenizes_and_decodes_back(realdata):
             W2, H2, P2 = tok.channel_size
             p = ev["p"].astype(np.int64) if P2 > 1 else 0
             np.testing.assert_array_equal(ids, p * W2 * H2 + (ev["y"] // fy).astype(np.int64) * W2 + ev["x"] // fx)
+
+
+def test_event_columns_agree_with_as_events_for_every_dtype():
+    """The tokenizer's validation path (event_columns, no structured copy) gives what as_events gives, for
+    bool / int8 / int16 / uint8 / int64 / float fields, and never writes into the caller's arrays."""
+    from eventlm.data.events import as_events, event_columns
+
+    rng = np.random.default_rng(11)
+    n = 257
+    t = np.sort(rng.integers(0, 10**6, n))
+    x, y, p = rng.integers(0, 40, n), rng.integers(0, 30, n), rng.integers(0, 2, n)
+    want = np.empty(n, EVENT_DTYPE)
+    want["t"], want["x"], want["y"], want["p"] = t, x, y, p
+    for tx, ty, tp, tt in [("<i2", "<i2", "?", "<i8"), ("<i1", "<u1", "<i8", "<f8"), ("<i8", "<i8", "<i2", "<u4"),
+                           ("<u2", "<i4", "<u1", "<i8")]:
+        arr = np.empty(n, [("x", tx), ("y", ty), ("p", tp), ("t", tt)])
+        arr["x"], arr["y"], arr["p"], arr["t"] = x, y, p, t
+        before = arr.copy()
+        cols = event_columns(arr, (40, 30, 2))
+        ev = as_events(arr, (40, 30, 2))
+        assert ev.dtype == EVENT_DTYPE and (ev == want).all(), (tx, ty, tp, tt)
+        for name, col in zip("txyp", cols):
+            np.testing.assert_array_equal(col, want[name])
+        assert (arr == before).all()
+    audio = as_events({"t": t, "x": x}, (40, 1, 1))
+    assert (audio["y"] == 0).all() and (audio["p"] == 0).all() and audio.dtype == EVENT_DTYPE

@@ -320,3 +320,151 @@ def test_parse_args_flags_json_and_yaml(tmp_path):
         "hidden_size": 8, "dropout": 0.5, "norm": "batch", "conj_sym": True}
     with pytest.raises(ValueError, match="key=value"):
         parse_config_overrides("hidden_size")
+
+
+# ----------------------------------------------------------------------------------------------------
+# the loop on a tiny EventSSM (helpers also used by the subprocess worker below)
+# ----------------------------------------------------------------------------------------------------
+
+NUM_CHANNELS, NUM_LABELS = 16, 3
+
+
+def tiny_rows(n, seed=0):
+    """Rows in the Hub layout whose class sets which channels fire (learnable in a few steps)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(n):
+        label = int(rng.integers(0, NUM_LABELS))
+        k = int(rng.integers(12, 30))
+        rows.append({"t": np.sort(rng.integers(0, 30_000, k)).astype(np.int64),
+                     "x": ((rng.integers(0, 5, k) + 5 * label) % NUM_CHANNELS).astype(np.int16),
+                     "y": np.zeros(k, np.int16), "p": np.zeros(k, np.int8), "label": label})
+    return rows
+
+
+def tiny_tokenizer():
+    from eventlm.tokenization_events import EventTokenizer
+
+    return EventTokenizer(sensor_size=(NUM_CHANNELS, 1, 1))
+
+
+def tiny_config(tokenizer, **overrides):
+    from eventlm.models.eventssm.configuration_eventssm import EventSSMConfig
+
+    fields = dict(vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_token_id,
+                  bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, num_labels=NUM_LABELS,
+                  hidden_size=8, state_size=8, num_ssm_blocks=2, num_stages=1, num_layers_per_stage=1,
+                  pooling_stride=2, dropout=0.1, num_mixture_components=2)
+    fields.update(overrides)
+    return EventSSMConfig.from_preset("tiny", **fields)
+
+
+def tiny_args(output_dir, **overrides):
+    args = TrainingArguments(output_dir=str(output_dir), max_steps=6, per_device_train_batch_size=8,
+                             per_device_eval_batch_size=8, ssm_base_lr=2e-4, warmup_epochs=0.5, logging_steps=1,
+                             eval_strategy="no", disable_tqdm=True, report_to="none", seed=3)
+    resolve_presets(ModelArguments(preset="tiny"), DataArguments(), args)
+    for key, value in overrides.items():
+        setattr(args, key, value)
+    return args
+
+
+def tiny_trainer(output_dir, rows=None, eval_rows=None, parallel=None, task="classification", **overrides):
+    from eventlm.data.collator import EventCollator
+    from eventlm.models.eventssm.modeling_flax_eventssm import (FlaxEventSSMForNextEventPrediction,
+                                                                FlaxEventSSMForSequenceClassification)
+    from eventlm.training.trainer import Trainer
+
+    tok = tiny_tokenizer()
+    cls = FlaxEventSSMForSequenceClassification if task == "classification" else FlaxEventSSMForNextEventPrediction
+    model = cls(tiny_config(tok), seed=0)
+    collator = EventCollator(tok, pad_to_multiple_of=32, task=task,
+                             num_labels=NUM_LABELS if task == "classification" else None)
+    return Trainer(model, tiny_args(output_dir, **overrides), rows if rows is not None else tiny_rows(48),
+                   eval_rows, collator, parallel=parallel, task=task)
+
+
+def train_losses(output_dir):
+    return [r["loss"] for r in read_jsonl(Path(output_dir) / "metrics.jsonl") if r["split"] == "train"]
+
+
+_WORKER = textwrap.dedent("""
+    import json, os, sys, time
+    spec = json.loads(sys.argv[1])
+    sys.path.insert(0, spec["tests_dir"])
+    import jax
+    import test_training as T
+    from eventlm.training.sharding import DataParallel
+
+    if spec["mode"] == "dp":  # the same global batch on 1 device and on all 4 devices of this process
+        out = {}
+        for name, devices, per_device in (("one", jax.devices()[:1], 8), ("four", jax.devices(), 2)):
+            trainer = T.tiny_trainer(os.path.join(spec["dir"], name), eval_rows=T.tiny_rows(20, seed=9),
+                                     parallel=DataParallel(devices), per_device_train_batch_size=per_device,
+                                     per_device_eval_batch_size=per_device, max_steps=5, save_steps=0)
+            trainer.train()
+            out[name] = {"losses": T.train_losses(trainer.output_dir), "devices": len(devices),
+                         "eval": trainer.evaluate().metrics}
+            trainer.close()
+        print("RESULT " + json.dumps(out), flush=True)
+    else:  # one training run; "slow" sleeps in the collator so that the parent can kill it mid-run
+        trainer = T.tiny_trainer(spec["dir"], max_steps=spec["steps"], save_steps=2)
+        if spec.get("slow"):
+            collate = trainer.collator
+            trainer.collator = lambda rows: (time.sleep(0.4), collate(rows))[1]
+        start = trainer._checkpoints().latest_step()
+        print("START %s" % start, flush=True)
+        trainer.train()
+        trainer.close()
+        print("RESULT " + json.dumps({"start": start, "losses": T.train_losses(spec["dir"])}), flush=True)
+""")
+
+
+def _worker(tmp_path, spec, devices=1, wait=True):
+    script = tmp_path / "worker.py"
+    script.write_text(_WORKER)
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO),
+               JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax-cache"),
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+    if devices > 1:
+        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    spec = dict(spec, tests_dir=str(Path(__file__).parent))
+    proc = subprocess.Popen([sys.executable, str(script), json.dumps(spec)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    if not wait:
+        return proc
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    return json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
+
+
+def test_data_parallel_4_devices_equals_1_device(tmp_path):
+    result = _worker(tmp_path, {"mode": "dp", "dir": str(tmp_path)}, devices=4)
+    one, four = result["one"], result["four"]
+    assert (one["devices"], four["devices"]) == (1, 4)
+    assert len(one["losses"]) == len(four["losses"]) == 5
+    np.testing.assert_allclose(four["losses"], one["losses"], rtol=1e-5, atol=1e-6)
+    assert four["eval"]["eval_samples"] == one["eval"]["eval_samples"] == 20
+    for key in ("eval_loss", "eval_accuracy"):
+        assert four["eval"][key] == pytest.approx(one["eval"][key], rel=1e-5, abs=1e-6)
+
+
+def test_sigkill_then_resume_gives_the_uninterrupted_losses(tmp_path):
+    killed = tmp_path / "killed"
+    proc = _worker(tmp_path, {"mode": "train", "dir": str(killed), "steps": 12, "slow": True}, wait=False)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        done = train_losses(killed) if (killed / "metrics.jsonl").exists() else []
+        if len(done) >= 5:
+            break
+        time.sleep(0.1)
+    assert proc.poll() is None, "the run ended before it could be killed: " + proc.stderr.read()[-2000:]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    resumed = _worker(tmp_path, {"mode": "train", "dir": str(killed), "steps": 12})
+    assert resumed["start"] is not None and 2 <= resumed["start"] < 12
+    reference = _worker(tmp_path, {"mode": "train", "dir": str(tmp_path / "reference"), "steps": 12})
+    assert reference["start"] is None
+    assert len(resumed["losses"]) == len(reference["losses"]) == 12
+    np.testing.assert_array_equal(resumed["losses"], reference["losses"])  # bit for bit
+    assert reference["losses"][-1] < reference["losses"][0]

@@ -37,12 +37,13 @@ def _field(obj, name):
 
 
 def _as_int(values, name, lo=None, hi=None):
-    """Values of field `name` as int64, rejecting non-integers, NaN and out-of-range values."""
+    """Values of field `name` as integers (t: int64; x, y, p keep their integer dtype, range-checked in
+    it without an int64 copy), rejecting non-integers, NaN and out-of-range values."""
     arr = np.asarray(values)
     if arr.ndim != 1:
         raise ValueError(f"events field '{name}' must be one-dimensional, got shape {arr.shape}")
     if arr.dtype == bool:
-        arr = arr.astype(np.int64)
+        arr = arr.astype(np.int8)
     elif arr.dtype.kind == "f":
         bad = ~np.isfinite(arr)
         if bad.any():
@@ -53,7 +54,10 @@ def _as_int(values, name, lo=None, hi=None):
             raise ValueError(f"events field '{name}' must hold integers, got {arr[i]} at index {i}")
     elif arr.dtype.kind not in "iu" and arr.size:
         raise ValueError(f"events field '{name}' has dtype {arr.dtype}; expected integers")
-    arr = arr.astype(np.int64) if arr.size else np.zeros(0, np.int64)
+    if not arr.size:
+        arr = np.zeros(0, np.int64)
+    elif name == "t" or arr.dtype.kind not in "iu":
+        arr = arr.astype(np.int64, copy=False)
     if arr.size and lo is not None and arr.min() < lo:
         i = int(np.argmin(arr))
         raise ValueError(f"events field '{name}' has value {arr[i]} at index {i}, below the minimum {lo}")
@@ -75,6 +79,17 @@ def as_events(obj, sensor_size: Optional[Sequence[int]] = None, sort: bool = Fal
     Float timestamps are taken as µs and rounded down.
     Raises ValueError naming the field and the offending value.
     """
+    t, x, y, p = event_columns(obj, sensor_size, sort=sort)
+    out = np.empty(len(t), EVENT_DTYPE)
+    out["t"], out["x"], out["y"], out["p"] = t, x, y, p
+    return out
+
+
+def event_columns(obj, sensor_size: Optional[Sequence[int]] = None, sort: bool = False):
+    """The validation of `as_events` without building the structured array: (t, x, y, p), t int64 and
+    x, y, p integer arrays of one length (possibly views of obj's own fields: do not write to them).
+    For hot paths (the tokenizer) that read the columns anyway. Same arguments and errors as as_events.
+    """
     if isinstance(obj, EventStream):
         sensor_size = sensor_size if sensor_size is not None else obj.sensor_size
         obj = obj.events
@@ -90,30 +105,28 @@ def as_events(obj, sensor_size: Optional[Sequence[int]] = None, sort: bool = Fal
     t = _as_int(t, "t", lo=0)
     n = len(t)
     x = _as_int(x, "x", lo=0, hi=W)
-    y = np.zeros(n, np.int64) if y is None else _as_int(y, "y", lo=0, hi=H)
+    y = np.zeros(n, np.int16) if y is None else _as_int(y, "y", lo=0, hi=H)
     if p is None:
-        p = np.zeros(n, np.int64)
+        p = np.zeros(n, np.int8)
     else:
         p = _as_int(p, "p", lo=0 if P is None or P > 1 else None, hi=P if P is not None and P > 1 else None)
         if P == 1:
-            p = np.zeros(n, np.int64)  # one polarity: p carries no information
+            p = np.zeros(n, np.int8)  # one polarity: p carries no information
     for name, arr in (("x", x), ("y", y), ("p", p)):
         if len(arr) != n:
             raise ValueError(f"events field '{name}' has {len(arr)} values but 't' has {n}")
     if n > 1:
-        dec = np.flatnonzero(np.diff(t) < 0)
-        if dec.size:
+        dec = t[1:] < t[:-1]
+        if dec.any():
             if not sort:
-                i = int(dec[0]) + 1
+                i = int(np.argmax(dec)) + 1
                 raise ValueError(
                     f"events field 't' decreases at index {i} ({t[i - 1]} -> {t[i]} µs); "
                     f"timestamps must be sorted (pass sort=True to sort them)"
                 )
             order = np.argsort(t, kind="stable")
             t, x, y, p = t[order], x[order], y[order], p[order]
-    out = np.empty(n, EVENT_DTYPE)
-    out["t"], out["x"], out["y"], out["p"] = t, x, y, p
-    return out
+    return t, x, y, p
 
 
 def sensor_size_of(events: np.ndarray) -> Tuple[int, int, int]:

@@ -101,6 +101,7 @@ class SyntheticSHD:
         self.targets = rng.permutation(np.repeat(np.arange(o["num_classes"]), per_class))
         self._speaker = rng.integers(0, o["num_speakers"], len(self.targets))
         self._split_id = split_id
+        self._traits = [self._speaker_traits(s) for s in range(o["num_speakers"])]
 
     @property
     def speaker(self) -> np.ndarray:
@@ -115,7 +116,7 @@ class SyntheticSHD:
         index = index % len(self)
         label = int(self.targets[index])
         events = _make_sample(np.random.default_rng([self.seed, self._split_id, index]), self.orders[label],
-                              self._speaker_traits(int(self._speaker[index])), self.options)
+                              self._traits[int(self._speaker[index])], self.options)
         if self.transform is not None:
             events = self.transform(events)
         if self.target_transform is not None:

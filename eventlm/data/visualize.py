@@ -63,7 +63,8 @@ def plot_class_samples(
     labels = sorted(previews)
     cols = min(max_columns, len(labels))
     rows = -(-len(labels) // cols)  # ceil
-    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.3 * rows), squeeze=False)
+    width, height = 2.6 * cols, 2.3 * rows + (0.3 if title else 0.0)
+    fig, axes = plt.subplots(rows, cols, figsize=(width, height), squeeze=False)
     for ax in axes.ravel()[len(labels):]:
         ax.axis("off")
     for ax, label in zip(axes.ravel(), labels):
@@ -85,7 +86,9 @@ def plot_class_samples(
         ax.set_title(f"{label}: {name}"[:32], fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    # margins in inches (tight_layout would draw the figure twice)
+    fig.subplots_adjust(left=0.55 / width, right=1 - 0.1 / width, bottom=0.45 / height,
+                        top=1 - (0.6 if title else 0.3) / height, wspace=0.4, hspace=0.7)
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
     os.close(fd)

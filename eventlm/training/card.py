@@ -111,7 +111,8 @@ def build_model_card(
     template = data_dir("model_cards") / MODEL_CARD_TEMPLATE
     return ModelCard.from_template(
         card_data, template_path=str(template), model_name=model_name, repo_id=repo_id or model_name,
-        dataset_name=dataset_name, task=task, task_description=info["description"], auto_class=info["auto_class"],
+        dataset_name=dataset_name, task=task,
+        dataset_display=f"`{dataset_name}`" if dataset_name else "the embedded synthetic dataset (eventlm.data.synthetic)", task_description=info["description"], auto_class=info["auto_class"],
         base_model=base_model, results_table=rows, baseline_text=baseline_text, curves_image=curves_image,
         confusion_image=confusion_image, model_settings=model_settings, training_settings=training_settings,
         num_parameters=f"{model.num_parameters():,}", versions=_versions())

@@ -370,7 +370,8 @@ def _finish_outputs(trainer: Trainer, model, tokenizer, training_args, model_arg
                                                           "matrix": confusion.tolist()})
         confusion_png = plot_confusion_matrix(confusion, out / "confusion_matrix.png", class_names,
                                               title=f"confusion matrix ({eval_split})")
-    validation = {k: v for k, v in eval_metrics.items() if k.startswith("validation_")}
+    validation = {k: v for k, v in eval_metrics.items()
+                  if k in ("validation_accuracy", "validation_loss", "validation_token_nll", "validation_time_nll")}
     card = build_model_card(
         model, task, eval_metrics, model_name=training_args.hub_model_id or out.resolve().name,
         repo_id=training_args.hub_model_id, dataset_name=data_args.dataset_name, dataset_split=eval_split,
@@ -479,23 +480,24 @@ def run_classification(model_args: ModelArguments, data_args: DataArguments,
     return results
 
 
-def unigram_gap_baseline(train, validation, tokenizer, collator, time_unit_us: float) -> Dict[str, float]:
+def unigram_gap_baseline(train, validation, tokenizer, collator) -> Dict[str, float]:
     """NLL per predicted event (nats) of a context-free baseline fitted on the training windows: next token
-    ~ unigram frequencies (add-one smoothed), next gap ~ exponential with the mean training gap.
+    ~ unigram frequencies (add-one smoothed); next gap ~ exponential with the mean training gap, taken at the
+    timestamps' 1 µs resolution (the geometric distribution P(k µs) = (1 - q) q^k, mean q / (1 - q)), which is
+    how the model's time_nll is measured too.
 
-    Scored on the same events the model predicts (every event after the first of its window, as the
-    collator lays them out, special tokens included), with gaps in the model's time unit."""
+    Scored on exactly the events the model predicts: every event after the first of its window, as the
+    collator lays them out (special tokens included)."""
+    from .trainer import fetch_rows
+
     def tokens_and_gaps(dataset):
         ids, gaps = [], []
         for start in range(0, len(dataset), 64):
-            from .trainer import fetch_rows
-
             batch = collator(fetch_rows(dataset, range(start, min(start + 64, len(dataset)))))
-            mask = batch["attention_mask"].astype(bool)
-            for row_ids, row_t, row_m in zip(batch["input_ids"], batch["timestamps"], mask):
-                n = int(row_m.sum())
-                ids.append(row_ids[1:n])
-                gaps.append(np.diff(row_t[:n]).astype(np.float64) / time_unit_us)
+            for row_ids, row_t, row_m in zip(batch["input_ids"], batch["timestamps"], batch["attention_mask"]):
+                n = int(np.sum(row_m))
+                ids.append(np.asarray(row_ids[1:n], np.int64))
+                gaps.append(np.diff(np.asarray(row_t[:n], np.int64)).astype(np.float64))  # µs
         return np.concatenate(ids), np.concatenate(gaps)
 
     train_ids, train_gaps = tokens_and_gaps(train)
@@ -503,8 +505,9 @@ def unigram_gap_baseline(train, validation, tokenizer, collator, time_unit_us: f
     counts = np.bincount(train_ids, minlength=tokenizer.vocab_size).astype(np.float64) + 1.0
     log_p = np.log(counts / counts.sum())
     token_nll = float(-np.mean(log_p[val_ids]))
-    rate = 1.0 / max(float(np.mean(train_gaps)), 1e-12)  # exponential MLE: λ = 1 / mean gap
-    time_nll = float(np.mean(rate * val_gaps - np.log(rate)))  # -log(λ e^{-λ Δt})
+    mean_gap = float(np.mean(train_gaps))
+    q = mean_gap / (1.0 + mean_gap)  # geometric: mean q / (1 - q) = mean gap (µs)
+    time_nll = float(np.mean(-np.log1p(-q) - val_gaps * (np.log(q) if q > 0 else 0.0)))  # -log((1-q) q^k)
     return {"baseline_token_nll": token_nll, "baseline_time_nll": time_nll, "baseline_nll": token_nll + time_nll}
 
 
@@ -541,8 +544,7 @@ def run_next_event_pretraining(model_args: ModelArguments, data_args: DataArgume
             final = trainer.evaluate(splits[eval_split], prefix="eval")
             results.update(final.metrics)
             results["eval_split"] = eval_split
-            results.update(unigram_gap_baseline(splits["train"], splits[eval_split], tokenizer, collator,
-                                                float(model.config.time_unit_us)))
+            results.update(unigram_gap_baseline(splits["train"], splits[eval_split], tokenizer, collator))
             save_results(training_args.output_dir, "eval",
                          {k: v for k, v in results.items() if k.startswith(("eval_", "baseline_"))})
         text = None

@@ -176,6 +176,7 @@ class Trainer:
         self.state = None
         self._train_step = self._eval_step = None
         self.best_metric, self.best_step = None, None
+        self._store: Optional[CheckpointStore] = None
 
     # ------------------------------------------------------------------ schedule
     @property
@@ -362,7 +363,7 @@ class Trainer:
                 "best_step": self.best_step, "metric": self.metric_name, "seed": int(self.args.seed)}
 
     def _checkpoints(self) -> CheckpointStore:
-        if getattr(self, "_store", None) is None:
+        if self._store is None:
             self._store = CheckpointStore(
                 self.output_dir / CHECKPOINT_DIR, metric=self.metric_name,
                 mode="max" if self.greater_is_better else "min",
@@ -373,6 +374,7 @@ class Trainer:
         store = self._checkpoints()
         latest = store.latest_step()
         if latest is None:
+            self.best_metric, self.best_step = None, None
             return 0, 0, 0
         self.state, meta = store.restore(latest, self.state)
         if meta.get("steps_per_epoch") != self.steps_per_epoch():
@@ -383,7 +385,6 @@ class Trainer:
             )
         self.best_metric, self.best_step = meta.get("best_metric"), meta.get("best_step")
         logger.info("resuming from checkpoint step %d (epoch %d, batch %d)", latest, meta["epoch"], meta["position"])
-        self.logger.truncate_after(latest)
         return int(meta["step"]), int(meta["epoch"]), int(meta["position"])
 
     # ------------------------------------------------------------------ train
@@ -394,15 +395,18 @@ class Trainer:
         if self.train_dataset is None or self.collator is None:
             raise ValueError("Trainer.train needs a train_dataset and a collator")
         args = self.args
-        self.optimizer = self.create_optimizer()
+        if self.optimizer is None:
+            self.optimizer = self.create_optimizer()
         self.state = self.init_state()
-        step, epoch, position = self._restore_latest() if resume else (0, 0, 0)
         if not resume and (self.output_dir / CHECKPOINT_DIR).exists():
+            self.close_checkpoints()
             shutil.rmtree(self.output_dir / CHECKPOINT_DIR)
-            self._store = None
+        step, epoch, position = self._restore_latest()
+        self.logger.truncate_after(step)  # records of steps after the restored state are re-logged
         total = self.total_steps()
         steps_per_epoch = self.steps_per_epoch()
-        self._train_step = self._build_train_step()
+        if self._train_step is None:  # compiled once per trainer (a second train() call reuses it)
+            self._train_step = self._build_train_step()
         eval_every = self._eval_interval(steps_per_epoch)
         start_step, t0 = step, time.perf_counter()
         window: List[Dict[str, float]] = []
@@ -442,7 +446,7 @@ class Trainer:
                 break
         finally:
             bar.close()
-            if getattr(self, "_store", None) is not None:
+            if self._store is not None:
                 self._store.wait()
         runtime = time.perf_counter() - t0
         if args.load_best_model_at_end and self.best_step is not None:
@@ -462,7 +466,7 @@ class Trainer:
             "train_events_per_second": round(events_seen / max(runtime, 1e-9), 1),
             "epoch": round(step / steps_per_epoch, 4),
             "best_step": self.best_step,
-            f"best_eval_{self.metric_name}": self.best_metric,
+            f"best_validation_{self.metric_name}": self.best_metric,
         }
 
     def _eval_interval(self, steps_per_epoch: int) -> int:
@@ -569,10 +573,13 @@ class Trainer:
                             {k[len(prefix) + 1:]: v for k, v in metrics.items()})
         return EvalOutput(metrics=metrics, confusion_matrix=confusion)
 
-    def close(self) -> None:
-        if getattr(self, "_store", None) is not None:
+    def close_checkpoints(self) -> None:
+        if self._store is not None:
             self._store.close()
             self._store = None
+
+    def close(self) -> None:
+        self.close_checkpoints()
         self.logger.close()
 
 

@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.scipy.linalg import block_diag
+from scipy.linalg import block_diag
 
 from ...modeling_flax_utils import FlaxPreTrainedModel, ModelOutput
 from .configuration_eventssm import EventSSMConfig
@@ -86,6 +86,7 @@ def compute_time_deltas(timestamps, attention_mask=None, time_unit_us: float = 1
 # ================================================================================================
 
 
+@functools.lru_cache(maxsize=None)
 def hippo_legs_diagonal(n: int) -> Tuple[np.ndarray, np.ndarray]:
     """Eigenvalues Λ (n,) and eigenvectors V (n, n) of the normal part of HiPPO-LegS (S5's init).
 
@@ -112,7 +113,7 @@ def _eigvecs(block_size: int, num_blocks: int, conj_sym: bool) -> np.ndarray:
     """Block-diagonal V (P, P_local) of the kept eigenvectors."""
     _, v = hippo_legs_diagonal(block_size)
     v = v[:, : block_size // 2] if conj_sym else v
-    return np.asarray(block_diag(*([jnp.asarray(v)] * num_blocks)))
+    return block_diag(*([v] * num_blocks))
 
 
 def _b_init(v: np.ndarray):
@@ -277,6 +278,9 @@ class EventS5(nn.Module):
 
     def __call__(self, u, dt, bu=None, pooled_u=None):
         u = u.astype(jnp.float32)
+        if self.is_initializing():  # init only creates the variables: skip compiling the scans
+            length = u.shape[1] if self.stride == 1 else -(-u.shape[1] // self.stride)
+            return jnp.zeros(u.shape[:1] + (length, self.h_out), jnp.float32)
         bu = self.project_input(u) if bu is None else bu
         lam_step = self.eigenvalues() * self.step()
         gain = self.input_gain(dt)
@@ -766,7 +770,8 @@ class FlaxEventSSMPreTrainedModel(FlaxPreTrainedModel):
         dt = jnp.ones(input_shape, jnp.float32)
         mask = jnp.ones(input_shape, jnp.int32)
         params_rng, dropout_rng = jax.random.split(rng)
-        variables = self.module.init({"params": params_rng, "dropout": dropout_rng}, ids, dt, mask)
+        init = jax.jit(self.module.init)  # one compilation instead of thousands of eager ops
+        variables = init({"params": params_rng, "dropout": dropout_rng}, ids, dt, mask)
         return flax.core.unfreeze(variables)
 
     def _check_labels(self, labels, shape):

@@ -1,0 +1,642 @@
+"""Event-by-event streaming inference and event-stream generation for EventSSM models.
+
+    state = init_stream(model, batch_size=1)
+    for ids, ts in sensor_chunks():                   # any chunk length ≥ 1
+        out, state = stream(model, ids, ts, state)    # state in, state out; jit-compiled
+        print(out.logits)                             # the prediction given everything so far
+    events = generate(next_event_model, num_events=10_000, temperature=1.0, seed=0, tokenizer=tok)
+
+The state is an explicit, immutable pytree (`StreamState`); `stream` returns a new one and never
+changes the one passed in, so a state can be kept, copied or branched (generation does).
+
+How a chunk is processed, level by level (a level is a stage; stage s sees one position per
+pooling_stride^s events):
+
+- A pooling block needs the SSM state at one event per window of S positions. The state keeps the
+  SSM state at the last *closed* window boundary and the raw inputs of the open window (at most
+  S − 1 positions: tokens at stage 0, the previous stage's outputs later). The chunk is appended to
+  those buffered inputs and the combined, window-aligned sequence goes through the model's own
+  `window_end_states` / `pool_windows` / `EventS5` methods from the committed state
+  (x_w = exp(Λ·s·Σ Δt up to w's end) ⊙ x_committed + the model's zero-start window states).
+- Positions are *final* once all their events have arrived; the last window of a level may be
+  *provisional* (partial). Provisional positions flow on to the next levels and into the readout
+  (the full forward on the prefix sees them as valid), but only final ones are committed: the
+  committed SSM states are those after the last final position, the buffers hold final positions.
+- Blocks after the pooling block scan their positions from the committed state (x_committed folded
+  into the first input: x_0 = Λ̄_0 x_committed + γ B̃u_0, then the model's `scan_states`).
+- The classification readout keeps running sums over final last-level positions and adds the
+  provisional one at output time; the next-event head reads, for event k, the last-stage position
+  that is complete at k (the model's rule) from this chunk's outputs or the kept last one.
+
+Time: timestamps are int µs; the gaps are differenced on the host in int64 and converted exactly as
+the full forward does ((float64 gap / time_unit_us) → float32). With gap_convention="after" (converted
+reference checkpoints, classification only) the newest event is held back until the next one gives
+its gap, as the full forward drops the last event of a sequence.
+
+Chunk lengths are bucketed to powers of two (padded, with a validity count inside the chunk), so the
+number of compilations stays ≤ log2(max_chunk) + 1 per model and batch size; longer chunks are cut.
+The first block's inputs norm(E) and B̃·norm(E) are per-token tables, computed once per set of weights.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import hashlib
+import json
+import sys
+import time
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Tuple
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import modeling_flax_eventssm as modeling
+from .configuration_eventssm import EventSSMConfig
+
+MAX_CHUNK = 4096  # largest bucket; longer chunks are processed in pieces of this size
+# how many times the streaming step was traced (compiled), per model fingerprint: the compile-count bound
+TRACE_COUNTS: collections.Counter = collections.Counter()
+
+
+# ================================================================================================
+# The state
+# ================================================================================================
+
+
+@flax.struct.dataclass
+class StageState:
+    """Stream state of one stage (all arrays have the batch axis first).
+
+    ssm_states: committed complex SSM state of each block of the stage, after the last final position.
+    window_inputs: the open pooling window's final inputs, (B, S − 1) token ids at stage 0, else
+        (B, S − 1, H_in) outputs of the previous stage; window_time_deltas (B, S − 1) their Δt;
+        window_count (B,) how many of the S − 1 slots are filled.
+    """
+
+    ssm_states: Tuple[jax.Array, ...]
+    window_inputs: jax.Array
+    window_time_deltas: jax.Array
+    window_count: jax.Array
+
+
+@flax.struct.dataclass
+class ReadoutState:
+    """Running readout over final last-stage positions: Σ h·w, Σ w (w = 1 for mean, Δt + eps for
+    timepool), the last final hidden state (the "last" readout and the next-event context), and the total
+    time Σ Δt (the reference timepool readout's divisor)."""
+
+    weighted_sum: jax.Array
+    weight: jax.Array
+    last_hidden: jax.Array
+    total_time: jax.Array
+
+
+@flax.struct.dataclass
+class StreamState:
+    """Immutable stream state of a batch of event streams for one model (see the module docstring).
+
+    Device part: `stages` (per-stage SSM states and open pooling windows), `readout`, `logits` (the
+    classification prediction given everything so far; None for next-event models).
+    Host part (numpy, exact): `last_timestamp` (B,) int64 µs of the newest event, `num_events` (B,)
+    int64 events seen, `pending_token` (B,) int32 (gap_convention="after": the event waiting for its
+    gap, −1 for none). `fingerprint` / `model_name` identify the model the state belongs to.
+    """
+
+    stages: Tuple[StageState, ...]
+    readout: ReadoutState
+    logits: Optional[jax.Array]
+    last_timestamp: np.ndarray
+    num_events: np.ndarray
+    pending_token: np.ndarray
+    fingerprint: str = flax.struct.field(pytree_node=False, default="")
+    model_name: str = flax.struct.field(pytree_node=False, default="")
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.last_timestamp.shape[0])
+
+
+# ================================================================================================
+# Model identity, heads and per-weights constants
+# ================================================================================================
+
+_IGNORED_CONFIG_KEYS = ("_name_or_path", "transformers_version", "architectures", "dtype", "torch_dtype")
+
+
+def _head(model) -> str:
+    if isinstance(model, modeling.FlaxEventSSMForSequenceClassification):
+        return "classification"
+    if isinstance(model, modeling.FlaxEventSSMForNextEventPrediction):
+        return "next-event"
+    raise TypeError(
+        f"streaming needs an EventSSM model with a head (FlaxEventSSMForSequenceClassification or "
+        f"FlaxEventSSMForNextEventPrediction), got {type(model).__name__}"
+    )
+
+
+def _model_name(model) -> str:
+    cfg = model.config
+    return (f"{type(model).__name__}(hidden_size={cfg.hidden_size}, state_size={cfg.state_size}, "
+            f"stages={cfg.num_stages}x{cfg.num_layers_per_stage}, pooling_stride={cfg.pooling_stride}, "
+            f"vocab_size={cfg.vocab_size})")
+
+
+_FINGERPRINTS = weakref.WeakKeyDictionary()  # model -> (config object, fingerprint)
+
+
+def model_fingerprint(model) -> str:
+    """Short hash of the model class, its dtype and every config value that shapes the computation
+    (cached per model and config object: replace model.config rather than editing it in place)."""
+    cached = _FINGERPRINTS.get(model)
+    if cached is not None and cached[0] is model.config:
+        return cached[1]
+    config = {k: v for k, v in model.config.to_dict().items() if k not in _IGNORED_CONFIG_KEYS}
+    text = json.dumps([type(model).__name__, str(np.dtype(model.module.dtype)), config], sort_keys=True, default=str)
+    fingerprint = hashlib.sha256(text.encode()).hexdigest()[:16]
+    _FINGERPRINTS[model] = (model.config, fingerprint)
+    return fingerprint
+
+
+def _block_names(cfg: EventSSMConfig):
+    """(stage, layer, name, h_in, h_out, state_size, stride) of every block, in order."""
+    h_in = cfg.hidden_size
+    for stage in range(cfg.num_stages):
+        h_out, p = cfg.stage_hidden_size(stage), cfg.stage_state_size(stage)
+        for layer in range(cfg.num_layers_per_stage):
+            stride = cfg.pooling_stride if layer == 0 else 1
+            yield stage, layer, f"stage{stage}_block{layer}", h_in, h_out, p, stride
+            h_in = h_out
+
+
+def _local_state_size(cfg, p):
+    return p // 2 if cfg.conj_sym else p
+
+
+def _ssm(cfg, params, name, h_in, h_out, p, stride):
+    """The model's EventS5 of block `name`, bound to its weights (its methods give Λ, s, γ, B̃u, C̃x, Du)."""
+    return modeling.EventS5(cfg, h_in, h_out, p, stride).bind({"params": params["eventssm"][name]["ssm"]})
+
+
+def _norm(cfg, dtype, variables, name, x):
+    """The block's pre-norm in inference mode (layer norm, or batch norm with running statistics)."""
+    block_params = variables["params"]["eventssm"][name]["norm"]
+    if cfg.norm == "batch":
+        stats = variables["batch_stats"]["eventssm"][name]["norm"]
+        norm = modeling.MaskedBatchNorm(cfg.batchnorm_momentum, cfg.batchnorm_eps)
+        return norm.apply({"params": block_params, "batch_stats": stats}, x, None, True)
+    return nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=dtype).apply({"params": block_params}, x)
+
+
+def _dense(features, dtype, params, x):
+    return nn.Dense(features, dtype=dtype).apply({"params": params}, x)
+
+
+def _token_tables(cfg, dtype, variables):
+    """The first block's per-token inputs: norm(E) (V, H) and B̃·norm(E) (V, P) complex."""
+    _, _, name, h_in, h_out, p, stride = next(_block_names(cfg))
+    table_u = _norm(cfg, dtype, variables, name, variables["params"]["eventssm"]["embed"]["embedding"])
+    table_bu = _ssm(cfg, variables["params"], name, h_in, h_out, p, stride).project_input(table_u.astype(jnp.float32))
+    return table_u, table_bu
+
+
+_CONSTANTS = weakref.WeakKeyDictionary()  # model -> (params, batch_stats, constants)
+
+
+def _constants(model, params=None, batch_stats=None) -> dict:
+    """Weights + per-token tables for the step, cached per model while its weights objects stay the same."""
+    params = model.params if params is None else params
+    if batch_stats is None:
+        batch_stats = model.batch_stats
+    cached = _CONSTANTS.get(model)
+    if cached is not None and cached[0] is params and cached[1] is batch_stats:
+        return cached[2]
+    if model.config.norm == "batch" and not batch_stats:
+        raise ValueError("this model uses batch norm but has no batch_stats; pass batch_stats= or load trained weights")
+    variables = {"params": params, "batch_stats": batch_stats} if batch_stats else {"params": params}
+    table_u, table_bu = jax.jit(functools.partial(_token_tables, model.config, model.module.dtype))(variables)
+    consts = {"variables": variables, "table_u": table_u, "table_bu": table_bu}
+    _CONSTANTS[model] = (params, batch_stats, consts)
+    return consts
+
+
+# ================================================================================================
+# One chunk of one stream (vmapped over the batch)
+# ================================================================================================
+
+
+def _merge(buffer, count, chunk):
+    """[buffer[:count], chunk, ...]: the open window's buffered inputs followed by the chunk (axis 0)."""
+    size = buffer.shape[0]
+    cat = jnp.concatenate([buffer, chunk], axis=0)
+    i = jnp.arange(cat.shape[0])
+    src = jnp.where(i < count, i, i + size - count)  # skip the empty buffer slots
+    return jnp.take(cat, jnp.minimum(src, cat.shape[0] - 1), axis=0)
+
+
+def _slice_window(x, start, size):
+    """x[start : start + size] along axis 0 (x padded so that the slice never runs off the end)."""
+    pad = [(0, size)] + [(0, 0)] * (x.ndim - 1)
+    return jax.lax.dynamic_slice_in_dim(jnp.pad(x, pad), start, size, axis=0)
+
+
+def _window_decays(lam_step, dt, stride, offset, num_windows):
+    """exp(Λ·s·T_w): decay from the sequence start to the end of window w (T_w = Σ Δt up to w's end)."""
+    total = -(-(dt.shape[0] + offset) // stride) * stride
+    padded = jnp.pad(dt, (offset, total - dt.shape[0] - offset))
+    elapsed = jnp.cumsum(padded.reshape(-1, stride).sum(-1))[:num_windows]
+    return jnp.exp(lam_step * elapsed[:, None])
+
+
+def _gated_output(cfg, dtype, block_params, y, skip, mask, h_in, h_out):
+    """The block's tail: y·σ(Dense(GELU(y))) + skip (projected when widening), zero at invalid positions."""
+    y = y.astype(dtype)
+    gate = _dense(h_out, dtype, block_params["gate"], nn.gelu(y))
+    y = y * nn.sigmoid(gate)
+    if h_in != h_out:
+        skip = _dense(h_out, dtype, block_params["skip_proj"], skip)
+    return (skip + y) * mask[:, None]
+
+
+def _pooling_block(cfg, dtype, consts, stage_state, stage, name, h_in, h_out, p, stride, x, dt, n_valid, n_final):
+    """First block of a stage with stride S > 1 on [open window's buffered inputs, chunk positions].
+
+    Returns the block output at window resolution, its Δt and mask, the valid and final window counts,
+    the committed SSM state and the new open-window buffer.
+    """
+    variables = consts["variables"]
+    params = variables["params"]
+    block_params = params["eventssm"][name]
+    x0 = stage_state.ssm_states[0]
+    count = stage_state.window_count
+    seq = _merge(stage_state.window_inputs, count, x)
+    seq_dt = _merge(stage_state.window_time_deltas, count, dt)
+    length = seq_dt.shape[0]
+    nv, nf = count + n_valid, count + n_final
+    mask = jnp.arange(length) < nv
+    m = mask[:, None]
+    seq_dt = jnp.where(mask, seq_dt, 0.0)
+    ssm = _ssm(cfg, params, name, h_in, h_out, p, stride)
+    if stage == 0:  # tokens → per-token tables
+        tokens = jnp.where(mask, seq, 0)
+        u = jnp.take(consts["table_u"], tokens, axis=0) * m
+        bu = jnp.take(consts["table_bu"], tokens, axis=0) * m
+        skip_in = jnp.take(params["eventssm"]["embed"]["embedding"], tokens, axis=0) * m
+        seq = tokens
+    else:
+        seq = seq * m
+        u = _norm(cfg, dtype, variables, name, seq) * m
+        bu = ssm.project_input(u.astype(jnp.float32))
+        skip_in = seq
+    u = u.astype(jnp.float32)
+    lam_step = ssm.eigenvalues() * ssm.step()
+    gain = ssm.input_gain(seq_dt[None])
+    num_windows = -(-length // stride)
+
+    def states(offset):  # window states from the committed state x0
+        zero_start = modeling.window_end_states(lam_step, seq_dt[None], bu[None], gain, stride, offset)[0]
+        return zero_start + _window_decays(lam_step, seq_dt, stride, offset, num_windows) * x0
+
+    last_states = states(0)
+    kept = states(stride - 1) if cfg.pooling_keep == "first" else last_states
+    pool = functools.partial(modeling.pool_windows, dt=seq_dt[None], mask=mask[None], stride=stride,
+                             mode=cfg.pooling_mode, keep=cfg.pooling_keep, eps=cfg.timepool_eps)
+    y = ssm.project_output(kept) + ssm.feedthrough(pool(u[None])[0])
+    skip = pool(skip_in[None])[0]
+    block = modeling.EventSSMBlock(cfg, h_in, h_out, p, stride, dtype)
+    w_dt, w_mask = block._pooled_times(seq_dt[None], mask[None])
+    w_dt, w_mask = w_dt[0], w_mask[0]
+    out = _gated_output(cfg, dtype, block_params, y, skip, w_mask, h_in, h_out)
+    closed = nf // stride  # final (closed) windows
+    committed = jnp.where(closed > 0, last_states[jnp.maximum(closed - 1, 0)], x0)
+    start = closed * stride
+    new_stage = stage_state.replace(
+        window_inputs=_slice_window(seq, start, stride - 1),
+        window_time_deltas=_slice_window(seq_dt, start, stride - 1),
+        window_count=nf - start,
+    )
+    return out, w_dt, w_mask, jnp.sum(w_mask).astype(jnp.int32), closed, committed, new_stage
+
+
+def _scan_block(cfg, dtype, consts, x0, stage, name, h_in, h_out, p, x, dt, mask, n_final, tokens=None):
+    """A stride-1 block over positions, from the committed state x0 (folded into the first input)."""
+    variables = consts["variables"]
+    params = variables["params"]
+    m = mask[:, None]
+    ssm = _ssm(cfg, params, name, h_in, h_out, p, 1)
+    if tokens is not None:  # stage 0 without pooling: per-token tables
+        u = jnp.take(consts["table_u"], tokens, axis=0) * m
+        bu = jnp.take(consts["table_bu"], tokens, axis=0) * m
+        x = jnp.take(params["eventssm"]["embed"]["embedding"], tokens, axis=0) * m
+    else:
+        u = _norm(cfg, dtype, variables, name, x) * m
+        bu = ssm.project_input(u.astype(jnp.float32))
+    u = u.astype(jnp.float32)
+    lam_step = ssm.eigenvalues() * ssm.step()
+    decay = jnp.exp(lam_step * dt[:, None])  # Λ̄_k
+    gain = ssm.input_gain(dt[None])
+    inputs = bu * (gain[0] if gain.ndim == 3 else gain)
+    inputs = inputs.at[0].add(decay[0] * x0)  # x_0 = Λ̄_0 x_committed + γ B̃u_0
+    states = modeling.scan_states(decay[None], inputs[None])[0]
+    y = ssm.project_output(states) + ssm.feedthrough(u)
+    out = _gated_output(cfg, dtype, params["eventssm"][name], y, x, mask, h_in, h_out)
+    committed = jnp.where(n_final > 0, states[jnp.maximum(n_final - 1, 0)], x0)
+    return out, committed
+
+
+def _backbone_chunk(cfg, dtype, consts, stages, tokens, dt, n):
+    """All stages over one chunk of one stream: last-stage outputs (positions, Δt, mask, final count)
+    and the new stage states."""
+    x, x_dt = tokens, dt
+    n_valid = n_final = n
+    mask = jnp.arange(tokens.shape[0]) < n
+    new_stages = []
+    blocks = list(_block_names(cfg))
+    for stage, stage_state in enumerate(stages):
+        committed = []
+        for st, layer, name, h_in, h_out, p, stride in blocks:
+            if st != stage:
+                continue
+            if layer == 0 and stride > 1:
+                x, x_dt, mask, n_valid, n_final, c, stage_state = _pooling_block(
+                    cfg, dtype, consts, stage_state, stage, name, h_in, h_out, p, stride, x, x_dt, n_valid, n_final)
+            else:
+                first = stage == 0 and layer == 0
+                x, c = _scan_block(cfg, dtype, consts, stage_state.ssm_states[layer], stage, name, h_in, h_out, p,
+                                   None if first else x, x_dt, mask, n_final, tokens=x if first else None)
+            committed.append(c)
+        new_stages.append(stage_state.replace(ssm_states=tuple(committed)))
+    return x, x_dt, mask, n_final, tuple(new_stages)
+
+
+def _residual_events(cfg, stages):
+    """Events since the last final last-stage position: Σ_s window_count_s · S^s (< S^stages)."""
+    return sum(st.window_count * cfg.pooling_stride ** s for s, st in enumerate(stages))
+
+
+def _classification_readout(cfg, dtype, consts, readout, h, h_dt, mask, n_final):
+    """Running masked readout (the model's mean | timepool | last) and the classifier's logits."""
+    positions = jnp.arange(h.shape[0])
+    final = positions < n_final
+    provisional = mask & ~final
+    mode = cfg.classifier_pooling
+    w = jnp.ones_like(h_dt) if mode == "mean" else h_dt + cfg.timepool_eps
+    last = jnp.where(n_final > 0, h[jnp.maximum(n_final - 1, 0)], readout.last_hidden)
+    total_time = readout.total_time
+    weighted_sum = readout.weighted_sum + jnp.sum(h * (w * final)[:, None], axis=0)
+    weight = readout.weight + jnp.sum(w * final)
+    if mode == "last":
+        has_prov = jnp.any(provisional)
+        pooled = jnp.where(has_prov, h[jnp.argmax(provisional)], last)
+    else:
+        num = weighted_sum + jnp.sum(h * (w * provisional)[:, None], axis=0)
+        norm = weight + jnp.sum(w * provisional)
+        if mode == "timepool" and cfg.readout_convention == "reference":
+            norm = total_time
+        pooled = num / jnp.where(norm > 0, norm, 1.0)
+    logits = _dense(cfg.num_labels, dtype, consts["variables"]["params"]["classifier"], pooled)
+    new = readout.replace(weighted_sum=weighted_sum, weight=weight, last_hidden=last)
+    return logits, new
+
+
+def _next_event_outputs(cfg, dtype, consts, readout, residual, h, n_final, tokens, n):
+    """The model's next-event head for every event of the chunk: event k reads the last-stage position
+    complete at k (this chunk's h, or the kept last one) plus local_proj of its own embedding."""
+    params = consts["variables"]["params"]
+    head = params["next_event_head"]
+    width = h.shape[-1]
+    i = jnp.arange(tokens.shape[0])
+    if cfg.total_stride == 1:
+        features = h
+    else:
+        window = (residual + i + 1) // cfg.total_stride - 1  # index into this chunk's positions; −1: the kept one
+        context = jnp.where((window >= 0)[:, None], jnp.take(h, jnp.maximum(window, 0), axis=0), readout.last_hidden)
+        valid = i < n
+        embeds = jnp.take(params["eventssm"]["embed"]["embedding"], jnp.where(valid, tokens, 0), axis=0) * valid[:, None]
+        features = context + _dense(width, dtype, head["local_proj"], embeds)
+    features = nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=dtype).apply({"params": head["norm"]}, features)
+    logits = _dense(cfg.vocab_size, dtype, head["token_logits"], features)
+    k = cfg.num_mixture_components
+    gap = _dense(3 * k, dtype, head["gap_params"], features).astype(jnp.float32)
+    last = jnp.where(n_final > 0, h[jnp.maximum(n_final - 1, 0)], readout.last_hidden)
+    outs = (logits, gap[..., :k], gap[..., k : 2 * k], jnp.clip(gap[..., 2 * k :], -7.0, 7.0))
+    valid = (i < n)[:, None]
+    return tuple(jnp.where(valid, o, 0) for o in outs), readout.replace(last_hidden=last)
+
+
+def _row_step(cfg, dtype, head, consts, device_state, ids, dt, n):
+    """One chunk of one stream: (outputs, new device state). ids, dt (L,), n valid events (scalar)."""
+    stages, readout, logits = device_state
+    valid = jnp.arange(ids.shape[0]) < n
+    tokens = jnp.where(valid, jnp.clip(ids, 0, cfg.vocab_size - 1), 0).astype(jnp.int32)
+    dt = jnp.where(valid, dt, 0.0)
+    residual = _residual_events(cfg, stages)
+    h, h_dt, mask, n_final, new_stages = _backbone_chunk(cfg, dtype, consts, stages, tokens, dt, n)
+    readout = readout.replace(total_time=readout.total_time + jnp.sum(dt))
+    if head == "classification":
+        logits, readout = _classification_readout(cfg, dtype, consts, readout, h, h_dt, mask, n_final)
+        return logits, (new_stages, readout, logits)
+    outs, readout = _next_event_outputs(cfg, dtype, consts, readout, residual, h, n_final, tokens, n)
+    return outs, (new_stages, readout, logits)
+
+
+_STEPS: dict = {}  # model fingerprint -> jitted step
+
+
+def _jitted_step(fingerprint: str, cfg: EventSSMConfig, dtype, head: str):
+    """The jitted, batch-vmapped step of one model kind (traces counted in TRACE_COUNTS[fingerprint])."""
+
+    def step(consts, device_state, ids, dt, n):
+        TRACE_COUNTS[fingerprint] += 1  # runs once per trace, never per call
+        row = functools.partial(_row_step, cfg, dtype, head)
+        return jax.vmap(row, in_axes=(None, 0, 0, 0, 0))(consts, device_state, ids, dt, n)
+
+    return jax.jit(step)
+
+
+def _step_for(model):
+    key = model_fingerprint(model)
+    if key not in _STEPS:
+        _STEPS[key] = _jitted_step(key, model.config, model.module.dtype, _head(model))
+    return _STEPS[key]
+
+
+# ================================================================================================
+# Public API: init_stream, stream
+# ================================================================================================
+
+
+def init_stream(model, batch_size: int = 1, params=None, batch_stats=None) -> StreamState:
+    """A fresh stream state for `batch_size` parallel streams of `model` (no event seen yet)."""
+    head = _head(model)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    cfg = model.config
+    b, stride = int(batch_size), cfg.pooling_stride
+    stages = []
+    for stage in range(cfg.num_stages):
+        states = tuple(jnp.zeros((b, _local_state_size(cfg, p)), jnp.complex64)
+                       for st, _, _, _, _, p, _ in _block_names(cfg) if st == stage)
+        h_in = cfg.hidden_size if stage == 0 else cfg.stage_hidden_size(stage - 1)
+        inputs = (jnp.zeros((b, stride - 1), jnp.int32) if stage == 0 else
+                  jnp.zeros((b, stride - 1, h_in), model.module.dtype))
+        stages.append(StageState(states, inputs, jnp.zeros((b, stride - 1), jnp.float32), jnp.zeros((b,), jnp.int32)))
+    width = cfg.output_hidden_size
+    readout = ReadoutState(jnp.zeros((b, width), jnp.float32), jnp.zeros((b,), jnp.float32),
+                           jnp.zeros((b, width), model.module.dtype), jnp.zeros((b,), jnp.float32))
+    logits = None
+    if head == "classification":  # before any event the readout is zero: the classifier's bias
+        p = (model.params if params is None else params)["classifier"]
+        logits = jnp.broadcast_to(_dense(cfg.num_labels, model.module.dtype, p, jnp.zeros((1, width))), (b, cfg.num_labels))
+    return StreamState(tuple(stages), readout, logits, np.zeros(b, np.int64), np.zeros(b, np.int64),
+                       np.full(b, -1, np.int32), model_fingerprint(model), _model_name(model))
+
+
+def _check_state(model, state, batch):
+    if not isinstance(state, StreamState):
+        raise TypeError(f"state must be a StreamState from init_stream(model, ...), got {type(state).__name__}")
+    if state.fingerprint != model_fingerprint(model):
+        raise ValueError(
+            f"this stream state was made for another model ({state.model_name}, fingerprint {state.fingerprint}); "
+            f"this model is {_model_name(model)} (fingerprint {model_fingerprint(model)}). Start a new one with "
+            "init_stream(model, batch_size)"
+        )
+    if batch != state.batch_size:
+        raise ValueError(
+            f"the chunk holds {batch} stream(s) (input_ids.shape[0]) but the state was made for batch_size="
+            f"{state.batch_size}; pass one row per stream of the state or init_stream(model, batch_size={batch})"
+        )
+
+
+def _as_chunk(config, input_ids, timestamps, attention_mask):
+    """Checked numpy (ids int64 (B, L), timestamps int64 (B, L), valid counts (B,))."""
+    ids, ts = np.asarray(input_ids), np.asarray(timestamps)
+    if ids.ndim == 1 and ts.ndim == 1:  # one stream
+        ids, ts = ids[None], ts[None]
+        attention_mask = None if attention_mask is None else np.asarray(attention_mask)[None]
+    if ts.size and ts.dtype.kind not in "iu":
+        raise ValueError(f"timestamps must be integer µs, got dtype {ts.dtype} (convert with np.int64(...))")
+    if ids.size == 0 and ids.dtype.kind not in "iu":
+        ids = ids.astype(np.int64)
+    if ts.size == 0:
+        ts = ts.astype(np.int64)
+    modeling.check_inputs(config, ids, ts, attention_mask)
+    n = (ids.shape[1] * np.ones(ids.shape[0], np.int64) if attention_mask is None else
+         np.sum(np.asarray(attention_mask) != 0, axis=1).astype(np.int64))
+    return ids.astype(np.int64), ts.astype(np.int64), n
+
+
+def _gaps_before(config, ts, n, state):
+    """Δt before each event (float32, model units) from int64 µs, against the state's last timestamp;
+    ValueError when a chunk starts before it."""
+    batch, length = ts.shape
+    seen = state.num_events > 0
+    first = ts[:, 0] if length else np.zeros(batch, np.int64)
+    early = seen & (n > 0) & (first < state.last_timestamp)
+    if early.any():
+        row = int(np.flatnonzero(early)[0])
+        raise ValueError(
+            f"stream {row}: the chunk starts at timestamp {int(first[row])} µs, before the state's last timestamp "
+            f"{int(state.last_timestamp[row])} µs; events must arrive in time order (equal timestamps are fine)"
+        )
+    prev = np.where(seen, state.last_timestamp, first)
+    gaps = np.diff(np.concatenate([prev[:, None], ts], axis=1), axis=1).astype(np.float64)
+    valid = np.arange(length)[None, :] < n[:, None]
+    # exactly as the full forward (compute_time_deltas): float64 integer gap / time unit → float32
+    return np.where(valid, np.maximum(gaps, 0.0) / float(config.time_unit_us), 0.0).astype(np.float32)
+
+
+def _internal_events(config, ids, dt, n, state):
+    """(tokens, Δt, counts, new pending) the backbone reads. gap_convention="before": the events as they
+    are. "after": event k carries the gap to event k+1, so the newest event waits in `pending_token`."""
+    if config.gap_convention == "before":
+        return ids, dt, n, state.pending_token
+    batch, length = ids.shape
+    has = state.pending_token >= 0
+    full_ids = np.concatenate([np.maximum(state.pending_token, 0)[:, None].astype(np.int64), ids], axis=1)
+    full_dt = np.concatenate([np.zeros((batch, 1), np.float32), dt], axis=1)
+    start = (~has).astype(np.int64)  # skip the empty pending slot
+    count = np.where(n > 0, n + has - 1, 0)  # events that now know their gap
+    idx = np.minimum(start[:, None] + np.arange(length)[None, :], length)
+    tokens = np.take_along_axis(full_ids, idx, axis=1)
+    gaps = np.take_along_axis(full_dt, np.minimum(idx + 1, length), axis=1)
+    gaps = np.where(np.arange(length)[None, :] < count[:, None], gaps, 0.0).astype(np.float32)
+    last = np.take_along_axis(ids, np.maximum(n - 1, 0)[:, None], axis=1)[:, 0] if length else state.pending_token
+    pending = np.where(n > 0, last, state.pending_token).astype(np.int32)
+    return tokens, gaps, np.maximum(count, 0), pending
+
+
+def _bucket(length: int, max_chunk: int) -> int:
+    """Smallest power of two ≥ length (capped at max_chunk): the padded chunk length compiled for."""
+    return min(1 << max(int(length) - 1, 0).bit_length(), max_chunk)
+
+
+def _empty_output(model, state, batch):
+    cfg = model.config
+    if state.logits is not None:
+        return modeling.FlaxEventSSMSequenceClassifierOutput(logits=state.logits)
+    k = cfg.num_mixture_components
+    z = lambda d: jnp.zeros((batch, 0, d), jnp.float32)  # noqa: E731
+    return modeling.FlaxEventSSMNextEventPredictionOutput(logits=z(cfg.vocab_size), gap_mixture_logits=z(k),
+                                                          gap_log_means=z(k), gap_log_scales=z(k))
+
+
+def stream(model, input_ids, timestamps, state: StreamState, params=None, batch_stats=None,
+           attention_mask=None, max_chunk: int = MAX_CHUNK):
+    """Feed one chunk of events to the streams of `state`; returns (output, new_state).
+
+    input_ids, timestamps: (B, L) token ids and int µs timestamps (or (L,) for a single stream), any
+    L ≥ 0, in time order and not before the state's last timestamp; attention_mask (B, L) optional
+    (valid events first) lets the streams of a batch receive different numbers of events.
+    Output: classification models → FlaxEventSSMSequenceClassifierOutput, logits (B, num_labels) given
+    every event so far (what the full forward gives on the whole prefix); next-event models →
+    FlaxEventSSMNextEventPredictionOutput with logits (B, L, vocab) and the gap mixture (B, L, K) for
+    every event of the chunk (zeros where attention_mask is 0).
+    An empty chunk (L = 0) is a no-op: the state comes back unchanged with the current prediction
+    (classification) or outputs of length 0 (next-event).
+    Raises ValueError for a chunk before the state's last timestamp, ids outside the vocabulary,
+    decreasing timestamps, a state of another model or batch size.
+    """
+    head = _head(model)
+    cfg = model.config
+    ids, ts, n = _as_chunk(cfg, input_ids, timestamps, attention_mask)
+    batch, length = ids.shape
+    _check_state(model, state, batch)
+    if length == 0:
+        return _empty_output(model, state, batch), state
+    dt = _gaps_before(cfg, ts, n, state)
+    tokens, dts, counts, pending = _internal_events(cfg, ids, dt, n, state)
+    consts = _constants(model, params, batch_stats)
+    step = _step_for(model)
+    device_state = (state.stages, state.readout, state.logits)
+    pieces, out = [], None
+    for start in range(0, length, max_chunk):
+        size = min(max_chunk, length - start)
+        bucket = _bucket(size, max_chunk)
+        pad = ((0, 0), (0, bucket - size))
+        piece_n = np.clip(counts - start, 0, size).astype(np.int32)
+        out, device_state = step(consts, device_state,
+                                 np.pad(tokens[:, start:start + size], pad).astype(np.int32),
+                                 np.pad(dts[:, start:start + size], pad), piece_n)
+        if head == "next-event":
+            pieces.append(tuple(o[:, :size] for o in out) if bucket != size else out)
+    last = np.take_along_axis(ts, np.maximum(n - 1, 0)[:, None], axis=1)[:, 0]
+    new_state = state.replace(
+        stages=device_state[0], readout=device_state[1], logits=device_state[2],
+        last_timestamp=np.where(n > 0, last, state.last_timestamp).astype(np.int64),
+        num_events=state.num_events + n, pending_token=pending,
+    )
+    if head == "classification":
+        return modeling.FlaxEventSSMSequenceClassifierOutput(logits=out), new_state
+    parts = [jnp.concatenate(p, axis=1) if len(pieces) > 1 else p[0] for p in zip(*pieces)]
+    return modeling.FlaxEventSSMNextEventPredictionOutput(
+        logits=parts[0], gap_mixture_logits=parts[1], gap_log_means=parts[2], gap_log_scales=parts[3]), new_state
+
+
+__all__ = ["StreamState", "StageState", "ReadoutState", "init_stream", "stream", "model_fingerprint", "TRACE_COUNTS"]
