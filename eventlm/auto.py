@@ -42,7 +42,7 @@ class _BaseAutoModel:
     """from_config / from_pretrained dispatch on model_type; subclasses set `_mapping_names`."""
 
     _mapping_names: dict[str, str] = {}
-    _task = "a model"
+    _extra: dict = {}  # model_type -> class, added by register (each Auto class has its own)
 
     def __init__(self, *args, **kwargs):
         raise EnvironmentError(

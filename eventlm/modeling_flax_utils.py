@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -218,10 +219,16 @@ def _weights_file(folder: Path) -> Path:
 # --------------------------------------------------------------------------------------------------
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _make_temp_folder(parent: Path, name: str) -> Path:
+    """A fresh hidden folder in `parent`, created with os.mkdir so it gets the usual (umask) permissions
+    rather than mkdtemp's 0700 (the folder becomes the saved model folder when it is renamed into place)."""
+    while True:
+        tmp = parent / f".{name}.tmp-{uuid.uuid4().hex[:12]}"
+        try:
+            tmp.mkdir()
+            return tmp
+        except FileExistsError:
+            continue
 
 
 def atomic_write_folder(save_directory: str | os.PathLike, write: Callable[[Path], None]) -> Path:
@@ -235,10 +242,9 @@ def atomic_write_folder(save_directory: str | os.PathLike, write: Callable[[Path
     if target.exists() and not target.is_dir():
         raise ValueError(f"save_directory {str(target)!r} exists and is a file, not a folder")
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    tmp = _make_temp_folder(target.parent, target.name)
     try:
         write(tmp)
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give the folder the usual permissions
         if not target.exists():
             try:
                 os.replace(tmp, target)

@@ -10,14 +10,16 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import huggingface_hub
+import jax
 import numpy as np
 import pytest
 import safetensors.numpy
 import transformers
 
-import eventlm
 from eventlm import auto
 from eventlm.auto import AutoModel, AutoModelForNextEventPrediction, AutoModelForSequenceClassification
+from eventlm.modeling_flax_utils import flatten_variables
+from eventlm.models.eventssm import modeling_flax_eventssm as modeling
 from eventlm.models.eventssm.configuration_eventssm import EventSSMConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -108,9 +110,6 @@ def test_register_a_custom_model(monkeypatch):
 
 # ---- the real EventSSM ---------------------------------------------------------------------------------
 
-modeling = pytest.importorskip("eventlm.models.eventssm.modeling_flax_eventssm")
-import jax  # noqa: E402  (after the skip: only the model tests need jax)
-
 CLASSES = {
     AutoModel: modeling.FlaxEventSSMModel,
     AutoModelForSequenceClassification: modeling.FlaxEventSSMForSequenceClassification,
@@ -138,7 +137,7 @@ def _inputs(seed=0):
 
 
 def _flat(model):
-    return {k: np.asarray(v) for k, v in eventlm.modeling_flax_utils.flatten_variables(model.variables).items()}
+    return {k: np.asarray(v) for k, v in flatten_variables(model.variables).items()}
 
 
 def _assert_same_variables(a, b):

@@ -496,3 +496,22 @@ def test_event_columns_agree_with_as_events_for_every_dtype():
         assert (arr == before).all()
     audio = as_events({"t": t, "x": x}, (40, 1, 1))
     assert (audio["y"] == 0).all() and (audio["p"] == 0).all() and audio.dtype == EVENT_DTYPE
+
+
+def test_loads_by_repo_id_through_a_loopback_hub_mirror(tmp_path):
+    """A saved tokenizer served by olah as a model repo comes back by repo id through huggingface_hub."""
+    pytest.importorskip("olah")
+    from hub_mirror import HubMirror
+
+    tok = EventTokenizer((346, 260, 2), downsample=2, name="davis346")
+    tok.save_pretrained(tmp_path / "repo")
+    client = (
+        "import json\n"
+        "from eventlm import EventTokenizer\n"
+        "tok = EventTokenizer.from_pretrained('eventlm-tests/davis-tokenizer')\n"
+        "json.dump(tok.to_dict(), open('tok.json', 'w'))\n"
+    )
+    with HubMirror(tmp_path) as hub:
+        hub.add_repo("eventlm-tests/davis-tokenizer", tmp_path / "repo", repo_type="models")
+        hub.run_client(client)
+    assert json.loads((tmp_path / "tok.json").read_text()) == tok.to_dict()

@@ -407,16 +407,18 @@ _WORKER = textwrap.dedent("""
                          "eval": trainer.evaluate().metrics}
             trainer.close()
         print("RESULT " + json.dumps(out), flush=True)
-    else:  # one training run; "slow" sleeps in the collator so that the parent can kill it mid-run
-        trainer = T.tiny_trainer(spec["dir"], max_steps=spec["steps"], save_steps=2)
-        if spec.get("slow"):
-            collate = trainer.collator
-            trainer.collator = lambda rows: (time.sleep(0.4), collate(rows))[1]
-        start = trainer._checkpoints().latest_step()
-        print("START %s" % start, flush=True)
-        trainer.train()
-        trainer.close()
-        print("RESULT " + json.dumps({"start": start, "losses": T.train_losses(spec["dir"])}), flush=True)
+    else:  # training runs one after the other; "slow" sleeps in the collator so that the parent can kill it
+        results = []
+        for run in spec["runs"]:
+            trainer = T.tiny_trainer(run["dir"], max_steps=run["steps"], save_steps=2)
+            if run.get("slow"):
+                collate = trainer.collator
+                trainer.collator = lambda rows: (time.sleep(0.4), collate(rows))[1]
+            start = trainer._checkpoints().latest_step()
+            trainer.train()
+            trainer.close()
+            results.append({"start": start, "losses": T.train_losses(run["dir"])})
+        print("RESULT " + json.dumps(results), flush=True)
 """)
 
 
@@ -451,19 +453,19 @@ def test_data_parallel_4_devices_equals_1_device(tmp_path):
 
 def test_sigkill_then_resume_gives_the_uninterrupted_losses(tmp_path):
     killed = tmp_path / "killed"
-    proc = _worker(tmp_path, {"mode": "train", "dir": str(killed), "steps": 12, "slow": True}, wait=False)
+    proc = _worker(tmp_path, {"mode": "train", "runs": [{"dir": str(killed), "steps": 12, "slow": True}]}, wait=False)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
-        done = train_losses(killed) if (killed / "metrics.jsonl").exists() else []
-        if len(done) >= 5:
+        if (killed / "metrics.jsonl").exists() and len(train_losses(killed)) >= 5:
             break
         time.sleep(0.1)
     assert proc.poll() is None, "the run ended before it could be killed: " + proc.stderr.read()[-2000:]
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    resumed = _worker(tmp_path, {"mode": "train", "dir": str(killed), "steps": 12})
+    # in one process: resume the killed run, then the same run uninterrupted in a fresh folder
+    resumed, reference = _worker(tmp_path, {"mode": "train", "runs": [
+        {"dir": str(killed), "steps": 12}, {"dir": str(tmp_path / "reference"), "steps": 12}]})
     assert resumed["start"] is not None and 2 <= resumed["start"] < 12
-    reference = _worker(tmp_path, {"mode": "train", "dir": str(tmp_path / "reference"), "steps": 12})
     assert reference["start"] is None
     assert len(resumed["losses"]) == len(reference["losses"]) == 12
     np.testing.assert_array_equal(resumed["losses"], reference["losses"])  # bit for bit

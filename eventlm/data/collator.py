@@ -123,10 +123,7 @@ class EventCollator:
     def __call__(self, features: Sequence) -> dict:
         if isinstance(features, Mapping) or not len(features):
             raise ValueError("EventCollator takes a non-empty list of samples (dataset rows or tokenized dicts)")
-        ids, ts, mask = [], [], []
-        for i, row in enumerate(features):
-            a, b, c = self._tokens(row, i)
-            ids.append(a), ts.append(b), mask.append(c)
+        ids, ts, mask = zip(*(self._tokens(row, i) for i, row in enumerate(features)))
         length = self.padded_length(max(len(a) for a in ids))
         batch = self.tokenizer._pad_arrays(
             {"input_ids": ids, "timestamps": ts, "attention_mask": mask}, "max_length", length, None, "np"

@@ -29,7 +29,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, NamedTuple, Opt
 
 import numpy as np
 
-from .events import EVENT_DTYPE, as_events, sensor_size_of
+from .events import EVENT_DTYPE, EventStream, as_events, sensor_size_of
 from .visualize import is_audio_sensor, plot_class_samples, sample_preview
 
 DATA_DIR = "data"
@@ -300,6 +300,7 @@ def _write_split(split: _Split, data_dir: Path, sensor_size, class_names, sort, 
     try:
         for i, (raw, label, metadata) in enumerate(iterator):
             where = f"split {split.name!r}, sample {i}" + (f" ({metadata['source']})" if "source" in metadata else "")
+            declared = tuple(raw.sensor_size) if isinstance(raw, EventStream) else None  # a reader's sensor
             try:
                 events = as_events(raw, sensor, sort=sort)
             except (ValueError, TypeError) as err:
@@ -308,8 +309,8 @@ def _write_split(split: _Split, data_dir: Path, sensor_size, class_names, sort, 
             writer.add(events, label, metadata)
             num_events += len(events)
             max_label = max(max_label, label)
-            if len(events):
-                seen = tuple(map(max, seen, sensor_size_of(events)))
+            if declared or len(events):
+                seen = tuple(map(max, seen, declared or sensor_size_of(events)))
             if label not in previews and len(events):
                 previews[label] = sample_preview(events, sensor or seen)
     finally:

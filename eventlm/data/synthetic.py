@@ -255,11 +255,10 @@ def channel_counts(split, num_channels: int) -> Tuple[np.ndarray, np.ndarray]:
     if hasattr(split, "data") and hasattr(split, "column_names"):  # datasets.Dataset: read the Arrow columns
         import pyarrow as pa
 
-        x_col = split.data.column("x").combine_chunks()
-        if isinstance(x_col, pa.ChunkedArray):
-            x_col = pa.concat_arrays(x_col.chunks)
+        x_col = split.data.column("x")
         if getattr(split, "_indices", None) is not None:  # a selected / shuffled view
-            x_col = x_col.take(split._indices.column(0))
+            x_col = x_col.take(pa.array(np.asarray(split._indices.column(0), np.int64)))
+        x_col = pa.concat_arrays(x_col.chunks) if isinstance(x_col, pa.ChunkedArray) else x_col
         lengths = x_col.value_lengths().fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
         flat = x_col.flatten().to_numpy(zero_copy_only=False).astype(np.int64)
         labels = np.asarray(split.with_format("numpy")["label"], np.int64)

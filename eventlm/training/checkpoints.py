@@ -20,6 +20,16 @@ from orbax.checkpoint.checkpoint_managers import AnyPreservationPolicy, BestN, L
 logger = logging.getLogger(__name__)
 
 
+class _NoMetricNotice(logging.Filter):
+    """orbax warns on every checkpoint saved without metrics (mid-epoch ones); that is intended here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "did not provide metrics" not in record.getMessage()
+
+
+logging.getLogger("absl").addFilter(_NoMetricNotice())
+
+
 class CheckpointStore:
     """`directory`/<step>/{state, meta}: keeps the `keep_latest` newest checkpoints and the best one by
     `metric` (mode "max" for accuracy, "min" for a loss)."""
