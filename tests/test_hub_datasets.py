@@ -472,3 +472,52 @@ def test_push_dataset_to_hub_at_the_client_boundary(tmp_path, monkeypatch):
     assert sorted(uploaded) == ["README.md", "data/train-00000-of-00001.parquet", "samples.png"]
     with pytest.raises(ValueError, match="not a converted event dataset"):
         push_dataset_to_hub(tmp_path, "someone/events")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the conversion scripts (thin shells)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def run_script(name, argv):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"script_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main(argv)
+
+
+def test_convert_tonic_dataset_script(shd, tmp_path):
+    out = run_script("convert_tonic_dataset", ["--dataset", "SHD", "--save_to", str(shd["root"]), "--splits", "test",
+                                               "--output_dir", str(tmp_path / "out"), "--license", "cc-by-4.0"])
+    ds = load(out, tmp_path)
+    assert list(ds) == ["test"]
+    assert_split_equal(shd["tonic"]["test"], ds["test"], (700, 1, 1))
+    with pytest.raises(ValueError, match="no split\\(s\\) \\['validation'\\]"):
+        run_script("convert_tonic_dataset", ["--dataset", "SHD", "--save_to", str(shd["root"]), "--splits",
+                                             "validation", "--output_dir", str(tmp_path / "other")])
+    with pytest.raises(ValueError, match="unknown dataset 'NoSuchSet'"):
+        run_script("convert_tonic_dataset", ["--dataset", "NoSuchSet", "--save_to", "x", "--output_dir", "y"])
+    with pytest.raises(ValueError, match="needs --hub_dataset_id"):
+        run_script("convert_tonic_dataset", ["--dataset", "SHD", "--save_to", "x", "--output_dir", "y", "--push_to_hub"])
+
+
+def test_convert_event_folder_script(tmp_path):
+    rng = np.random.default_rng(11)
+    items = {}
+    for cls in ("left", "right"):
+        (tmp_path / "rec" / cls).mkdir(parents=True)
+        for j in range(2):
+            items[f"{cls}/{j}.npy"] = dvs_events(rng, 30)
+            np.save(tmp_path / "rec" / cls / f"{j}.npy", items[f"{cls}/{j}.npy"])
+    out = run_script("convert_event_folder", ["--folder", str(tmp_path / "rec"), "--output_dir", str(tmp_path / "out"),
+                                              "--sensor_size", "32", "24", "2", "--samples_per_shard", "3"])
+    ds = load(out, tmp_path)["train"].with_format("numpy")
+    assert len(ds) == 4 and len(ls(out / "data")) == 2
+    for row in ds:
+        ref = as_events(items[row["source"]])
+        for name in FIELDS:
+            np.testing.assert_array_equal(row[name], ref[name])
+    assert load_dataset_metadata(str(out))["sensor_size"] == (32, 24, 2)

@@ -84,8 +84,7 @@ def test_pretrain_finetune_evaluate_and_push(tmp_path, event_dataset, monkeypatc
 
     pretrained = tmp_path / "pt"
     res = _script("run_next_event_pretraining").main(
-        TINY + ["--dataset_name", event_dataset, "--output_dir", str(pretrained), "--pooling_stride", "1"]
-        if False else TINY + ["--dataset_name", event_dataset, "--output_dir", str(pretrained)])
+        TINY + ["--dataset_name", event_dataset, "--output_dir", str(pretrained)])
     for key in ("eval_loss", "eval_token_nll", "eval_time_nll", "baseline_nll", "baseline_token_nll"):
         assert np.isfinite(res[key]), key
     assert res["eval_loss"] == pytest.approx(res["eval_token_nll"] + res["eval_time_nll"], rel=1e-5)
@@ -123,11 +122,15 @@ def test_pretrain_finetune_evaluate_and_push(tmp_path, event_dataset, monkeypatc
     assert {"config.json", "model.safetensors", "tokenizer_config.json", "README.md", "eval_results.json",
             "all_results.json", "training_curves.png", "confusion_matrix.png"} <= set(pushed["files"])
     assert not [f for f in pushed["files"] if f.startswith(("checkpoints", "runs"))]
-    card = pushed["card"]
-    assert "library_name: eventlm" in card and "model-index:" in card and "someone/tiny-eventssm" in card
-    assert f"value: {round(res['eval_accuracy'], 6)}" in card.replace("value: 1.0\n", "value: 1\n") or \
-        "type: accuracy" in card
-    assert "base_model:" in card and "training_curves.png" in card and "confusion_matrix.png" in card
+    card = huggingface_hub.ModelCard(pushed["card"])
+    meta = card.data.to_dict()
+    assert meta["library_name"] == "eventlm" and "eventssm" in meta["tags"] and meta["base_model"] == str(pretrained)
+    assert meta["datasets"] == [event_dataset]
+    metrics = {m["type"]: m["value"] for m in meta["model-index"][0]["results"][0]["metrics"]}
+    assert metrics["accuracy"] == pytest.approx(res["eval_accuracy"], abs=1e-6)
+    assert metrics["loss"] == pytest.approx(res["eval_loss"], abs=1e-6)
+    assert "someone/tiny-eventssm" in card.text
+    assert "(training_curves.png)" in card.text and "(confusion_matrix.png)" in card.text
 
     # evaluation of the saved folder reproduces the fine-tuning run's test numbers
     res_eval = _script("run_evaluation").main(

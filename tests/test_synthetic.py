@@ -152,8 +152,9 @@ def time_binned_histograms(split, time_bins=8, channel_bins=4):
 def test_an_order_aware_statistic_separates_the_classes(embedded):
     """Nearest centroid on time-binned channel histograms: the class is learnable from the order of events."""
     ds = embedded["ds"]
-    train, test = time_binned_histograms(ds["train"]), time_binned_histograms(ds["test"])
-    y_train, y_test = np.asarray(ds["train"]["label"]), np.asarray(ds["test"]["label"])
+    first = ds["train"].select(range(600))  # 60 per class are plenty for centroids
+    train, test = time_binned_histograms(first), time_binned_histograms(ds["test"])
+    y_train, y_test = np.asarray(first["label"]), np.asarray(ds["test"]["label"])
     centroids = np.stack([train[y_train == c].mean(axis=0) for c in range(10)])
     predicted = ((test[:, None, :] - centroids[None]) ** 2).sum(-1).argmin(axis=1)
     accuracy = float(np.mean(predicted == y_test))
@@ -171,7 +172,7 @@ def test_softmax_regression_matches_scikit_learn():
         z = np.hstack([X, np.ones((300, 1))]) @ W
         ours = np.exp(z - z.max(axis=1, keepdims=True))
         ours /= ours.sum(axis=1, keepdims=True)
-        ref = sklearn.LogisticRegression(C=1.0 / l2, tol=1e-10, max_iter=10000).fit(X, y).predict_proba(X)
+        ref = sklearn.LogisticRegression(C=1.0 / l2, tol=1e-8, max_iter=1000).fit(X, y).predict_proba(X)
         np.testing.assert_allclose(ours, ref, atol=2e-4)
 
 
@@ -217,8 +218,8 @@ def test_load_synthetic_dataset_builds_once(tmp_path, monkeypatch):
 
 
 def test_builds_are_byte_identical(tmp_path):
-    a = make_synthetic_dataset(tmp_path / "a", seed=5, **TINY)
-    b = make_synthetic_dataset(tmp_path / "b", seed=5, **TINY)
+    a = make_synthetic_dataset(tmp_path / "a", seed=5, num_classes=3, samples_per_class=4)
+    b = make_synthetic_dataset(tmp_path / "b", seed=5, num_classes=3, samples_per_class=4)
     files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
     for f in files:

@@ -24,6 +24,7 @@ import shutil
 import tempfile
 import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -146,6 +147,73 @@ def to_hub_dataset(source, output_dir, **kwargs) -> Path:
         f"to_hub_dataset converts an event folder (path), a tonic dataset or a {{split: dataset}} mapping; "
         f"got {type(source).__name__}"
     )
+
+
+def tonic_dataset_splits(dataset, save_to, splits: Optional[Sequence[str]] = None, **kwargs) -> Dict[str, Any]:
+    """Instantiate a tonic dataset class per split: {split: instance} (downloads as tonic does if files are missing).
+
+    dataset: a class, a tonic.datasets name ("SHD", "DVSGesture", ...) or a dotted path "package.module.Class".
+    Classes with a `split` argument (SSC) give train / validation / test; with `train` (SHD, DVSGesture,
+    NMNIST) train / test; others one "train" split. `splits` keeps only the named ones.
+    """
+    import importlib
+    import inspect
+
+    cls = dataset
+    if isinstance(dataset, str):
+        if "." in dataset.strip("."):
+            module, _, name = dataset.rpartition(".")
+            cls = getattr(importlib.import_module(module), name, None)
+        else:
+            import tonic.datasets
+
+            cls = getattr(tonic.datasets, dataset, None)
+        if cls is None:
+            raise ValueError(f"unknown dataset {dataset!r}: give a tonic.datasets class name (SHD, SSC, DVSGesture, "
+                             f"NMNIST, ...) or a dotted path package.module.Class")
+    params = inspect.signature(cls).parameters
+    if "split" in params:
+        available = {"train": {"split": "train"}, "validation": {"split": "valid"}, "test": {"split": "test"}}
+    elif "train" in params:
+        available = {"train": {"train": True}, "test": {"train": False}}
+    else:
+        available = {"train": {}}
+    wanted = list(splits) if splits else list(available)
+    unknown = [s for s in wanted if s not in available]
+    if unknown:
+        raise ValueError(f"{cls.__name__} has no split(s) {unknown}; it has {list(available)}")
+    return {s: cls(save_to=str(save_to), **available[s], **kwargs) for s in wanted}
+
+
+@dataclass
+class HubDatasetArguments:
+    """Where and how a conversion writes (shared by the conversion scripts and the `eventlm` command)."""
+
+    output_dir: str = field(metadata={"help": "Folder to write the Hub dataset into (must not exist or be empty)."})
+    license: str = field(default="other", metadata={"help": "License of the data (Hub license id)."})
+    pretty_name: Optional[str] = field(default=None, metadata={"help": "Title of the dataset card."})
+    sort: bool = field(default=False, metadata={"help": "Sort events by time instead of rejecting unsorted ones."})
+    samples_per_shard: Optional[int] = field(default=None, metadata={"help": "Close a parquet shard after N samples."})
+    max_shard_size: str = field(default="500MB", metadata={"help": "Close a parquet shard at this many event bytes."})
+    overwrite: bool = field(default=False, metadata={"help": "Replace a non-empty output_dir."})
+    push_to_hub: bool = field(default=False, metadata={"help": "Upload the result to the Hub."})
+    hub_dataset_id: Optional[str] = field(default=None, metadata={"help": "Dataset repo id for --push_to_hub."})
+    hub_private: Optional[bool] = field(default=None, metadata={"help": "Create the Hub repo as private."})
+
+    def __post_init__(self):
+        if self.push_to_hub and not self.hub_dataset_id:
+            raise ValueError("--push_to_hub needs --hub_dataset_id (e.g. someone/shd-events)")
+
+    def writer_kwargs(self) -> Dict[str, Any]:
+        return {"license": self.license, "pretty_name": self.pretty_name, "sort": self.sort, "overwrite": self.overwrite,
+                "samples_per_shard": self.samples_per_shard, "max_shard_size": self.max_shard_size,
+                "progress": True}
+
+    def finish(self, folder) -> Path:
+        """Push the converted folder when asked; returns it."""
+        if self.push_to_hub:
+            push_dataset_to_hub(folder, self.hub_dataset_id, private=self.hub_private)
+        return Path(folder)
 
 
 def push_dataset_to_hub(
