@@ -23,6 +23,11 @@ _EXPORTS = {
     "Compose": "augmentations",
     "cut_mix_batch": "augmentations",
     "make_synthetic_dataset": "synthetic",
+    "load_synthetic_dataset": "synthetic",
+    "SyntheticSHD": "synthetic",
+    "load_dataset_metadata": "hub",
+    "tonic_dataset_splits": "hub",
+    "HubDatasetArguments": "hub",
     "bag_of_channels_accuracy": "synthetic",
 }
 

@@ -16,7 +16,6 @@ folder is built in a temporary folder beside `output_dir` and renamed into place
 succeeded, so a failed conversion leaves nothing half-written.
 """
 
-import math
 import operator
 import os
 import re
@@ -205,9 +204,9 @@ class HubDatasetArguments:
             raise ValueError("--push_to_hub needs --hub_dataset_id (e.g. someone/shd-events)")
 
     def writer_kwargs(self) -> Dict[str, Any]:
-        return {"license": self.license, "pretty_name": self.pretty_name, "sort": self.sort, "overwrite": self.overwrite,
-                "samples_per_shard": self.samples_per_shard, "max_shard_size": self.max_shard_size,
-                "progress": True}
+        return {"license": self.license, "pretty_name": self.pretty_name, "sort": self.sort,
+                "overwrite": self.overwrite, "samples_per_shard": self.samples_per_shard,
+                "max_shard_size": self.max_shard_size, "progress": True}
 
     def finish(self, folder) -> Path:
         """Push the converted folder when asked; returns it."""
@@ -385,8 +384,9 @@ def _write_split(split: _Split, data_dir: Path, sensor_size, class_names, sort, 
         files = writer.close()
     if writer.num_rows == 0:
         raise ValueError(f"split {split.name!r} has no samples; remove it or check the source")
-    return {"name": split.name, "num_examples": writer.num_rows, "num_events": num_events, "num_bytes": writer.raw_bytes,
-            "files": files, "sensor": tuple(sensor) if sensor else seen, "max_label": max_label,
+    return {"name": split.name, "num_examples": writer.num_rows, "num_events": num_events,
+            "num_bytes": writer.raw_bytes, "files": files, "sensor": tuple(sensor) if sensor else seen,
+            "max_label": max_label,
             "metadata": writer.metadata_types}
 
 
@@ -428,7 +428,8 @@ class _ShardWriter:
         self.raw_bytes += size
         if len(self._buffer) >= self.ROW_GROUP_ROWS or self._buffer_bytes >= self.ROW_GROUP_BYTES:
             self._flush()
-        if (self.samples_per_shard and self._shard_rows >= self.samples_per_shard) or self._shard_bytes >= self.max_bytes:
+        full = self.samples_per_shard and self._shard_rows >= self.samples_per_shard
+        if full or self._shard_bytes >= self.max_bytes:
             self._close_shard()
 
     def _flush(self):
@@ -511,7 +512,8 @@ def _add_missing_columns(files: List[Path], features):
         table = pq.read_table(path)
         for name in features:
             if name not in table.column_names:
-                table = table.append_column(pa.field(name, features[name].pa_type), pa.nulls(len(table), features[name].pa_type))
+                kind = features[name].pa_type
+                table = table.append_column(pa.field(name, kind), pa.nulls(len(table), kind))
         table = table.select(list(features)).cast(features.arrow_schema)
         tmp = path.with_suffix(".tmp")
         pq.write_table(table, tmp, compression="zstd")
@@ -527,7 +529,8 @@ def _metadata_type(name, value) -> str:
         return "float64"
     if isinstance(value, (str, bytes, np.str_, np.bytes_)):
         return "string"
-    raise ValueError(f"metadata column {name!r} holds {value!r} ({type(value).__name__}); expected int, float, str or bool")
+    raise ValueError(f"metadata column {name!r} holds {value!r} ({type(value).__name__}); "
+                     f"expected int, float, str or bool")
 
 
 def _metadata_value(value):
@@ -573,6 +576,9 @@ def _atomic_output_dir(output_dir, overwrite: bool):
         os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; a dataset folder is an ordinary folder
         yield tmp
         if out.is_dir() and any(out.iterdir()):  # overwrite: move the old folder aside, then swap
+            if not overwrite:  # it appeared while we converted (another process)
+                raise ValueError(f"output_dir {str(out)!r} was filled by someone else during the conversion; "
+                                 f"pass overwrite=True to replace it")
             old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
             os.replace(out, old)
             os.replace(tmp, out)
@@ -612,7 +618,7 @@ def _tonic_metadata(dataset, n) -> Dict[str, Sequence]:
                 found[column] = values
                 break
     data = getattr(dataset, "data", None)
-    if isinstance(data, (list, tuple)) and len(data) == n and n and all(isinstance(d, (str, os.PathLike)) for d in data[:1]):
+    if isinstance(data, (list, tuple)) and len(data) == n and n and isinstance(data[0], (str, os.PathLike)):
         root = getattr(dataset, "location_on_system", None)
         found["source"] = [_relative(d, root) for d in data]
     return found
@@ -627,7 +633,8 @@ def _relative(path, root) -> str:
 
 def _tonic_split(name: str, dataset, sensor_size) -> _Split:
     if not (hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")):
-        raise TypeError(f"split {name!r}: expected a tonic dataset (with __len__ and __getitem__), got {type(dataset).__name__}")
+        raise TypeError(f"split {name!r}: expected a tonic dataset (with __len__ and __getitem__), "
+                        f"got {type(dataset).__name__}")
     n = len(dataset)
     metadata = _tonic_metadata(dataset, n)
 
@@ -652,7 +659,8 @@ def _folder_layout(folder: Path, extensions) -> Dict[str, Dict[str, Tuple[Path, 
                          f"folders {others}; use either <split>/<class>/ or <class>/ throughout")
     roots = {_SPLIT_FOLDERS[d.name.lower()]: d for d in split_dirs} if split_dirs else {"train": folder}
     if split_dirs and len(roots) != len(split_dirs):
-        raise ValueError(f"event folder {str(folder)!r} has several folders for one split: {[d.name for d in split_dirs]}")
+        raise ValueError(f"event folder {str(folder)!r} has several folders for one split: "
+                         f"{[d.name for d in split_dirs]}")
     exts = None if extensions is None else {e.lower() if e.startswith(".") else "." + e.lower() for e in extensions}
     layout = {}
     for split in sorted(roots, key=_split_rank):
@@ -663,8 +671,9 @@ def _folder_layout(folder: Path, extensions) -> Dict[str, Dict[str, Tuple[Path, 
             if files:
                 classes[cls_dir.name] = (root, files)
         if not classes:
+            which = "" if exts is None else f" with extensions {sorted(exts)}"
             raise ValueError(f"event folder {str(root)!r} holds no class folders with recordings "
-                             f"(expected <class>/<recording files>{'' if exts is None else ' with extensions ' + str(sorted(exts))})")
+                             f"(expected <class>/<recording files>{which})")
         layout[split] = classes
     return layout
 
@@ -692,32 +701,30 @@ def _folder_split(name, root: Path, files, index, read, options) -> _Split:
             try:
                 stream = read(path, **options)
             except (ValueError, TypeError, OSError) as err:
-                raise ValueError(f"split {name!r}: cannot read {str(path)!r}: {err}") from err
+                kind = TypeError if isinstance(err, TypeError) else ValueError
+                raise kind(f"split {name!r}: cannot read {str(path)!r}: {err}") from err
             yield stream, index[cls], {"source": path.relative_to(root).as_posix()}
 
     return _Split(name, len(files), samples, None)
 
 
 def _reader(reader):
-    """The function that reads one recording: `reader`, else eventlm.data.readers.read_events (+ .npy files)."""
+    """The function that reads one recording: `reader`, else eventlm.data.readers.read_events."""
     if reader is not None:
         return reader
     try:
         from .readers import read_events
-    except ModuleNotFoundError as err:
+    except ModuleNotFoundError as err:  # a checkout without the readers: structured .npy files only
         if err.name != f"{__package__}.readers":
             raise
-        read_events = None
 
-    def read(path, **options):
-        if Path(path).suffix.lower() == ".npy" and not options:  # tonic-style event arrays (e.g. DVSGesture)
+        def read_events(path, **options):
+            if Path(path).suffix.lower() != ".npy" or options:
+                raise ValueError(f"no reader for {Path(path).suffix!r} files (eventlm.data.readers is missing); "
+                                 f"pass reader=")
             return np.load(path, allow_pickle=False)
-        if read_events is None:
-            raise ValueError(f"no reader for {Path(path).suffix!r} files (eventlm.data.readers is unavailable); "
-                             f"pass reader=")
-        return read_events(path, **options)
 
-    return read
+    return read_events
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -777,6 +784,5 @@ def _write_card(folder: Path, stats, features, sensor_size, kind, license, prett
         picture=picture,
         total_events=sum(s["num_events"] for s in stats),
         mean_events={s["name"]: s["num_events"] / max(s["num_examples"], 1) for s in stats},
-        math=math,
     )
     card.save(folder / "README.md")

@@ -20,7 +20,7 @@ import itertools
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -205,8 +205,8 @@ def make_synthetic_dataset(output_dir=None, seed: int = 0, num_classes: int = 10
         if (output_dir / "README.md").is_file() and not overwrite:
             return output_dir
     params = _params(seed, num_classes, samples_per_class, options)
-    kw = {k: v for k, v in options.items()}
-    splits = {s: SyntheticSHD(s, seed, num_classes=num_classes, samples_per_class=samples_per_class, **kw) for s in SPLITS}
+    splits = {s: SyntheticSHD(s, seed, num_classes=num_classes, samples_per_class=samples_per_class, **options)
+              for s in SPLITS}
     ds = splits["train"]
     description = (
         f"A synthetic SHD-like dataset built by `eventlm.data.synthetic` (seed {seed}): {num_classes} classes, each "
@@ -234,7 +234,7 @@ def load_synthetic_dataset(cache_dir=None, seed: int = 0, num_classes: int = 10,
     if not (folder / "README.md").is_file():
         try:
             make_synthetic_dataset(folder, seed, num_classes, samples_per_class, **options)
-        except ValueError:
+        except (ValueError, OSError):
             if not (folder / "README.md").is_file():  # not another process finishing the same build first
                 raise
     hf_cache = None if cache_dir is None else str(Path(cache_dir) / "hf-datasets")

@@ -68,7 +68,7 @@ TASK_PRESETS: Dict[str, Dict[str, dict]] = {
             pooling_stride=4, pooling_mode="timepool", classifier_pooling="timepool", dropout=0.1)},
         "tokenizer": "shd",
         "data": dict(validation_split_percentage=10.0, pad_to_multiple_of=64, augment=False),
-        "training": dict(num_train_epochs=8, per_device_train_batch_size=32, per_device_eval_batch_size=128,
+        "training": dict(num_train_epochs=3, per_device_train_batch_size=32, per_device_eval_batch_size=128,
                          ssm_base_lr=1e-4, lr_factor=10.0, warmup_epochs=1.0, weight_decay=0.01,
                          ssm_weight_decay=0.0, lr_scheduler_type="cosine", gradient_accumulation_steps=1),
     },

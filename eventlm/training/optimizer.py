@@ -56,6 +56,7 @@ class OptimizerSetup:
     tx: optax.GradientTransformation
     schedules: Dict[str, Callable]
     accumulation_steps: int
+    spec: Tuple = ()  # the hyperparameters it was built from (equal specs build equal transformations)
 
     def learning_rates(self, update_step: int) -> Dict[str, float]:
         return {name: float(fn(update_step)) for name, fn in self.schedules.items()}
@@ -93,7 +94,9 @@ def create_optimizer(
         tx = optax.chain(optax.clip_by_global_norm(max_grad_norm), tx)
     if accumulation_steps > 1:
         tx = optax.MultiSteps(tx, every_k_schedule=accumulation_steps)
-    return OptimizerSetup(tx=tx, schedules=schedules, accumulation_steps=accumulation_steps)
+    spec = (ssm_lr, total_steps, warmup_steps, lr_factor, weight_decay, ssm_weight_decay, schedule,
+            accumulation_steps, b1, b2, eps, max_grad_norm)
+    return OptimizerSetup(tx=tx, schedules=schedules, accumulation_steps=accumulation_steps, spec=spec)
 
 
 def count_groups(params) -> Tuple[int, int]:

@@ -19,6 +19,7 @@ every k steps. Data parallel over all devices (see sharding.py): the global batc
 per_device_train_batch_size x number of devices.
 """
 
+import json
 import logging
 import math
 import queue
@@ -42,6 +43,7 @@ from .sharding import IGNORE_INDEX, DataParallel, agree_on_length, pad_batch_to_
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
+_STEP_CACHE: Dict[tuple, Callable] = {}  # jitted train / eval steps by what they compute (see Trainer._step_key)
 _MAX_INT32 = np.iinfo(np.int32).max
 
 
@@ -260,7 +262,30 @@ class Trainer:
                     metrics[name] = _event_mean(value, batch["attention_mask"])
         return metrics
 
+    def _step_key(self, kind: str) -> tuple:
+        """Two trainers whose steps would compile to the same program share one jitted function: same model
+        class and config, task, labels, optimizer hyperparameters and devices (params are arguments)."""
+        config = {k: v for k, v in self.model.config.to_dict().items()
+                  if not k.startswith("_") and k != "transformers_version"}
+        return (kind, type(self.model).__qualname__, json.dumps(config, sort_keys=True, default=str), self.task,
+                self.num_labels, self.optimizer.spec if kind == "train" else None,
+                tuple(d.id for d in self.parallel.mesh.devices.flat), id(type(self.model).__call__))
+
+    def _cached_step(self, kind: str, build: Callable):
+        key = self._step_key(kind)
+        if key not in _STEP_CACHE:
+            if len(_STEP_CACHE) >= 8:
+                _STEP_CACHE.pop(next(iter(_STEP_CACHE)))
+            _STEP_CACHE[key] = build()
+        return _STEP_CACHE[key]
+
     def _build_train_step(self):
+        return self._cached_step("train", self._compile_train_step)
+
+    def _build_eval_step(self):
+        return self._cached_step("eval", self._compile_eval_step)
+
+    def _compile_train_step(self):
         tx = self.optimizer.tx
 
         def train_step(state, batch):
@@ -282,7 +307,7 @@ class Trainer:
         rep = self.parallel.replicated
         return jax.jit(train_step, out_shardings=(jax.tree_util.tree_map(lambda _: rep, self.state), rep))
 
-    def _build_eval_step(self):
+    def _compile_eval_step(self):
         num_labels = self.num_labels
 
         def eval_step(params, batch_stats, batch):
@@ -449,8 +474,10 @@ class Trainer:
             if self._store is not None:
                 self._store.wait()
         runtime = time.perf_counter() - t0
-        if args.load_best_model_at_end and self.best_step is not None:
-            self._load_checkpoint_params(self.best_step)
+        best = self._checkpoints().best_step() if self.best_step is not None else None
+        if args.load_best_model_at_end and best is not None:
+            self.best_step = best
+            self._load_checkpoint_params(best)
         else:
             self._export_state_to_model()
         done = max(step - start_step, 0)
@@ -511,7 +538,9 @@ class Trainer:
         value = metrics.get(self.metric_name)
         if value is None:
             raise ValueError(f"metric_for_best_model {self.metric_name!r} is not among {sorted(metrics)}")
-        better = self.best_metric is None or (value > self.best_metric if self.greater_is_better else value < self.best_metric)
+        # ties go to the later step, as the checkpoint store's BestN policy keeps the later one
+        better = self.best_metric is None or (value >= self.best_metric if self.greater_is_better
+                                              else value <= self.best_metric)
         if better:
             self.best_metric, self.best_step = float(value), int(step)
         steps_per_epoch = self.steps_per_epoch()

@@ -34,7 +34,7 @@ reference checkpoints, classification only) the newest event is held back until 
 its gap, as the full forward drops the last event of a sequence.
 
 Chunk lengths are bucketed to powers of two (padded, with a validity count inside the chunk), so the
-number of compilations stays ≤ log2(max_chunk) + 1 per model and batch size; longer chunks are cut.
+number of compilations stays ≤ len(BUCKETS) per model and batch size; longer chunks are cut.
 The first block's inputs norm(E) and B̃·norm(E) are per-token tables, computed once per set of weights.
 """
 
@@ -60,7 +60,7 @@ import numpy as np
 from . import modeling_flax_eventssm as modeling
 from .configuration_eventssm import EventSSMConfig
 
-MAX_CHUNK = 4096  # largest bucket; longer chunks are processed in pieces of this size
+BUCKETS = tuple(2**i for i in range(13))  # padded chunk lengths compiled for: 1, 2, 4, ..., 4096
 # how many times the streaming step was traced (compiled), per model fingerprint: the compile-count bound
 TRACE_COUNTS: collections.Counter = collections.Counter()
 
@@ -572,9 +572,16 @@ def _internal_events(config, ids, dt, n, state):
     return tokens, gaps, np.maximum(count, 0), pending
 
 
-def _bucket(length: int, max_chunk: int) -> int:
-    """Smallest power of two ≥ length (capped at max_chunk): the padded chunk length compiled for."""
-    return min(1 << max(int(length) - 1, 0).bit_length(), max_chunk)
+def _check_buckets(buckets) -> tuple:
+    sizes = tuple(sorted(set(int(b) for b in buckets))) if buckets is not None else ()
+    if not sizes or sizes[0] < 1:
+        raise ValueError(f"buckets must be positive chunk lengths, got {buckets!r}")
+    return sizes
+
+
+def _bucket(length: int, buckets: tuple) -> int:
+    """The smallest bucket ≥ length (the largest one for longer pieces): the padded length compiled for."""
+    return next((b for b in buckets if b >= length), buckets[-1])
 
 
 def _empty_output(model, state, batch):
@@ -588,7 +595,7 @@ def _empty_output(model, state, batch):
 
 
 def stream(model, input_ids, timestamps, state: StreamState, params=None, batch_stats=None,
-           attention_mask=None, max_chunk: int = MAX_CHUNK):
+           attention_mask=None, buckets=BUCKETS):
     """Feed one chunk of events to the streams of `state`; returns (output, new_state).
 
     input_ids, timestamps: (B, L) token ids and int µs timestamps (or (L,) for a single stream), any
@@ -598,6 +605,8 @@ def stream(model, input_ids, timestamps, state: StreamState, params=None, batch_
     every event so far (what the full forward gives on the whole prefix); next-event models →
     FlaxEventSSMNextEventPredictionOutput with logits (B, L, vocab) and the gap mixture (B, L, K) for
     every event of the chunk (zeros where attention_mask is 0).
+    buckets: the padded chunk lengths compiled for (one compilation each, at most); a chunk is padded to
+    the smallest bucket that holds it, and a longer one is processed in pieces of the largest.
     An empty chunk (L = 0) is a no-op: the state comes back unchanged with the current prediction
     (classification) or outputs of length 0 (next-event).
     Raises ValueError for a chunk before the state's last timestamp, ids outside the vocabulary,
@@ -615,10 +624,11 @@ def stream(model, input_ids, timestamps, state: StreamState, params=None, batch_
     consts = _constants(model, params, batch_stats)
     step = _step_for(model)
     device_state = (state.stages, state.readout, state.logits)
+    buckets = _check_buckets(buckets)
     pieces, out = [], None
-    for start in range(0, length, max_chunk):
-        size = min(max_chunk, length - start)
-        bucket = _bucket(size, max_chunk)
+    for start in range(0, length, buckets[-1]):
+        size = min(buckets[-1], length - start)
+        bucket = _bucket(size, buckets)
         pad = ((0, 0), (0, bucket - size))
         piece_n = np.clip(counts - start, 0, size).astype(np.int32)
         out, device_state = step(consts, device_state,
@@ -639,4 +649,4 @@ def stream(model, input_ids, timestamps, state: StreamState, params=None, batch_
         logits=parts[0], gap_mixture_logits=parts[1], gap_log_means=parts[2], gap_log_scales=parts[3]), new_state
 
 
-__all__ = ["StreamState", "StageState", "ReadoutState", "init_stream", "stream", "model_fingerprint", "TRACE_COUNTS"]
+__all__ = ["StreamState", "StageState", "ReadoutState", "init_stream", "stream", "model_fingerprint", "TRACE_COUNTS", "BUCKETS"]
