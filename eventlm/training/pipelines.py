@@ -26,6 +26,7 @@ from .arguments import (TASK_PRESETS, DataArguments, ModelArguments, TrainingArg
 from .card import build_model_card, push_folder_to_hub
 from .metrics import save_results, write_json_atomic
 from .plots import plot_confusion_matrix, plot_training_curves
+from .sharding import initialize_distributed, split_for_host
 from .trainer import CHECKPOINT_DIR, Trainer
 
 logger = logging.getLogger(__name__)
@@ -47,10 +48,15 @@ DEFAULT_OUTPUT_DIRS = {"classification": "out/classification", "next-event": "ou
 
 
 def setup_logging(level: int = logging.INFO) -> None:
-    """Plain 'message' logging for the scripts (the libraries' own loggers stay at WARNING)."""
-    logging.basicConfig(format="%(message)s", level=logging.WARNING)
-    for name in ("eventlm.training", "__main__"):
-        logging.getLogger(name).setLevel(level)
+    """The scripts print eventlm.training's messages plainly; other libraries' loggers stay at WARNING."""
+    ours = logging.getLogger("eventlm.training")
+    if not any(getattr(h, "_eventlm", False) for h in ours.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler._eventlm = True
+        ours.addHandler(handler)
+    ours.setLevel(level)
+    ours.propagate = False
     try:  # orbax and absl log every checkpoint at INFO
         import absl.logging
 
@@ -84,6 +90,8 @@ def prepare_output_dir(training_args: TrainingArguments, signature: Dict[str, An
             shutil.rmtree(out / name, ignore_errors=True)
         for name in (RUN_ARGS_FILE, "metrics.jsonl"):
             (out / name).unlink(missing_ok=True)
+    elif occupied and not _is_main():  # the main process checks; the others follow it
+        return (out / CHECKPOINT_DIR).is_dir()
     elif occupied:
         if not record.is_file():
             raise ValueError(
@@ -100,8 +108,9 @@ def prepare_output_dir(training_args: TrainingArguments, signature: Dict[str, An
                 f"--output_dir, or pass --overwrite_output_dir to start afresh there"
             )
         return (out / CHECKPOINT_DIR).is_dir()
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(record, signature)
+    if _is_main():
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(record, signature)
     return False
 
 
@@ -355,10 +364,23 @@ def make_collator(tokenizer, data_args: DataArguments, task: str, num_labels: Op
 # ----------------------------------------------------------------------------------------------------
 
 
+def _is_main() -> bool:
+    import jax
+
+    return jax.process_index() == 0
+
+
+def _save_results(output_dir, split: str, metrics: Dict[str, Any]) -> None:
+    if _is_main():
+        save_results(output_dir, split, metrics)
+
+
 def _finish_outputs(trainer: Trainer, model, tokenizer, training_args, model_args, data_args, task: str,
                     eval_metrics: Dict[str, Any], eval_split: str, confusion=None, class_names=None,
                     baseline_text: Optional[str] = None) -> None:
-    """save_pretrained of model and tokenizer, pictures, model card, optional push."""
+    """save_pretrained of model and tokenizer, pictures, model card, optional push (main process only)."""
+    if not _is_main():
+        return
     out = Path(training_args.output_dir)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
@@ -398,6 +420,7 @@ def _print_summary(lines: List[str]) -> None:
 
 
 def _prepare(model_args, data_args, training_args, task):
+    initialize_distributed()  # several hosts (jax.distributed); nothing on one machine
     resolve_presets(model_args, data_args, training_args)
     if training_args.output_dir is None:
         training_args.output_dir = DEFAULT_OUTPUT_DIRS[task]
@@ -426,8 +449,8 @@ def run_classification(model_args: ModelArguments, data_args: DataArguments,
     if model.config.num_labels != num_labels:
         raise ValueError(f"the model has {model.config.num_labels} labels, the dataset {num_labels}")
     collator = make_collator(tokenizer, data_args, "classification", num_labels)
-    train_split = slice_training_split(splits["train"], data_args) if training_args.do_train else None
-    trainer = Trainer(model, training_args, train_split, splits.get("validation"), collator,
+    train_split = split_for_host(slice_training_split(splits["train"], data_args)) if training_args.do_train else None
+    trainer = Trainer(model, training_args, train_split, split_for_host(splits["validation"]), collator,
                       augment=make_augment(data_args, tokenizer, num_labels), task="classification")
     results: Dict[str, Any] = {}
     try:
@@ -436,16 +459,16 @@ def run_classification(model_args: ModelArguments, data_args: DataArguments,
                     len(splits.get("test", [])), "resuming" if resume else "new run")
         if training_args.do_train:
             train_metrics = trainer.train(resume=resume)
-            save_results(training_args.output_dir, "train", train_metrics)
+            _save_results(training_args.output_dir, "train", train_metrics)
             results.update(train_metrics)
-            best = trainer.evaluate(splits["validation"], prefix="validation")
+            best = trainer.evaluate(split_for_host(splits["validation"]), prefix="validation")
             results.update(best.metrics)
         eval_split = "test" if "test" in splits else "validation"
         confusion = None
         if training_args.do_eval:
             if eval_split != "test":
                 logger.warning("no test split: the final evaluation uses the validation split")
-            final = trainer.evaluate(splits[eval_split], prefix="eval")
+            final = trainer.evaluate(split_for_host(splits[eval_split]), prefix="eval")
             final.metrics["eval_split"] = eval_split
             confusion = final.confusion_matrix
             results.update(final.metrics)
@@ -458,10 +481,10 @@ def run_classification(model_args: ModelArguments, data_args: DataArguments,
             baseline_text = (f"Bag-of-channels baseline (logistic regression on per-channel event counts, no time): "
                              f"{baseline:.4f} test accuracy; chance {1 / num_labels:.4f}.")
         if training_args.do_eval:
-            save_results(training_args.output_dir, "eval",
+            _save_results(training_args.output_dir, "eval",
                          {k: v for k, v in results.items() if k.startswith("eval_") or k == "bag_of_channels_accuracy"})
         if "validation_accuracy" in results:
-            save_results(training_args.output_dir, "validation",
+            _save_results(training_args.output_dir, "validation",
                          {k: v for k, v in results.items() if k.startswith("validation_")})
         _finish_outputs(trainer, model, tokenizer, training_args, model_args, data_args, "classification", results,
                         eval_split, confusion, [id2label[i] for i in range(num_labels)], baseline_text)
@@ -528,8 +551,8 @@ def run_next_event_pretraining(model_args: ModelArguments, data_args: DataArgume
     model = load_model(FlaxEventSSMForNextEventPrediction, model_args, tokenizer, training_args.seed)
     check_vocabulary(model.config, tokenizer)
     collator = make_collator(tokenizer, data_args, "next-event")
-    train_split = slice_training_split(splits["train"], data_args) if training_args.do_train else None
-    trainer = Trainer(model, training_args, train_split, splits["validation"], collator,
+    train_split = split_for_host(slice_training_split(splits["train"], data_args)) if training_args.do_train else None
+    trainer = Trainer(model, training_args, train_split, split_for_host(splits["validation"]), collator,
                       augment=None, task="next-event")
     results: Dict[str, Any] = {}
     try:
@@ -537,15 +560,15 @@ def run_next_event_pretraining(model_args: ModelArguments, data_args: DataArgume
                     len(splits["train"]), len(splits["validation"]), "resuming" if resume else "new run")
         if training_args.do_train:
             train_metrics = trainer.train(resume=resume)
-            save_results(training_args.output_dir, "train", train_metrics)
+            _save_results(training_args.output_dir, "train", train_metrics)
             results.update(train_metrics)
         eval_split = "test" if "test" in splits else "validation"
         if training_args.do_eval:
-            final = trainer.evaluate(splits[eval_split], prefix="eval")
+            final = trainer.evaluate(split_for_host(splits[eval_split]), prefix="eval")
             results.update(final.metrics)
             results["eval_split"] = eval_split
             results.update(unigram_gap_baseline(splits["train"], splits[eval_split], tokenizer, collator))
-            save_results(training_args.output_dir, "eval",
+            _save_results(training_args.output_dir, "eval",
                          {k: v for k, v in results.items() if k.startswith(("eval_", "baseline_"))})
         text = None
         if "baseline_nll" in results:
@@ -603,6 +626,7 @@ def run_evaluation(model_args: ModelArguments, data_args: DataArguments,
                    else modeling.FlaxEventSSMForNextEventPrediction)
     resolve_presets(model_args, data_args, training_args)
     training_args.output_dir = training_args.output_dir or DEFAULT_OUTPUT_DIRS["evaluation"]
+    initialize_distributed()
     Path(training_args.output_dir).mkdir(parents=True, exist_ok=True)
     splits = load_event_datasets(data_args, model_args, training_args.seed)
     splits.pop("sensor_size", None)
@@ -621,12 +645,12 @@ def run_evaluation(model_args: ModelArguments, data_args: DataArguments,
     collator = make_collator(tokenizer, data_args, task, num_labels)
     trainer = Trainer(model, training_args, None, dataset, collator, task=task)
     try:
-        out = trainer.evaluate(dataset, prefix="eval")
+        out = trainer.evaluate(split_for_host(dataset), prefix="eval")
     finally:
         trainer.close()
     results = dict(out.metrics, eval_split=split_name)
-    save_results(training_args.output_dir, "eval", results)
-    if out.confusion_matrix is not None:
+    _save_results(training_args.output_dir, "eval", results)
+    if out.confusion_matrix is not None and _is_main():
         names = [model.config.id2label.get(i, str(i)) for i in range(num_labels)]
         write_json_atomic(Path(training_args.output_dir) / "confusion_matrix.json",
                           {"split": split_name, "labels": names, "matrix": out.confusion_matrix.tolist()})
