@@ -79,12 +79,39 @@ def no_training(monkeypatch):
     monkeypatch.setattr(Trainer, "train", refuse)
 
 
-def test_pretrain_finetune_evaluate_and_push(tmp_path, event_dataset, monkeypatch):
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory, event_dataset):
+    """Next-event pretraining, then fine-tuning from it with --push_to_hub (huggingface_hub's create_repo and
+    upload_folder replaced by recorders: what would be uploaded is kept)."""
     import huggingface_hub
 
-    pretrained = tmp_path / "pt"
-    res = _script("run_next_event_pretraining").main(
+    tmp = tmp_path_factory.mktemp("chain")
+    pretrained, finetuned = tmp / "pt", tmp / "cls"
+    pt_results = _script("run_next_event_pretraining").main(
         TINY + ["--dataset_name", event_dataset, "--output_dir", str(pretrained)])
+    pushed = {}
+
+    def fake_create_repo(repo_id, **kw):
+        pushed["create"] = (repo_id, kw)
+        return huggingface_hub.RepoUrl(f"https://huggingface.co/{repo_id}")
+
+    def fake_upload_folder(**kw):
+        folder = Path(kw["folder_path"])
+        pushed.update(files=sorted(kw["allow_patterns"]), card=(folder / "README.md").read_text(),
+                      repo_id=kw["repo_id"], folder=folder)
+        return "commit"
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(huggingface_hub, "create_repo", fake_create_repo)
+        mp.setattr(huggingface_hub, "upload_folder", fake_upload_folder)
+        cls_results = _script("run_classification").main(
+            TINY + ["--dataset_name", event_dataset, "--model_name_or_path", str(pretrained), "--output_dir",
+                    str(finetuned), "--push_to_hub", "true", "--hub_model_id", "someone/tiny-eventssm"])
+    return dict(tmp=tmp, pretrained=pretrained, finetuned=finetuned, pt=pt_results, cls=cls_results, pushed=pushed)
+
+
+def test_pretraining_reports_nll_parts_and_baseline(chain):
+    res, pretrained = chain["pt"], chain["pretrained"]
     for key in ("eval_loss", "eval_token_nll", "eval_time_nll", "baseline_nll", "baseline_token_nll"):
         assert np.isfinite(res[key]), key
     assert res["eval_loss"] == pytest.approx(res["eval_token_nll"] + res["eval_time_nll"], rel=1e-5)
@@ -92,23 +119,9 @@ def test_pretrain_finetune_evaluate_and_push(tmp_path, event_dataset, monkeypatc
     assert saved["baseline_nll"] == pytest.approx(res["baseline_nll"])
     assert (pretrained / "model.safetensors").is_file() and (pretrained / "tokenizer_config.json").is_file()
 
-    pushed = {}
-    monkeypatch.setattr(huggingface_hub, "create_repo",
-                        lambda repo_id, **kw: pushed.setdefault("create", (repo_id, kw)) and
-                        huggingface_hub.RepoUrl(f"https://huggingface.co/{repo_id}"))
 
-    def fake_upload_folder(**kw):
-        folder = Path(kw["folder_path"])
-        pushed["files"] = sorted(kw["allow_patterns"])
-        pushed["card"] = (folder / "README.md").read_text()
-        pushed["repo_id"] = kw["repo_id"]
-        return "commit"
-
-    monkeypatch.setattr(huggingface_hub, "upload_folder", fake_upload_folder)
-    finetuned = tmp_path / "cls"
-    res = _script("run_classification").main(
-        TINY + ["--dataset_name", event_dataset, "--model_name_or_path", str(pretrained), "--output_dir",
-                str(finetuned), "--push_to_hub", "true", "--hub_model_id", "someone/tiny-eventssm"])
+def test_fine_tuning_writes_the_hf_examples_outputs(chain):
+    res, finetuned = chain["cls"], chain["finetuned"]
     assert 0.0 <= res["eval_accuracy"] <= 1.0 and res["eval_split"] == "test" and res["eval_samples"] == 12
     for name in ("train_results.json", "eval_results.json", "all_results.json", "config.json", "model.safetensors",
                  "tokenizer_config.json", "README.md", "training_curves.png", "confusion_matrix.png", "metrics.jsonl"):
@@ -117,27 +130,76 @@ def test_pretrain_finetune_evaluate_and_push(tmp_path, event_dataset, monkeypatc
     confusion = json.loads((finetuned / "confusion_matrix.json").read_text())
     assert np.sum(confusion["matrix"]) == 12 and confusion["labels"] == CLASSES
 
-    # the Hub push: which repo, which files, which card
+
+def test_push_to_hub_uploads_model_tokenizer_card_and_results(chain, event_dataset):
+    import huggingface_hub
+
+    pushed, res = chain["pushed"], chain["cls"]
     assert pushed["create"][0] == pushed["repo_id"] == "someone/tiny-eventssm"
     assert {"config.json", "model.safetensors", "tokenizer_config.json", "README.md", "eval_results.json",
             "all_results.json", "training_curves.png", "confusion_matrix.png"} <= set(pushed["files"])
     assert not [f for f in pushed["files"] if f.startswith(("checkpoints", "runs"))]
     card = huggingface_hub.ModelCard(pushed["card"])
     meta = card.data.to_dict()
-    assert meta["library_name"] == "eventlm" and "eventssm" in meta["tags"] and meta["base_model"] == str(pretrained)
-    assert meta["datasets"] == [event_dataset]
+    assert meta["library_name"] == "eventlm" and "eventssm" in meta["tags"]
+    assert meta["base_model"] == str(chain["pretrained"]) and meta["datasets"] == [event_dataset]
     metrics = {m["type"]: m["value"] for m in meta["model-index"][0]["results"][0]["metrics"]}
     assert metrics["accuracy"] == pytest.approx(res["eval_accuracy"], abs=1e-6)
     assert metrics["loss"] == pytest.approx(res["eval_loss"], abs=1e-6)
     assert "someone/tiny-eventssm" in card.text
     assert "(training_curves.png)" in card.text and "(confusion_matrix.png)" in card.text
 
-    # evaluation of the saved folder reproduces the fine-tuning run's test numbers
+
+def test_evaluation_script_reproduces_the_fine_tuning_numbers(chain, event_dataset):
+    res = chain["cls"]
     res_eval = _script("run_evaluation").main(
-        TINY + ["--model_name_or_path", str(finetuned), "--dataset_name", event_dataset,
-                "--output_dir", str(tmp_path / "ev")])
+        TINY + ["--model_name_or_path", str(chain["finetuned"]), "--dataset_name", event_dataset,
+                "--output_dir", str(chain["tmp"] / "ev")])
     assert res_eval["eval_accuracy"] == pytest.approx(res["eval_accuracy"])
     assert res_eval["eval_loss"] == pytest.approx(res["eval_loss"], rel=1e-5)
+    assert json.loads((chain["tmp"] / "ev" / "eval_results.json").read_text())["eval_samples"] == 12
+
+
+def test_pushed_model_loads_by_repo_id_through_a_loopback_hub(chain, event_dataset, tmp_path):
+    """The folder that would be pushed, served by olah as a model repo: model and tokenizer load by repo id
+    and give the local model's logits."""
+    import shutil
+
+    pytest.importorskip("olah")
+    if shutil.which("git") is None:
+        pytest.skip("the Hub mirror serves git repositories: git is not installed")
+    sys.path.insert(0, str(Path(__file__).parent))
+    from hub_mirror import HubMirror
+
+    upload = tmp_path / "upload"
+    for name in chain["pushed"]["files"]:
+        (upload / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(chain["pushed"]["folder"] / name, upload / name)
+    client = (
+        "import json, numpy as np, datasets\n"
+        "from eventlm import AutoModelForSequenceClassification, EventTokenizer\n"
+        "from eventlm.data import EventCollator\n"
+        "tok = EventTokenizer.from_pretrained('someone/tiny-eventssm')\n"
+        "model = AutoModelForSequenceClassification.from_pretrained('someone/tiny-eventssm')\n"
+        f"rows = list(datasets.load_dataset({event_dataset!r})['test'].with_format('numpy'))[:4]\n"
+        "b = EventCollator(tok, pad_to_multiple_of=32)(rows)\n"
+        "logits = model(b['input_ids'], b['timestamps'], b['attention_mask']).logits\n"
+        "json.dump(np.asarray(logits).tolist(), open('logits.json', 'w'))\n"
+    )
+    with HubMirror(tmp_path) as hub:
+        hub.add_repo("someone/tiny-eventssm", upload, repo_type="models")
+        hub.run_client(client)
+    import datasets
+
+    from eventlm import AutoModelForSequenceClassification, EventTokenizer
+    from eventlm.data import EventCollator
+
+    tok = EventTokenizer.from_pretrained(str(chain["finetuned"]))
+    model = AutoModelForSequenceClassification.from_pretrained(str(chain["finetuned"]))
+    rows = list(datasets.load_dataset(event_dataset)["test"].with_format("numpy"))[:4]
+    b = EventCollator(tok, pad_to_multiple_of=32)(rows)
+    local = np.asarray(model(b["input_ids"], b["timestamps"], b["attention_mask"]).logits)
+    np.testing.assert_array_equal(np.asarray(json.loads((tmp_path / "logits.json").read_text()), np.float32), local)
 
 
 def test_output_folder_with_another_run_is_refused(tmp_path, event_dataset, no_training):
@@ -245,3 +307,49 @@ def test_cli_convert_dataset_from_an_event_folder(tmp_path):
     ds = datasets.load_dataset(str(out))["train"]
     assert len(ds) == 6 and sorted(ds.features["label"].names) == sorted(CLASSES)
     assert "license: cc-by-4.0" in (out / "README.md").read_text()
+
+
+def test_recordings_cut_into_windows_with_a_held_out_end(realdata):
+    from eventlm.training.arguments import DataArguments
+
+    path = realdata / "aerzip_nas" / "sound_mono_32ch_ONOFF_addr2b_ts02.aedat"
+    args = DataArguments(recordings=[str(path)], recording_format="nas", window_events=4096, holdout_fraction=0.25,
+                         recording_options=json.dumps({"channels": 32, "address_bytes": 2, "tick_us": 0.2}))
+    splits = pipelines.recordings_to_datasets(args)
+    assert splits["sensor_size"] == (32, 1, 2)
+    n_train = int(round(49_864 * 0.75))
+    assert len(splits["train"]) == n_train // 4096 and len(splits["validation"]) == (49_864 - n_train) // 4096
+    for split in ("train", "validation"):
+        for row in splits[split]:
+            assert len(row["t"]) == 4096 and row["t"][0] == 0 and np.all(np.diff(row["t"]) >= 0)
+            assert row["x"].max() < 32 and row["p"].max() <= 1
+
+
+def test_unigram_gap_baseline_by_hand():
+    from eventlm.data.collator import EventCollator
+    from eventlm.tokenization_events import EventTokenizer
+
+    tok = EventTokenizer(sensor_size=(4, 1, 1))
+    collator = EventCollator(tok, task="next-event")
+    train = [{"t": [0, 2, 2, 7], "x": [0, 1, 1, 3]}, {"t": [0, 1], "x": [2, 2]}]
+    val = [{"t": [0, 3, 4], "x": [1, 0, 3]}]
+    got = pipelines.unigram_gap_baseline(train, val, tok, collator)
+
+    def targets(rows):  # the events the model predicts: everything after the first position, with its gap
+        batch = collator(rows)
+        ids, gaps = [], []
+        for i, n in enumerate(batch["attention_mask"].sum(1)):
+            ids += list(batch["input_ids"][i, 1:n])
+            gaps += list(np.diff(batch["timestamps"][i, :n]))
+        return ids, gaps
+
+    train_ids, train_gaps = targets(train)
+    val_ids, val_gaps = targets(val)
+    counts = {v: 1 + train_ids.count(v) for v in range(tok.vocab_size)}  # add-one
+    total = sum(counts.values())
+    token = -np.mean([np.log(counts[v] / total) for v in val_ids])
+    m = float(np.mean(train_gaps))
+    time_nll = -np.mean([np.log((1 / (1 + m)) * (m / (1 + m)) ** k) for k in val_gaps])  # geometric, mean m
+    assert got["baseline_token_nll"] == pytest.approx(token, rel=1e-12)
+    assert got["baseline_time_nll"] == pytest.approx(time_nll, rel=1e-12)
+    assert got["baseline_nll"] == pytest.approx(token + time_nll, rel=1e-12)

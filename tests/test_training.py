@@ -472,3 +472,28 @@ def test_sigkill_then_resume_gives_the_uninterrupted_losses(tmp_path):
     assert len(resumed["losses"]) == len(reference["losses"]) == 12
     np.testing.assert_array_equal(resumed["losses"], reference["losses"])  # bit for bit
     assert reference["losses"][-1] < reference["losses"][0]
+
+
+def test_next_event_checkpoint_loads_into_a_classifier_with_backbone_kept(tmp_path):
+    from flax.traverse_util import flatten_dict
+
+    from eventlm.models.eventssm.modeling_flax_eventssm import (FlaxEventSSMForNextEventPrediction,
+                                                                FlaxEventSSMForSequenceClassification)
+    from eventlm.training.pipelines import load_model, load_tokenizer
+
+    tok = tiny_tokenizer()
+    pretrained = FlaxEventSSMForNextEventPrediction(tiny_config(tok), seed=5)
+    pretrained.save_pretrained(tmp_path / "pt")
+    tok.save_pretrained(tmp_path / "pt")
+    model_args = ModelArguments(model_name_or_path=str(tmp_path / "pt"), preset="tiny")
+    assert load_tokenizer(model_args, DataArguments()).sensor_size == tok.sensor_size  # the model's own tokenizer
+    model = load_model(FlaxEventSSMForSequenceClassification, model_args, tok, seed=1, num_labels=4,
+                       id2label={i: f"c{i}" for i in range(4)}, label2id={f"c{i}": i for i in range(4)})
+    assert model.config.num_labels == 4 and model.config.id2label[3] == "c3"
+    assert set(model.params) == {"eventssm", "classifier"}
+    kept = flatten_dict(model.params["eventssm"])
+    original = flatten_dict(pretrained.params["eventssm"])
+    assert kept.keys() == original.keys()
+    for key in kept:
+        np.testing.assert_array_equal(np.asarray(kept[key]), np.asarray(original[key]))
+    assert model.params["classifier"]["kernel"].shape == (8, 4)

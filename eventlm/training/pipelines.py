@@ -156,7 +156,17 @@ def load_event_datasets(data_args: DataArguments, model_args: ModelArguments, se
     for name in ("validation", "test"):
         if data_args.max_eval_samples and name in splits:
             splits[name] = splits[name].select(range(min(data_args.max_eval_samples, len(splits[name]))))
+    if "train" not in splits and "test" not in splits:
+        raise ValueError(f"the dataset has none of the splits {data_args.train_split!r}, "
+                         f"{data_args.validation_split!r}, {data_args.test_split!r}; it has {sorted(ds)} "
+                         f"(choose with --train_split / --validation_split / --test_split)")
     return {k: v.with_format("numpy") for k, v in splits.items()}
+
+
+def require_train_split(splits, data_args: DataArguments) -> None:
+    if "train" not in splits:
+        raise ValueError(f"training needs a {data_args.train_split!r} split; the dataset has {sorted(splits)} "
+                         f"(choose one with --train_split)")
 
 
 def recordings_to_datasets(data_args: DataArguments):
@@ -309,6 +319,8 @@ def load_model(model_class, model_args: ModelArguments, tokenizer, seed: int, **
     a checkpoint of another head keeps its backbone and gets a new head."""
     if model_args.model_name_or_path:
         overrides = dict(config_fields)
+        if "id2label" in overrides:  # num_labels follows id2label (setting both warns in transformers)
+            overrides.pop("num_labels", None)
         overrides.update(parse_config_overrides(model_args.config_overrides))
         return model_class.from_pretrained(
             model_args.model_name_or_path, revision=model_args.revision, cache_dir=model_args.cache_dir,
@@ -436,6 +448,7 @@ def run_classification(model_args: ModelArguments, data_args: DataArguments,
 
     resume = _prepare(model_args, data_args, training_args, "classification")
     splits = load_event_datasets(data_args, model_args, training_args.seed)
+    require_train_split(splits, data_args)
     label = data_args.label_column_name
     for name, ds in splits.items():
         check_event_columns(ds, name, label)
@@ -459,7 +472,10 @@ def run_classification(model_args: ModelArguments, data_args: DataArguments,
                     len(splits.get("test", [])), "resuming" if resume else "new run")
         if training_args.do_train:
             train_metrics = trainer.train(resume=resume)
-            _save_results(training_args.output_dir, "train", train_metrics)
+            if trainer.steps_run or not (Path(training_args.output_dir) / "train_results.json").exists():
+                _save_results(training_args.output_dir, "train", train_metrics)
+            else:  # a rerun of a finished run: keep the numbers of the run that trained
+                train_metrics = json.loads((Path(training_args.output_dir) / "train_results.json").read_text())
             results.update(train_metrics)
             best = trainer.evaluate(split_for_host(splits["validation"]), prefix="validation")
             results.update(best.metrics)
@@ -545,6 +561,7 @@ def run_next_event_pretraining(model_args: ModelArguments, data_args: DataArgume
     resume = _prepare(model_args, data_args, training_args, "next-event")
     splits = load_event_datasets(data_args, model_args, training_args.seed)
     sensor_size = splits.pop("sensor_size", None)
+    require_train_split(splits, data_args)
     for name, ds in splits.items():
         check_event_columns(ds, name)
     tokenizer = load_tokenizer(model_args, data_args, sensor_size=sensor_size)
@@ -560,7 +577,10 @@ def run_next_event_pretraining(model_args: ModelArguments, data_args: DataArgume
                     len(splits["train"]), len(splits["validation"]), "resuming" if resume else "new run")
         if training_args.do_train:
             train_metrics = trainer.train(resume=resume)
-            _save_results(training_args.output_dir, "train", train_metrics)
+            if trainer.steps_run or not (Path(training_args.output_dir) / "train_results.json").exists():
+                _save_results(training_args.output_dir, "train", train_metrics)
+            else:  # a rerun of a finished run: keep the numbers of the run that trained
+                train_metrics = json.loads((Path(training_args.output_dir) / "train_results.json").read_text())
             results.update(train_metrics)
         eval_split = "test" if "test" in splits else "validation"
         if training_args.do_eval:

@@ -179,6 +179,7 @@ class Trainer:
         self._train_step = self._eval_step = None
         self.best_metric, self.best_step = None, None
         self._store: Optional[CheckpointStore] = None
+        self.steps_run = 0  # training steps the last train() call ran (0: the run was already complete)
 
     # ------------------------------------------------------------------ schedule
     @property
@@ -481,6 +482,7 @@ class Trainer:
         else:
             self._export_state_to_model()
         done = max(step - start_step, 0)
+        self.steps_run = done
         samples = done * self.parallel.global_batch_size(args.per_device_train_batch_size)
         records = [r for r in self.logger.records() if r.get("split") == "train"] if self.is_main else []
         return {
@@ -545,9 +547,10 @@ class Trainer:
             self.best_metric, self.best_step = float(value), int(step)
         steps_per_epoch = self.steps_per_epoch()
         self.logger.log("validation", step, metrics, epoch=epoch + (position + 1) / steps_per_epoch)
-        if self.is_main and self.args.disable_tqdm is False:
+        if self.is_main:
             shown = " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k in ("loss", "accuracy", "token_nll", "time_nll"))
-            tqdm_write(f"step {step} (epoch {epoch + (position + 1) / steps_per_epoch:.2f}) validation: {shown}")
+            message = f"step {step} (epoch {epoch + (position + 1) / steps_per_epoch:.2f}) validation: {shown}"
+            tqdm_write(message) if not self.args.disable_tqdm else logger.info(message)
         return metrics
 
     def _load_checkpoint_params(self, step: int) -> None:

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import hashlib
 import json
 import logging
@@ -161,8 +162,8 @@ def reference_settings(reference_config: str, overrides: Optional[dict] = None, 
     audio = settings["sensor_size"][1] == 1
     if audio and "num_embeddings" in flat and "sensor_size" not in flat:  # audio: one channel per embedding row
         settings["sensor_size"] = (int(flat["num_embeddings"]), 1, 1)
-    if not audio and "sensor_size" in flat and "num_embeddings" not in flat:
-        settings.pop("num_embeddings")  # derived from the new sensor below
+    if not audio and ("sensor_size" in flat or "downsampling" in flat) and "num_embeddings" not in flat:
+        settings.pop("num_embeddings")  # a camera's rows follow from its sensor and downsampling (below)
     settings.update(flat)
     if isinstance(settings["sensor_size"], list):
         settings["sensor_size"] = tuple(settings["sensor_size"])
@@ -421,7 +422,7 @@ def expected_variable_shapes(config) -> dict:
     from .modeling_flax_eventssm import FlaxEventSSMForSequenceClassification
 
     model = FlaxEventSSMForSequenceClassification(config, _do_init=False)
-    shapes = jax.eval_shape(lambda: model.init_weights(jax.random.PRNGKey(0), (1, 16)))
+    shapes = jax.eval_shape(functools.partial(model.init_weights, input_shape=(1, 16)), jax.random.PRNGKey(0))
     return {k: tuple(v.shape) for k, v in flatten_variables(shapes).items()}
 
 
@@ -556,8 +557,7 @@ logits = model(batch["input_ids"], batch["timestamps"], batch["attention_mask"])
 """
 
 
-def build_conversion_card(*, model_name, repo_id, reference_config, settings, overrides, info, digest, tokenizer,
-                          config):
+def build_conversion_card(*, model_name, repo_id, reference_config, settings, overrides, info, digest, config):
     """README.md: YAML metadata (library eventlm, tags) and where the weights came from."""
     from huggingface_hub import ModelCard, ModelCardData
 
@@ -614,9 +614,9 @@ def convert_checkpoint(
         )
     variables = convert_variables(reference_variables, config, source=info["path"])
     card = build_conversion_card(
-        model_name=model_name, repo_id=hub_model_id or str(output_dir), reference_config=reference_config,
-        settings=settings, overrides=flatten_override_dict(config_overrides or {}), info=info,
-        digest=params_digest(variables), tokenizer=tokenizer, config=config,
+        model_name=model_name, repo_id=model_name, reference_config=reference_config, settings=settings,
+        overrides=flatten_override_dict(config_overrides or {}), info=info, digest=params_digest(variables),
+        config=config,
     )
     model = FlaxEventSSMForSequenceClassification(config, _do_init=False)
 

@@ -207,20 +207,23 @@ def _token_tables(cfg, dtype, variables):
 
 
 _CONSTANTS = weakref.WeakKeyDictionary()  # model -> (params, batch_stats, constants)
+_TABLES: dict = {}  # model fingerprint -> jitted _token_tables
 
 
 def _constants(model, params=None, batch_stats=None) -> dict:
     """Weights + per-token tables for the step, cached per model while its weights objects stay the same."""
     params = model.params if params is None else params
-    if batch_stats is None:
-        batch_stats = model.batch_stats
+    batch_stats = (model.batch_stats if batch_stats is None else batch_stats) or None  # {} -> None
     cached = _CONSTANTS.get(model)
     if cached is not None and cached[0] is params and cached[1] is batch_stats:
         return cached[2]
     if model.config.norm == "batch" and not batch_stats:
         raise ValueError("this model uses batch norm but has no batch_stats; pass batch_stats= or load trained weights")
     variables = {"params": params, "batch_stats": batch_stats} if batch_stats else {"params": params}
-    table_u, table_bu = jax.jit(functools.partial(_token_tables, model.config, model.module.dtype))(variables)
+    key = model_fingerprint(model)
+    if key not in _TABLES:
+        _TABLES[key] = jax.jit(functools.partial(_token_tables, model.config, model.module.dtype))
+    table_u, table_bu = _TABLES[key](variables)
     consts = {"variables": variables, "table_u": table_u, "table_bu": table_bu}
     _CONSTANTS[model] = (params, batch_stats, consts)
     return consts
