@@ -410,3 +410,7 @@ def test_command_line(small_run, tmp_path, capsys):
     assert (tmp_path / "out" / "model.safetensors").is_file() and (tmp_path / "out" / "tokenizer_config.json").is_file()
     assert conv.main(args[:1] + [str(tmp_path / "nowhere")] + args[2:]) == 2
     assert "does not exist" in capsys.readouterr().err
+    from eventlm import cli  # `eventlm convert-checkpoint` reaches the same main
+
+    assert cli.main(["convert-checkpoint"] + args[:-1] + [str(tmp_path / "out2")]) == 0
+    assert (tmp_path / "out2" / "config.json").is_file()

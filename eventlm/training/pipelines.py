@@ -545,8 +545,8 @@ def unigram_gap_baseline(train, validation, tokenizer, collator) -> Dict[str, fl
     log_p = np.log(counts / counts.sum())
     token_nll = float(-np.mean(log_p[val_ids]))
     mean_gap = float(np.mean(train_gaps))
-    q = mean_gap / (1.0 + mean_gap)  # geometric: mean q / (1 - q) = mean gap (µs)
-    time_nll = float(np.mean(-np.log1p(-q) - val_gaps * (np.log(q) if q > 0 else 0.0)))  # -log((1-q) q^k)
+    q = max(mean_gap, 1e-9) / (1.0 + max(mean_gap, 1e-9))  # geometric: mean q / (1 - q) = mean gap (µs)
+    time_nll = float(np.mean(-np.log1p(-q) - val_gaps * np.log(q)))  # -log((1-q) q^k)
     return {"baseline_token_nll": token_nll, "baseline_time_nll": time_nll, "baseline_nll": token_nll + time_nll}
 
 

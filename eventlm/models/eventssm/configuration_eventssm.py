@@ -26,6 +26,7 @@ CLASSIFIER_POOLINGS = ("mean", "timepool", "last")
 GAP_CONVENTIONS = ("before", "after")
 POOLING_KEEPS = ("last", "first")
 READOUT_CONVENTIONS = ("masked", "reference")
+SCAN_IMPLEMENTATIONS = ("auto", "sequential", "associative")
 
 # channels, labels and the model settings of each preset (the reference yaml values)
 _AUDIO = dict(channels=700, pad_token_id=700, bos_token_id=701, eos_token_id=702, vocab_size=703)
@@ -94,6 +95,8 @@ class EventSSMConfig(PretrainedConfig):
             timepool readout normalised by its own weights) | "reference" (only complete windows
             count, floor(n / total stride), and timepool readout divides by the whole duration).
         timepool_eps: the eps added to the timepool weights.
+        scan_implementation: "auto" (lax.scan on CPU, jax.lax.associative_scan on accelerators) |
+            "sequential" | "associative": how the linear recurrences run (same numbers).
     """
 
     model_type = "eventssm"
@@ -129,6 +132,7 @@ class EventSSMConfig(PretrainedConfig):
     pooling_keep: str = "last"
     readout_convention: str = "masked"
     timepool_eps: float = 1e-6
+    scan_implementation: str = "auto"
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -140,6 +144,7 @@ class EventSSMConfig(PretrainedConfig):
             ("pooling_mode", POOLING_MODES), ("discretization", DISCRETIZATIONS), ("norm", NORMS),
             ("classifier_pooling", CLASSIFIER_POOLINGS), ("gap_convention", GAP_CONVENTIONS),
             ("pooling_keep", POOLING_KEEPS), ("readout_convention", READOUT_CONVENTIONS),
+            ("scan_implementation", SCAN_IMPLEMENTATIONS),
         ]:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"EventSSMConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")

@@ -416,7 +416,7 @@ class EventSSMBlock(nn.Module):
             counts = jnp.zeros((x.shape[0],), jnp.float32).at[tokens].add(mask.astype(jnp.float32))
             table = self._norm(x, counts, train)
             u = jnp.take(table, tokens, axis=0) * m
-            bu = jnp.take(ssm.project_input(table.astype(jnp.float32)), tokens, axis=0) * m
+            bu = TokenInputs(ssm.project_input(table.astype(jnp.float32)), tokens, mask)
             skip_in = jnp.take(x, tokens, axis=0) * m
         if self.stride > 1:
             y = ssm(u, dt, bu, pooled_u=self._pool(u, dt, mask))

@@ -206,12 +206,27 @@ def _token_tables(cfg, dtype, variables):
     return table_u, table_bu
 
 
+def _prepare(cfg, dtype, variables):
+    """Per-weights constants of the step: the first block's per-token tables, and every block's B̃ and
+    C̃ as contiguous real matrices (EventS5.project_input / project_output read them as slices of real
+    pairs (…, 2), which XLA would copy on every call): B_re, B_im (H_in, P) and C_re, C_im (P, H_out)
+    with y = x.re @ C_re + x.im @ C_im = Re(C̃x) (times 2 with conj_sym, folded in: exact)."""
+    params = variables["params"]
+    scale = 2.0 if cfg.conj_sym else 1.0
+    blocks = {}
+    for _, _, name, *_ in _block_names(cfg):
+        b, c = params["eventssm"][name]["ssm"]["B"], params["eventssm"][name]["ssm"]["C"]
+        blocks[name] = {"B_re": b[..., 0].T, "B_im": b[..., 1].T, "C_re": scale * c[..., 0].T, "C_im": -scale * c[..., 1].T}
+    table_u, table_bu = _token_tables(cfg, dtype, variables)
+    return {"variables": variables, "blocks": blocks, "table_u": table_u, "table_bu": table_bu}
+
+
 _CONSTANTS = weakref.WeakKeyDictionary()  # model -> (params, batch_stats, constants)
-_TABLES: dict = {}  # model fingerprint -> jitted _token_tables
+_PREPARE: dict = {}  # model fingerprint -> jitted _prepare
 
 
 def _constants(model, params=None, batch_stats=None) -> dict:
-    """Weights + per-token tables for the step, cached per model while its weights objects stay the same."""
+    """Weights + derived constants for the step, cached per model while its weights objects stay the same."""
     params = model.params if params is None else params
     batch_stats = (model.batch_stats if batch_stats is None else batch_stats) or None  # {} -> None
     cached = _CONSTANTS.get(model)
@@ -221,10 +236,9 @@ def _constants(model, params=None, batch_stats=None) -> dict:
         raise ValueError("this model uses batch norm but has no batch_stats; pass batch_stats= or load trained weights")
     variables = {"params": params, "batch_stats": batch_stats} if batch_stats else {"params": params}
     key = model_fingerprint(model)
-    if key not in _TABLES:
-        _TABLES[key] = jax.jit(functools.partial(_token_tables, model.config, model.module.dtype))
-    table_u, table_bu = _TABLES[key](variables)
-    consts = {"variables": variables, "table_u": table_u, "table_bu": table_bu}
+    if key not in _PREPARE:
+        _PREPARE[key] = jax.jit(functools.partial(_prepare, model.config, model.module.dtype))
+    consts = _PREPARE[key](variables)
     _CONSTANTS[model] = (params, batch_stats, consts)
     return consts
 
@@ -232,6 +246,8 @@ def _constants(model, params=None, batch_stats=None) -> dict:
 # ================================================================================================
 # One chunk of one stream (vmapped over the batch)
 # ================================================================================================
+
+UNROLL = 64  # recurrences over at most this many positions are unrolled (no loop: fewer, fused kernels)
 
 
 def _merge(buffer, count, chunk):
@@ -249,12 +265,44 @@ def _slice_window(x, start, size):
     return jax.lax.dynamic_slice_in_dim(jnp.pad(x, pad), start, size, axis=0)
 
 
-def _window_decays(lam_step, dt, stride, offset, num_windows):
-    """exp(Λ·s·T_w): decay from the sequence start to the end of window w (T_w = Σ Δt up to w's end)."""
-    total = -(-(dt.shape[0] + offset) // stride) * stride
-    padded = jnp.pad(dt, (offset, total - dt.shape[0] - offset))
-    elapsed = jnp.cumsum(padded.reshape(-1, stride).sum(-1))[:num_windows]
-    return jnp.exp(lam_step * elapsed[:, None])
+def _project_input(weights, u):
+    """B̃u (…, P) complex (EventS5.project_input with contiguous B_re, B_im)."""
+    return jax.lax.complex(u @ weights["B_re"], u @ weights["B_im"])
+
+
+def _project_output(weights, x):
+    """Re(C̃x) (2·Re with conj_sym) (EventS5.project_output with contiguous C_re, C_im)."""
+    x = jax.lax.optimization_barrier(x)  # keep XLA from recomputing the states inside the dot's loop
+    return x.real @ weights["C_re"] + x.imag @ weights["C_im"]
+
+
+def _recurrence(a, b, x0, method):
+    """x_k = a_k ⊙ x_{k−1} + b_k along axis 0 from x_{−1} = x0 (the model's linear_recurrence, x0 folded
+    into the first input; short ones unrolled)."""
+    b = b.at[0].add(a[0] * x0)
+    if a.shape[0] > UNROLL:
+        return modeling.linear_recurrence(a[None], b[None], method)[0]
+    xs = [b[0]]
+    for k in range(1, a.shape[0]):
+        xs.append(a[k] * xs[-1] + b[k])
+    return jnp.stack(xs)
+
+
+def _window_states(ssm, dt, inputs, stride, offset, x0, method):
+    """States after the last position of each window of `stride` (the model's window_end_states, from x0):
+    b_w = Σ_i exp(Λ·s·τ_i) ⊙ γ_i B̃u_i with τ_i the time from position i to its window's end, then
+    x_w = exp(Λ·s·Σ_window Δt) ⊙ x_{w−1} + b_w. `offset` neutral positions (Δt = 0, no input) go first."""
+    length, num = dt.shape[0], -(-dt.shape[0] // stride)
+    total = -(-(length + offset) // stride) * stride
+    pad = (offset, total - length - offset)
+    dtw = jnp.pad(dt, pad).reshape(-1, stride)
+    inw = jnp.pad(inputs, (pad, (0, 0))).reshape(-1, stride, inputs.shape[-1])
+    suffix = jnp.cumsum(dtw[:, ::-1], axis=1)[:, ::-1]  # Σ_{i' ≥ i} Δt_i'
+    tau = jnp.concatenate([suffix[:, 1:], jnp.zeros_like(suffix[:, :1])], axis=1)  # Σ_{i' > i}
+    decay_to_end, _ = ssm.discretize(tau[..., None])
+    b = jnp.sum(decay_to_end * inw, axis=1)
+    a, _ = ssm.discretize(suffix[:, :1])  # decay over the whole window
+    return _recurrence(a, b, x0, method)[:num]
 
 
 def _gated_output(cfg, dtype, block_params, y, skip, mask, h_in, h_out):
@@ -267,55 +315,49 @@ def _gated_output(cfg, dtype, block_params, y, skip, mask, h_in, h_out):
     return (skip + y) * mask[:, None]
 
 
+def _block_inputs(cfg, dtype, consts, name, stage_zero, x, mask):
+    """(u, B̃u, skip input) of a block: per-token tables when x holds the first block's tokens."""
+    params = consts["variables"]["params"]
+    m = mask[:, None]
+    if stage_zero:
+        tokens = jnp.where(mask, x, 0)
+        u = jnp.take(consts["table_u"], tokens, axis=0) * m
+        bu = jnp.take(consts["table_bu"], tokens, axis=0) * m
+        return u.astype(jnp.float32), bu, jnp.take(params["eventssm"]["embed"]["embedding"], tokens, axis=0) * m
+    x = x * m
+    u = (_norm(cfg, dtype, consts["variables"], name, x) * m).astype(jnp.float32)
+    return u, _project_input(consts["blocks"][name], u), x
+
+
 def _pooling_block(cfg, dtype, consts, stage_state, stage, name, h_in, h_out, p, stride, x, dt, n_valid, n_final):
     """First block of a stage with stride S > 1 on [open window's buffered inputs, chunk positions].
 
     Returns the block output at window resolution, its Δt and mask, the valid and final window counts,
     the committed SSM state and the new open-window buffer.
     """
-    variables = consts["variables"]
-    params = variables["params"]
-    block_params = params["eventssm"][name]
-    x0 = stage_state.ssm_states[0]
-    count = stage_state.window_count
+    x0, count = stage_state.ssm_states[0], stage_state.window_count
     seq = _merge(stage_state.window_inputs, count, x)
     seq_dt = _merge(stage_state.window_time_deltas, count, dt)
     length = seq_dt.shape[0]
     nv, nf = count + n_valid, count + n_final
     mask = jnp.arange(length) < nv
-    m = mask[:, None]
     seq_dt = jnp.where(mask, seq_dt, 0.0)
-    ssm = _ssm(cfg, params, name, h_in, h_out, p, stride)
-    if stage == 0:  # tokens → per-token tables
-        tokens = jnp.where(mask, seq, 0)
-        u = jnp.take(consts["table_u"], tokens, axis=0) * m
-        bu = jnp.take(consts["table_bu"], tokens, axis=0) * m
-        skip_in = jnp.take(params["eventssm"]["embed"]["embedding"], tokens, axis=0) * m
-        seq = tokens
-    else:
-        seq = seq * m
-        u = _norm(cfg, dtype, variables, name, seq) * m
-        bu = ssm.project_input(u.astype(jnp.float32))
-        skip_in = seq
-    u = u.astype(jnp.float32)
-    lam_step = ssm.eigenvalues() * ssm.step()
-    gain = ssm.input_gain(seq_dt[None])
-    num_windows = -(-length // stride)
-
-    def states(offset):  # window states from the committed state x0
-        zero_start = modeling.window_end_states(lam_step, seq_dt[None], bu[None], gain, stride, offset)[0]
-        return zero_start + _window_decays(lam_step, seq_dt, stride, offset, num_windows) * x0
-
-    last_states = states(0)
-    kept = states(stride - 1) if cfg.pooling_keep == "first" else last_states
+    seq = jnp.where(mask, seq, 0) if stage == 0 else seq * mask[:, None]
+    u, bu, skip_in = _block_inputs(cfg, dtype, consts, name, stage == 0, seq, mask)
+    ssm = _ssm(cfg, consts["variables"]["params"], name, h_in, h_out, p, stride)
+    method = modeling.scan_method(cfg)
+    _, gain = ssm.discretize(seq_dt[:, None])  # γ_k
+    inputs = gain * bu
+    last_states = _window_states(ssm, seq_dt, inputs, stride, 0, x0, method)
+    kept = _window_states(ssm, seq_dt, inputs, stride, stride - 1, x0, method) if cfg.pooling_keep == "first" else last_states
     pool = functools.partial(modeling.pool_windows, dt=seq_dt[None], mask=mask[None], stride=stride,
                              mode=cfg.pooling_mode, keep=cfg.pooling_keep, eps=cfg.timepool_eps)
-    y = ssm.project_output(kept) + ssm.feedthrough(pool(u[None])[0])
+    y = _project_output(consts["blocks"][name], kept) + ssm.feedthrough(pool(u[None])[0])
     skip = pool(skip_in[None])[0]
     block = modeling.EventSSMBlock(cfg, h_in, h_out, p, stride, dtype)
     w_dt, w_mask = block._pooled_times(seq_dt[None], mask[None])
     w_dt, w_mask = w_dt[0], w_mask[0]
-    out = _gated_output(cfg, dtype, block_params, y, skip, w_mask, h_in, h_out)
+    out = _gated_output(cfg, dtype, consts["variables"]["params"]["eventssm"][name], y, skip, w_mask, h_in, h_out)
     closed = nf // stride  # final (closed) windows
     committed = jnp.where(closed > 0, last_states[jnp.maximum(closed - 1, 0)], x0)
     start = closed * stride
@@ -327,28 +369,14 @@ def _pooling_block(cfg, dtype, consts, stage_state, stage, name, h_in, h_out, p,
     return out, w_dt, w_mask, jnp.sum(w_mask).astype(jnp.int32), closed, committed, new_stage
 
 
-def _scan_block(cfg, dtype, consts, x0, stage, name, h_in, h_out, p, x, dt, mask, n_final, tokens=None):
-    """A stride-1 block over positions, from the committed state x0 (folded into the first input)."""
-    variables = consts["variables"]
-    params = variables["params"]
-    m = mask[:, None]
-    ssm = _ssm(cfg, params, name, h_in, h_out, p, 1)
-    if tokens is not None:  # stage 0 without pooling: per-token tables
-        u = jnp.take(consts["table_u"], tokens, axis=0) * m
-        bu = jnp.take(consts["table_bu"], tokens, axis=0) * m
-        x = jnp.take(params["eventssm"]["embed"]["embedding"], tokens, axis=0) * m
-    else:
-        u = _norm(cfg, dtype, variables, name, x) * m
-        bu = ssm.project_input(u.astype(jnp.float32))
-    u = u.astype(jnp.float32)
-    lam_step = ssm.eigenvalues() * ssm.step()
-    decay = jnp.exp(lam_step * dt[:, None])  # Λ̄_k
-    gain = ssm.input_gain(dt[None])
-    inputs = bu * (gain[0] if gain.ndim == 3 else gain)
-    inputs = inputs.at[0].add(decay[0] * x0)  # x_0 = Λ̄_0 x_committed + γ B̃u_0
-    states = modeling.scan_states(decay[None], inputs[None])[0]
-    y = ssm.project_output(states) + ssm.feedthrough(u)
-    out = _gated_output(cfg, dtype, params["eventssm"][name], y, x, mask, h_in, h_out)
+def _scan_block(cfg, dtype, consts, x0, name, h_in, h_out, p, x, dt, mask, n_final, stage_zero=False):
+    """A stride-1 block over positions from the committed state x0; returns (output, committed state)."""
+    u, bu, skip_in = _block_inputs(cfg, dtype, consts, name, stage_zero, x, mask)
+    ssm = _ssm(cfg, consts["variables"]["params"], name, h_in, h_out, p, 1)
+    decay, gain = ssm.discretize(dt[:, None])  # Λ̄_k, γ_k
+    states = _recurrence(decay, gain * bu, x0, modeling.scan_method(cfg))
+    y = _project_output(consts["blocks"][name], states) + ssm.feedthrough(u)
+    out = _gated_output(cfg, dtype, consts["variables"]["params"]["eventssm"][name], y, skip_in, mask, h_in, h_out)
     committed = jnp.where(n_final > 0, states[jnp.maximum(n_final - 1, 0)], x0)
     return out, committed
 
@@ -370,9 +398,8 @@ def _backbone_chunk(cfg, dtype, consts, stages, tokens, dt, n):
                 x, x_dt, mask, n_valid, n_final, c, stage_state = _pooling_block(
                     cfg, dtype, consts, stage_state, stage, name, h_in, h_out, p, stride, x, x_dt, n_valid, n_final)
             else:
-                first = stage == 0 and layer == 0
-                x, c = _scan_block(cfg, dtype, consts, stage_state.ssm_states[layer], stage, name, h_in, h_out, p,
-                                   None if first else x, x_dt, mask, n_final, tokens=x if first else None)
+                x, c = _scan_block(cfg, dtype, consts, stage_state.ssm_states[layer], name, h_in, h_out, p,
+                                   x, x_dt, mask, n_final, stage_zero=stage == 0 and layer == 0)
             committed.append(c)
         new_stages.append(stage_state.replace(ssm_states=tuple(committed)))
     return x, x_dt, mask, n_final, tuple(new_stages)
@@ -460,7 +487,18 @@ def _jitted_step(fingerprint: str, cfg: EventSSMConfig, dtype, head: str):
         row = functools.partial(_row_step, cfg, dtype, head)
         return jax.vmap(row, in_axes=(None, 0, 0, 0, 0))(consts, device_state, ids, dt, n)
 
-    return jax.jit(step)
+    return jax.jit(step, compiler_options=compiler_options())
+
+
+def compiler_options() -> Optional[dict]:
+    """XLA options of the streaming step. On CPU, jaxlib 0.10's YNNPACK fusions run the small strided
+    window reductions of pooling ~10x slower than XLA's own loops: they are switched off for this step."""
+    if jax.default_backend() != "cpu":
+        return None
+    import os
+
+    value = os.environ.get("EVENTLM_STREAM_YNN", "")
+    return {"xla_cpu_experimental_ynn_fusion_type": value} if value != "default" else None
 
 
 def _step_for(model):
