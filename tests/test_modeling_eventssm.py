@@ -305,10 +305,10 @@ def test_batch_norm_uses_valid_events_only_and_updates_statistics():
     close(new["var"], m * np.asarray(old["var"]) + (1 - m) * emb.var(0), rtol=1e-4)
 
 
-@pytest.mark.parametrize("norm", ["layer", "batch"])
-def test_token_table_path_equals_event_path(norm):
+@pytest.mark.parametrize("norm, stride", [("batch", 3), ("layer", 1)])
+def test_token_table_path_equals_event_path(norm, stride):
     """The first block's per-token tables (norm(E), B̃·norm(E)) give what per-event projection gives."""
-    config = EventSSMConfig(**{**SMALL, "norm": norm, "dropout": 0.0, "num_stages": 1})
+    config = EventSSMConfig(**{**SMALL, "norm": norm, "dropout": 0.0, "num_stages": 1, "pooling_stride": stride})
     ids, ts, mask = random_batch(np.random.default_rng(10), (13, 4), 13)
     dt = compute_time_deltas(ts, mask, config.time_unit_us)
     variables = {k: v["eventssm"] for k, v in random_params(FlaxEventSSMModel, config, seed=6).variables.items()}

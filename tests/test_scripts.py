@@ -353,3 +353,11 @@ def test_unigram_gap_baseline_by_hand():
     assert got["baseline_token_nll"] == pytest.approx(token, rel=1e-12)
     assert got["baseline_time_nll"] == pytest.approx(time_nll, rel=1e-12)
     assert got["baseline_nll"] == pytest.approx(token + time_nll, rel=1e-12)
+
+
+def test_benchmark_training_runs_small():
+    bench = _script("benchmark_training")
+    result = bench.run_one("synthetic", batch_size=2, seq_len=32, steps=1, accumulation=None)
+    assert result["global_batch"] == 2 and result["seq_len"] == 32 and result["parameters"] > 0
+    assert result["steps_per_s"] > 0 and result["events_per_s"] == pytest.approx(64 * result["steps_per_s"], rel=1e-2)
+    assert result["peak_memory_gb"] > 0 and np.isfinite(result["loss"])

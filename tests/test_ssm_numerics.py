@@ -16,8 +16,10 @@ from eventlm.models.eventssm.configuration_eventssm import EventSSMConfig
 from eventlm.models.eventssm.modeling_flax_eventssm import (
     EventSSMBlock,
     compute_time_deltas,
+    event_states,
     hippo_legs_diagonal,
     pool_windows,
+    window_end_states,
 )
 
 RTOL = 1e-5
@@ -146,26 +148,28 @@ def perturbed(params, rng):
 
 
 CASES = [
-    # discretization, conj_sym, stride, pooling_mode, pooling_keep, widen
-    ("zoh", False, 1, "avg", "last", False),
-    ("zoh", True, STRIDE, "avg", "last", True),
-    ("dirac", False, STRIDE, "timepool", "last", False),
-    ("dirac", True, 1, "last", "last", False),
-    ("async", False, STRIDE, "last", "first", True),
-    ("async", True, STRIDE, "last", "last", False),
-    ("async", False, 1, "timepool", "last", True),
-    ("zoh", True, STRIDE, "timepool", "first", False),
+    # discretization, conj_sym, stride, pooling_mode, pooling_keep, widen, scan (sequential on CPU by default)
+    ("zoh", False, 1, "avg", "last", False, "auto"),
+    ("zoh", True, STRIDE, "avg", "last", True, "auto"),
+    ("dirac", False, STRIDE, "timepool", "last", False, "auto"),
+    ("dirac", True, 1, "last", "last", False, "auto"),
+    ("async", False, STRIDE, "last", "first", True, "auto"),
+    ("async", True, STRIDE, "last", "last", False, "auto"),
+    ("async", False, 1, "timepool", "last", True, "auto"),
+    ("zoh", True, STRIDE, "timepool", "first", False, "auto"),
+    ("zoh", False, 1, "avg", "last", False, "associative"),  # the parallel scan used on accelerators
+    ("async", True, STRIDE, "avg", "first", True, "associative"),
 ]
 
 
 @pytest.fixture(scope="module", params=CASES, ids=lambda c: "-".join(map(str, c)))
 def block_case(request):
-    disc, conj, stride, mode, keep, widen = request.param
+    disc, conj, stride, mode, keep, widen, scan = request.param
     cfg = EventSSMConfig(
         vocab_size=10, pad_token_id=None, bos_token_id=None, eos_token_id=None, hidden_size=H_IN,
         state_size=STATE, num_ssm_blocks=2, num_stages=1, num_layers_per_stage=1, pooling_stride=stride,
         pooling_mode=mode, pooling_keep=keep, discretization=disc, conj_sym=conj, clip_eigs=True,
-        dropout=0.0, norm="layer",
+        dropout=0.0, norm="layer", scan_implementation=scan,
     )  # fmt: skip
     h_out = 2 * H_IN if widen else H_IN
     block = EventSSMBlock(cfg, H_IN, h_out, STATE, stride)
@@ -213,6 +217,30 @@ def test_sequential_reference_is_not_trivial(block_case):
     a = np_ssm_states(p, cfg, u, dt[0, :8].astype(np.float64))
     b = np_ssm_states(p, cfg, u, 2 * dt[0, :8].astype(np.float64) + 0.1)
     assert rel_err(a, b) > 1e-3
+
+
+@pytest.mark.parametrize("method", ["sequential", "associative"])
+def test_recurrences_continue_from_an_initial_state(method):
+    """event_states / window_end_states from a given x_{-1} (what a stream carries between chunks)."""
+    rng = np.random.default_rng(3)
+    lam = -rng.uniform(0.1, 1, 4) + 1j * rng.uniform(-3, 3, 4)
+    dt = random_gaps(rng, (2, 9)) % 5
+    bu = rng.normal(size=(2, 9, 4)) + 1j * rng.normal(size=(2, 9, 4))
+    x0 = rng.normal(size=(2, 4)) + 1j * rng.normal(size=(2, 4))
+
+    def discretize(d):  # zoh
+        return jnp.exp(lam.astype(np.complex64) * d), jnp.expm1(lam.astype(np.complex64) * d) / lam.astype(np.complex64)
+
+    want, x = [], x0
+    for k in range(9):
+        x = np.exp(lam * dt[:, k, None]) * x + np.expm1(lam * dt[:, k, None]) / lam * bu[:, k]
+        want.append(x)
+    want = np.stack(want, axis=1)
+    args = (jnp.asarray(dt, jnp.float32), jnp.asarray(bu, jnp.complex64))
+    got = jax.jit(lambda d, b, x0: event_states(discretize, d, b, method, x0))(*args, jnp.asarray(x0, jnp.complex64))
+    assert rel_err(got, want) <= RTOL
+    ends = jax.jit(lambda d, b, x0: window_end_states(discretize, d, b, 4, 0, method, x0))(*args, jnp.asarray(x0, jnp.complex64))
+    assert rel_err(ends, want[:, [3, 7, 8]]) <= RTOL
 
 
 # ---------------------------------------------------------------------------------------------

@@ -398,41 +398,34 @@ _WORKER = textwrap.dedent("""
     import test_training as T
     from eventlm.training.sharding import DataParallel
 
-    if spec["mode"] == "dp":  # the same global batch on 1 device and on all 4 devices of this process
-        out = {}
-        for name, devices, per_device in (("one", jax.devices()[:1], 8), ("four", jax.devices(), 2)):
-            trainer = T.tiny_trainer(os.path.join(spec["dir"], name), eval_rows=T.tiny_rows(20, seed=9),
-                                     parallel=DataParallel(devices), per_device_train_batch_size=per_device,
-                                     per_device_eval_batch_size=per_device, max_steps=5, save_steps=0)
-            trainer.train()
-            out[name] = {"losses": T.train_losses(trainer.output_dir), "devices": len(devices),
-                         "eval": trainer.evaluate().metrics}
-            trainer.close()
-        print("RESULT " + json.dumps(out), flush=True)
-    else:  # training runs one after the other; "slow" sleeps in the collator so that the parent can kill it
-        results = []
-        for run in spec["runs"]:
-            trainer = T.tiny_trainer(run["dir"], max_steps=run["steps"], save_steps=2)
-            if run.get("slow"):
-                collate = trainer.collator
-                trainer.collator = lambda rows: (time.sleep(0.4), collate(rows))[1]
-            start = trainer._checkpoints().latest_step()
-            trainer.train()
-            trainer.close()
-            results.append({"start": start, "losses": T.train_losses(run["dir"])})
-        print("RESULT " + json.dumps(results), flush=True)
+    results = []
+    for run in spec["runs"]:  # one after the other; "slow" sleeps per batch so that the parent can kill the run
+        devices = jax.devices()[: run["devices"]]
+        trainer = T.tiny_trainer(run["dir"], parallel=DataParallel(devices), max_steps=run["steps"], save_steps=2,
+                                 per_device_train_batch_size=8 // len(devices),
+                                 per_device_eval_batch_size=8 // len(devices))
+        if run.get("slow"):
+            collate = trainer.collator
+            trainer.collator = lambda rows: (time.sleep(0.4), collate(rows))[1]
+        start = trainer._checkpoints().latest_step()
+        trainer.train()
+        evaluation = trainer.evaluate(T.tiny_rows(20, seed=9)).metrics if run.get("eval") else None
+        trainer.close()
+        results.append({"start": start, "losses": T.train_losses(run["dir"]), "devices": len(devices),
+                        "eval": evaluation})
+    print("RESULT " + json.dumps(results), flush=True)
 """)
 
 
-def _worker(tmp_path, spec, devices=1, wait=True):
-    script = tmp_path / "worker.py"
+def _worker(root, runs, wait=True):
+    """The worker in a process with 4 simulated CPU devices (XLA_FLAGS must be set before jax starts)."""
+    script = root / "worker.py"
     script.write_text(_WORKER)
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO),
-               JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax-cache"),
+               XLA_FLAGS="--xla_force_host_platform_device_count=4",
+               JAX_COMPILATION_CACHE_DIR=str(root / "jax-cache"),  # the second process reuses the first's programs
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
-    if devices > 1:
-        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-    spec = dict(spec, tests_dir=str(Path(__file__).parent))
+    spec = {"runs": runs, "tests_dir": str(Path(__file__).parent)}
     proc = subprocess.Popen([sys.executable, str(script), json.dumps(spec)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
     if not wait:
@@ -442,20 +435,13 @@ def _worker(tmp_path, spec, devices=1, wait=True):
     return json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
 
 
-def test_data_parallel_4_devices_equals_1_device(tmp_path):
-    result = _worker(tmp_path, {"mode": "dp", "dir": str(tmp_path)}, devices=4)
-    one, four = result["one"], result["four"]
-    assert (one["devices"], four["devices"]) == (1, 4)
-    assert len(one["losses"]) == len(four["losses"]) == 5
-    np.testing.assert_allclose(four["losses"], one["losses"], rtol=1e-5, atol=1e-6)
-    assert four["eval"]["eval_samples"] == one["eval"]["eval_samples"] == 20
-    for key in ("eval_loss", "eval_accuracy"):
-        assert four["eval"][key] == pytest.approx(one["eval"][key], rel=1e-5, abs=1e-6)
-
-
-def test_sigkill_then_resume_gives_the_uninterrupted_losses(tmp_path):
-    killed = tmp_path / "killed"
-    proc = _worker(tmp_path, {"mode": "train", "runs": [{"dir": str(killed), "steps": 12, "slow": True}]}, wait=False)
+@pytest.fixture(scope="module")
+def killed_and_resumed(tmp_path_factory):
+    """A run killed with SIGKILL after 5 of its 12 steps; then, in one fresh process: its resumption, the same
+    run uninterrupted on 1 device, and on 4 devices (the same global batch of 8)."""
+    root = tmp_path_factory.mktemp("runs")
+    killed = root / "killed"
+    proc = _worker(root, [{"dir": str(killed), "steps": 12, "devices": 1, "slow": True}], wait=False)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         if (killed / "metrics.jsonl").exists() and len(train_losses(killed)) >= 5:
@@ -464,14 +450,30 @@ def test_sigkill_then_resume_gives_the_uninterrupted_losses(tmp_path):
     assert proc.poll() is None, "the run ended before it could be killed: " + proc.stderr.read()[-2000:]
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    # in one process: resume the killed run, then the same run uninterrupted in a fresh folder
-    resumed, reference = _worker(tmp_path, {"mode": "train", "runs": [
-        {"dir": str(killed), "steps": 12}, {"dir": str(tmp_path / "reference"), "steps": 12}]})
-    assert resumed["start"] is not None and 2 <= resumed["start"] < 12
+    resumed, one, four = _worker(root, [
+        {"dir": str(killed), "steps": 12, "devices": 1},
+        {"dir": str(root / "one"), "steps": 12, "devices": 1, "eval": True},
+        {"dir": str(root / "four"), "steps": 12, "devices": 4, "eval": True}])
+    return {"resumed": resumed, "one": one, "four": four}
+
+
+def test_sigkill_then_resume_gives_the_uninterrupted_losses(killed_and_resumed):
+    resumed, reference = killed_and_resumed["resumed"], killed_and_resumed["one"]
+    assert resumed["start"] is not None and 2 <= resumed["start"] < 12  # it did resume from a checkpoint
     assert reference["start"] is None
     assert len(resumed["losses"]) == len(reference["losses"]) == 12
     np.testing.assert_array_equal(resumed["losses"], reference["losses"])  # bit for bit
     assert reference["losses"][-1] < reference["losses"][0]
+
+
+def test_data_parallel_4_devices_equals_1_device(killed_and_resumed):
+    one, four = killed_and_resumed["one"], killed_and_resumed["four"]
+    assert (one["devices"], four["devices"]) == (1, 4)
+    assert len(four["losses"]) == 12
+    np.testing.assert_allclose(four["losses"], one["losses"], rtol=1e-5, atol=1e-6)
+    assert four["eval"]["eval_samples"] == one["eval"]["eval_samples"] == 20
+    for key in ("eval_loss", "eval_accuracy"):
+        assert four["eval"][key] == pytest.approx(one["eval"][key], rel=1e-5, abs=1e-6)
 
 
 def test_next_event_checkpoint_loads_into_a_classifier_with_backbone_kept(tmp_path):
@@ -497,3 +499,25 @@ def test_next_event_checkpoint_loads_into_a_classifier_with_backbone_kept(tmp_pa
     for key in kept:
         np.testing.assert_array_equal(np.asarray(kept[key]), np.asarray(original[key]))
     assert model.params["classifier"]["kernel"].shape == (8, 4)
+
+
+def test_training_augmentation_is_seeded_and_collates_soft_labels():
+    from eventlm.data.collator import EventCollator
+    from eventlm.training.pipelines import make_augment
+
+    tok = tiny_tokenizer()
+    assert make_augment(DataArguments(augment=False), tok, NUM_LABELS) is None
+    augment = make_augment(DataArguments(augment=True, augmentation_preset="shd"), tok, NUM_LABELS)
+    rows = tiny_rows(8, seed=4)
+    a = augment(rows, np.random.default_rng([1, 0, 5]))
+    b = augment(rows, np.random.default_rng([1, 0, 5]))
+    for ra, rb in zip(a, b):
+        for key in ("t", "x"):
+            np.testing.assert_array_equal(ra[key], rb[key])
+    assert any(len(ra["t"]) != len(r["t"]) or not np.array_equal(ra["x"], r["x"]) for ra, r in zip(a, rows))
+    collator = EventCollator(tok, pad_to_multiple_of=32, num_labels=NUM_LABELS)
+    mixed = next(out for out in (augment(rows, np.random.default_rng([1, 0, k])) for k in range(50))
+                 if "soft_label" in out[0])  # CutMix fires with p = 0.3 per batch
+    labels = collator(mixed)["labels"]
+    assert labels.shape == (8, NUM_LABELS) and labels.dtype == np.float32
+    np.testing.assert_allclose(labels.sum(1), 1.0, rtol=1e-6)

@@ -74,7 +74,9 @@ def plot_confusion_matrix(counts: np.ndarray, path, class_names: Optional[Sequen
     fig, ax = plt.subplots(figsize=(size, size))
     im = ax.imshow(rates, cmap="Blues", vmin=0.0, vmax=1.0)
     names = list(class_names) if class_names is not None else [str(i) for i in range(n)]
-    ax.set_xticks(range(n), names, rotation=90 if n > 10 else 0, fontsize=7 if n > 20 else 9)
+    crowded = n > 10 or max((len(str(name)) for name in names), default=0) * n > 40
+    ax.set_xticks(range(n), names, rotation=45 if crowded else 0, ha="right" if crowded else "center",
+                  fontsize=7 if n > 20 else 9)
     ax.set_yticks(range(n), names, fontsize=7 if n > 20 else 9)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")

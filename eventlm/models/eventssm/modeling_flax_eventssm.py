@@ -169,16 +169,19 @@ def _combine(left, right):
     return a_r * a_l, a_r * b_l + b_r
 
 
-def linear_recurrence(a, b, method: str):
-    """x_k = a_k ⊙ x_{k−1} + b_k along axis 1 from x_{−1} = 0: a parallel scan (associative) or lax.scan."""
+def linear_recurrence(a, b, method: str, initial_state=None):
+    """x_k = a_k ⊙ x_{k−1} + b_k along axis 1 from x_{−1} = initial_state (default 0): a parallel scan
+    (associative) or lax.scan (sequential)."""
+    x0 = jnp.zeros_like(b[:, 0]) if initial_state is None else initial_state
     if method == "associative":
-        return jax.lax.associative_scan(_combine, (a, b), axis=1)[1]
+        decay, xs = jax.lax.associative_scan(_combine, (a, b), axis=1)
+        return xs if initial_state is None else xs + decay * x0[:, None]
 
     def step(x, ab):
         x = ab[0] * x + ab[1]
         return x, x
 
-    _, xs = jax.lax.scan(step, jnp.zeros_like(b[:, 0]), (jnp.swapaxes(a, 0, 1), jnp.swapaxes(b, 0, 1)))
+    _, xs = jax.lax.scan(step, x0, (jnp.swapaxes(a, 0, 1), jnp.swapaxes(b, 0, 1)))
     return jnp.swapaxes(xs, 0, 1)
 
 
@@ -190,30 +193,38 @@ def _event_inputs(bu, index=None):
     return bu if index is None else bu[index]
 
 
-def event_states(discretize, dt, bu, method: str):
-    """States after every event (B, L, P): x_k = Λ̄_k ⊙ x_{k−1} + γ_k ⊙ bu_k, (Λ̄_k, γ_k) = discretize(Δt_k)."""
+def event_states(discretize, dt, bu, method: str, initial_state=None):
+    """States after every event (B, L, P): x_k = Λ̄_k ⊙ x_{k−1} + γ_k ⊙ bu_k, (Λ̄_k, γ_k) = discretize(Δt_k),
+    from x_{−1} = initial_state (B, P) (default 0)."""
     if method == "associative":
         decay, gain = discretize(dt[..., None])
-        return linear_recurrence(decay, gain * _event_inputs(bu), method)
+        return linear_recurrence(decay, gain * _event_inputs(bu), method, initial_state)
 
-    def step(x, k):  # one event for the whole batch: nothing of size (B, L, P) but the outputs
+    if isinstance(bu, TokenInputs):
+        inputs = TokenInputs(bu.table, bu.tokens.T, bu.mask.T)
+    else:
+        inputs = jnp.swapaxes(bu, 0, 1)  # time-major (L, B, P)
+
+    @jax.checkpoint  # the backward pass recomputes Λ̄, γ and the inputs instead of storing them
+    def step(x, k):  # one event for the whole batch
         decay, gain = discretize(dt[:, k, None])
-        x = decay * x + gain * _event_inputs(bu, (slice(None), k))
+        x = decay * x + gain * _event_inputs(inputs, k)
         return x, x
 
     p = bu.table.shape[-1] if isinstance(bu, TokenInputs) else bu.shape[-1]
-    _, xs = jax.lax.scan(step, jnp.zeros((dt.shape[0], p), jnp.complex64), jnp.arange(dt.shape[1]))
+    x0 = jnp.zeros((dt.shape[0], p), jnp.complex64) if initial_state is None else initial_state
+    _, xs = jax.lax.scan(step, x0, jnp.arange(dt.shape[1]))
     return jnp.swapaxes(xs, 0, 1)
 
 
-def window_end_states(discretize, dt, bu, stride: int, offset: int, method: str):
+def window_end_states(discretize, dt, bu, stride: int, offset: int, method: str, initial_state=None):
     """States after the last event of each window of `stride` events (B, ceil(L/S), P), without states
     for the other events.
 
     Within every window (all windows at once) the recurrence runs over its S events from 0, giving
     b_w; then x_w = a_w ⊙ x_{w−1} + b_w over windows with a_w = exp(Λ·s·Σ_window Δt). `offset` neutral
     events (Δt = 0, no input) go in front: offset = S − 1 makes windows end at events 0, S, 2S, ...
-    (the reference's "keep the first event of each window").
+    (the reference's "keep the first event of each window"). initial_state (B, P): x before event 0.
     """
     batch, length = dt.shape
     num_windows = -(-length // stride)
@@ -226,6 +237,7 @@ def window_end_states(discretize, dt, bu, stride: int, offset: int, method: str)
     else:
         buw = to_windows(jnp.pad(bu, pad + ((0, 0),)))
 
+    @jax.checkpoint  # the backward pass recomputes Λ̄, γ and the gathered inputs instead of storing them
     def step(x, i):  # event i of every window
         decay, gain = discretize(dtw[i][..., None])
         return decay * x + gain * _event_inputs(buw, i), None
@@ -233,7 +245,7 @@ def window_end_states(discretize, dt, bu, stride: int, offset: int, method: str)
     p = bu.table.shape[-1] if isinstance(bu, TokenInputs) else bu.shape[-1]
     b, _ = jax.lax.scan(step, jnp.zeros(dtw.shape[1:] + (p,), jnp.complex64), jnp.arange(stride))
     a, _ = discretize(jnp.sum(dtw, axis=0)[..., None])  # decay over the whole window
-    return linear_recurrence(a, b, method)[:, :num_windows]
+    return linear_recurrence(a, b, method, initial_state)[:, :num_windows]
 
 
 def pool_windows(x, dt, mask, stride: int, mode: str, keep: str, eps: float):
@@ -241,22 +253,33 @@ def pool_windows(x, dt, mask, stride: int, mode: str, keep: str, eps: float):
 
     last: the kept event (the last valid one; keep="first": the first); avg: mean; timepool: mean
     weighted by Δt + eps (Δt as the event carries it: the gap before it by default).
+    x may be TokenInputs (rows of a (V, F) table gathered per event): then the windows are summed one
+    event position at a time and no (B, L, F) array is ever formed.
     """
-    batch, length, feat = x.shape
+    batch, length = dt.shape
     total = -(-length // stride) * stride
     pad = ((0, 0), (0, total - length))
-    m = jnp.pad(mask, pad).reshape(batch, -1, stride).astype(x.dtype)
-    xw = jnp.pad(x, pad + ((0, 0),)).reshape(batch, -1, stride, feat)
+    to_windows = lambda a: jnp.pad(a, pad + ((0, 0),) * (a.ndim - 2)).reshape(batch, -1, stride, *a.shape[2:])  # noqa: E731
+    m = to_windows(mask).astype(jnp.float32)
     if mode == "last":
         count = jnp.sum(m, axis=-1).astype(jnp.int32)
         idx = jnp.zeros_like(count) if keep == "first" else jnp.maximum(count - 1, 0)
-        return jnp.take_along_axis(xw, idx[..., None, None], axis=2)[:, :, 0] * (count > 0)[..., None]
-    if mode == "avg":
-        w = m
+        if isinstance(x, TokenInputs):
+            kept = jnp.take_along_axis(to_windows(x.tokens), idx[..., None], axis=2)[..., 0]
+            return jnp.take(x.table, kept, axis=0) * (count > 0)[..., None]
+        return jnp.take_along_axis(to_windows(x), idx[..., None, None], axis=2)[:, :, 0] * (count > 0)[..., None]
+    w = m if mode == "avg" else (to_windows(dt) + eps) * m
+    norm = jnp.sum(w, axis=-1)[..., None]
+    if isinstance(x, TokenInputs):
+        tokens = to_windows(x.tokens)
+
+        def add(acc, i):  # acc += w_i · table[token_i] for event position i of every window
+            return acc + w[..., i, None] * jnp.take(x.table, tokens[..., i], axis=0), None
+
+        summed, _ = jax.lax.scan(add, jnp.zeros(tokens.shape[:2] + x.table.shape[1:], x.table.dtype), jnp.arange(stride))
     else:
-        w = (jnp.pad(dt, pad).reshape(batch, -1, stride) + eps) * m
-    norm = jnp.sum(w, axis=-1, keepdims=True)
-    return jnp.sum(xw * w[..., None], axis=2) / jnp.where(norm > 0, norm, 1.0)
+        summed = jnp.sum(to_windows(x) * w[..., None], axis=2)
+    return summed / jnp.where(norm > 0, norm, 1.0)
 
 
 class EventS5(nn.Module):
@@ -294,12 +317,13 @@ class EventS5(nn.Module):
     # -- the continuous-time system and its discretisation --------------------------------------------
     def eigenvalues(self):
         """Λ (P_local,) complex; Re Λ ≤ −1e−4 with clip_eigs."""
-        re = jnp.minimum(self.Lambda_re, -1e-4) if self.config.clip_eigs else self.Lambda_re
-        return jax.lax.complex(re, self.Lambda_im)
+        re = self.Lambda_re.astype(jnp.float32)  # the SSM always runs in float32 / complex64
+        re = jnp.minimum(re, -1e-4) if self.config.clip_eigs else re
+        return jax.lax.complex(re, self.Lambda_im.astype(jnp.float32))
 
     def step(self):
         """s = step_rescale · exp(log_step) per state."""
-        return self.config.step_rescale * jnp.exp(self.log_step)
+        return self.config.step_rescale * jnp.exp(self.log_step.astype(jnp.float32))
 
     def discretize(self, dt):
         """(Λ̄, γ) for gaps dt (..., 1): Λ̄ = exp(Λ·s·Δt); γ zoh (Λ̄ − 1)/Λ, dirac 1, async (exp(Λ·s) − 1)/Λ."""
@@ -314,27 +338,30 @@ class EventS5(nn.Module):
 
     def project_input(self, u):
         """B̃u (…, P) complex for real u (…, H_in)."""
-        return jax.lax.complex(u @ self.B[..., 0].T, u @ self.B[..., 1].T)
+        b = self.B.astype(jnp.float32)
+        return jax.lax.complex(u @ b[..., 0].T, u @ b[..., 1].T)
 
     def project_output(self, x):
         """Re(C̃x) (2·Re with conj_sym) for complex states x (…, P) → (…, H_out)."""
-        y = x.real @ self.C[..., 0].T - x.imag @ self.C[..., 1].T
+        c = self.C.astype(jnp.float32)
+        y = x.real @ c[..., 0].T - x.imag @ c[..., 1].T
         return 2.0 * y if self.config.conj_sym else y
 
     def feedthrough(self, u):
-        return u * self.D if self.D.ndim == 1 else u @ self.D.T
+        d = self.D.astype(jnp.float32)
+        return u * d if d.ndim == 1 else u @ d.T
 
     def __call__(self, u, dt, bu=None, pooled_u=None):
-        """u (B, L, H_in) normalised, zero at padding; dt (B, L); bu: B̃u as (B, L, P) or TokenInputs."""
-        u = u.astype(jnp.float32)
+        """u (B, L, H_in) normalised, zero at padding (None when bu and pooled_u make it unnecessary);
+        dt (B, L); bu: B̃u as (B, L, P) or TokenInputs; pooled_u: window summaries of u (stride > 1)."""
         if self.is_initializing():  # init only creates the variables: skip compiling the scans
-            length = u.shape[1] if self.stride == 1 else -(-u.shape[1] // self.stride)
-            return jnp.zeros(u.shape[:1] + (length, self.h_out), jnp.float32)
-        bu = self.project_input(u) if bu is None else bu
+            length = dt.shape[1] if self.stride == 1 else -(-dt.shape[1] // self.stride)
+            return jnp.zeros(dt.shape[:1] + (length, self.h_out), jnp.float32)
+        bu = self.project_input(u.astype(jnp.float32)) if bu is None else bu
         method = scan_method(self.config)
         if self.stride == 1:
             x = event_states(self.discretize, dt, bu, method)
-            return self.project_output(x) + self.feedthrough(u)
+            return self.project_output(x) + self.feedthrough(u.astype(jnp.float32))
         offset = self.stride - 1 if self.config.pooling_keep == "first" else 0
         x = window_end_states(self.discretize, dt, bu, self.stride, offset, method)
         return self.project_output(x) + self.feedthrough(pooled_u.astype(jnp.float32))
@@ -409,22 +436,24 @@ class EventSSMBlock(nn.Module):
         cfg = self.config
         ssm = EventS5(cfg, self.h_in, self.h_out, self.state_size, self.stride, name="ssm")
         m = mask[..., None]
+        pooled_u = u = None
         if tokens is None:
             u = self._norm(x, mask, train) * m  # padding enters the SSM as zero input
-            bu, skip_in = None, x
-        else:  # per-token tables: norm(E) (V, H) and B̃·norm(E) (V, P)
+            bu, skip = None, x
+            if self.stride > 1:
+                pooled_u, skip = self._pool(u, dt, mask), self._pool(x, dt, mask)
+        else:  # per-token tables: norm(E) (V, H) and B̃·norm(E) (V, P); rows gathered per event
             counts = jnp.zeros((x.shape[0],), jnp.float32).at[tokens].add(mask.astype(jnp.float32))
             table = self._norm(x, counts, train)
-            u = jnp.take(table, tokens, axis=0) * m
             bu = TokenInputs(ssm.project_input(table.astype(jnp.float32)), tokens, mask)
-            skip_in = jnp.take(x, tokens, axis=0) * m
+            if self.stride > 1:  # one pass pools both the SSM input (for D) and the skip
+                both = self._pool(TokenInputs(jnp.concatenate([table, x], -1), tokens, mask), dt, mask)
+                pooled_u, skip = both[..., : self.h_in], both[..., self.h_in :]
+            else:
+                u, skip = jnp.take(table, tokens, axis=0) * m, jnp.take(x, tokens, axis=0) * m
+        y = ssm(u, dt, bu, pooled_u)
         if self.stride > 1:
-            y = ssm(u, dt, bu, pooled_u=self._pool(u, dt, mask))
-            skip = self._pool(skip_in, dt, mask)
             dt, mask = self._pooled_times(dt, mask)
-        else:
-            y = ssm(u, dt, bu)
-            skip = skip_in
         deterministic = not train
         drop = functools.partial(nn.Dropout, cfg.dropout, broadcast_dims=(1,), deterministic=deterministic)
         y = y.astype(self.dtype)
@@ -746,8 +775,11 @@ def check_inputs(config: EventSSMConfig, input_ids, timestamps, attention_mask=N
     shapes (batch, length) that match, attention_mask of 0/1 with valid events first, ids inside the
     vocabulary, finite timestamps that never decrease over the valid events (equal ones are legal)."""
     ids = np.asarray(input_ids)
-    if ids.ndim != 2:
-        raise ValueError(f"input_ids must have shape (batch, length), got shape {ids.shape}")
+    if ids.ndim != 2 or 0 in ids.shape:
+        raise ValueError(
+            f"input_ids must have shape (batch, length) with batch, length >= 1, got shape {ids.shape} "
+            "(pad empty samples to length 1 with attention_mask 0)"
+        )
     ts = np.asarray(timestamps)
     if ts.shape != ids.shape:
         raise ValueError(f"timestamps has shape {ts.shape} but input_ids has shape {ids.shape}; they must match")
@@ -835,11 +867,14 @@ class FlaxEventSSMPreTrainedModel(FlaxPreTrainedModel):
         params_rng, dropout_rng = jax.random.split(rng)
         # one compilation instead of thousands of eager ops; init runs once, so on CPU XLA may skip its
         # backend optimisations (halves the compile time)
-        init = self.module.init
-        if not is_traced(rng):  # (under eval_shape / jit we are inside a trace already)
-            options = {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else None
-            init = jax.jit(init, compiler_options=options)
-        variables = init({"params": params_rng, "dropout": dropout_rng}, ids, dt, mask)
+        rngs = {"params": params_rng, "dropout": dropout_rng}
+        options = {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else None
+        try:
+            variables = jax.jit(self.module.init, compiler_options=options)(rngs, ids, dt, mask)
+        except ValueError as err:  # inside a trace (eval_shape, jit): options only apply at the top level
+            if "compiler_options" not in str(err):
+                raise
+            variables = self.module.init(rngs, ids, dt, mask)
         return flax.core.unfreeze(variables)
 
     def _check_labels(self, labels, shape):

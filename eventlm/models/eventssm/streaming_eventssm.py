@@ -288,6 +288,34 @@ def _recurrence(a, b, x0, method):
     return jnp.stack(xs)
 
 
+# π/2 in three parts (the first two with few bits, so that k·part is exact for |k| < 2^15): Cody-Waite
+_PIO2 = (np.float32(1.5703125), np.float32(4.837512969970703125e-4), np.float32(7.54978995489188216e-8))
+_SIN = tuple(np.float32(c) for c in (-1.6666654611e-1, 8.3321608736e-3, -1.9515295891e-4))  # Cephes sinf
+_COS = tuple(np.float32(c) for c in (4.166664568298827e-2, -1.388731625493765e-3, 2.443315711809948e-5))
+
+
+def complex_exp(z):
+    """exp(z) for complex64 z, as jnp.exp(z) to float32 rounding but ~4x faster on CPU, where XLA's
+    sin/cos are the streaming step's bottleneck: exp(Re z)·(cos θ + i sin θ) with θ = Im z reduced to
+    r ∈ [−π/4, π/4] (θ = k·π/2 + r) and Cephes' minimax polynomials for sin r and cos r."""
+    theta = jnp.imag(z)
+    k = jnp.round(theta * np.float32(2 / np.pi))
+    r = ((theta - k * _PIO2[0]) - k * _PIO2[1]) - k * _PIO2[2]
+    r2 = r * r
+    sin_r = r + r * r2 * (_SIN[0] + r2 * (_SIN[1] + r2 * _SIN[2]))
+    cos_r = 1 - 0.5 * r2 + r2 * r2 * (_COS[0] + r2 * (_COS[1] + r2 * _COS[2]))
+    q = k.astype(jnp.int32) & 3  # quadrant: rotate by q·π/2
+    cos = jnp.where(q == 0, cos_r, jnp.where(q == 1, -sin_r, jnp.where(q == 2, -cos_r, sin_r)))
+    sin = jnp.where(q == 0, sin_r, jnp.where(q == 1, cos_r, jnp.where(q == 2, -sin_r, -cos_r)))
+    magnitude = jnp.exp(jnp.real(z))
+    return jax.lax.complex(magnitude * cos, magnitude * sin)
+
+
+def _decay(ssm, dt):
+    """Λ̄ = exp(Λ·s·Δt) for gaps dt (..., 1), as EventS5.discretize computes it (with complex_exp)."""
+    return complex_exp(ssm.eigenvalues() * ssm.step() * dt)
+
+
 def _window_states(ssm, dt, inputs, stride, offset, x0, method):
     """States after the last position of each window of `stride` (the model's window_end_states, from x0):
     b_w = Σ_i exp(Λ·s·τ_i) ⊙ γ_i B̃u_i with τ_i the time from position i to its window's end, then
@@ -299,9 +327,10 @@ def _window_states(ssm, dt, inputs, stride, offset, x0, method):
     inw = jnp.pad(inputs, (pad, (0, 0))).reshape(-1, stride, inputs.shape[-1])
     suffix = jnp.cumsum(dtw[:, ::-1], axis=1)[:, ::-1]  # Σ_{i' ≥ i} Δt_i'
     tau = jnp.concatenate([suffix[:, 1:], jnp.zeros_like(suffix[:, :1])], axis=1)  # Σ_{i' > i}
-    decay_to_end, _ = ssm.discretize(tau[..., None])
-    b = jnp.sum(decay_to_end * inw, axis=1)
-    a, _ = ssm.discretize(suffix[:, :1])  # decay over the whole window
+    decay_to_end = _decay(ssm, tau[..., None])
+    # a sum of `stride` terms written out: XLA's CPU reduction loop would not vectorise the exps inside it
+    b = functools.reduce(jnp.add, [decay_to_end[:, i] * inw[:, i] for i in range(stride)])
+    a = _decay(ssm, suffix[:, :1])  # decay over the whole window
     return _recurrence(a, b, x0, method)[:num]
 
 
@@ -373,8 +402,8 @@ def _scan_block(cfg, dtype, consts, x0, name, h_in, h_out, p, x, dt, mask, n_fin
     """A stride-1 block over positions from the committed state x0; returns (output, committed state)."""
     u, bu, skip_in = _block_inputs(cfg, dtype, consts, name, stage_zero, x, mask)
     ssm = _ssm(cfg, consts["variables"]["params"], name, h_in, h_out, p, 1)
-    decay, gain = ssm.discretize(dt[:, None])  # Λ̄_k, γ_k
-    states = _recurrence(decay, gain * bu, x0, modeling.scan_method(cfg))
+    _, gain = ssm.discretize(dt[:, None])  # γ_k
+    states = _recurrence(_decay(ssm, dt[:, None]), gain * bu, x0, modeling.scan_method(cfg))
     y = _project_output(consts["blocks"][name], states) + ssm.feedthrough(u)
     out = _gated_output(cfg, dtype, consts["variables"]["params"]["eventssm"][name], y, skip_in, mask, h_in, h_out)
     committed = jnp.where(n_final > 0, states[jnp.maximum(n_final - 1, 0)], x0)
@@ -655,6 +684,7 @@ def stream(model, input_ids, timestamps, state: StreamState, params=None, batch_
     """
     head = _head(model)
     cfg = model.config
+    buckets = _check_buckets(buckets)
     ids, ts, n = _as_chunk(cfg, input_ids, timestamps, attention_mask)
     batch, length = ids.shape
     _check_state(model, state, batch)
@@ -665,7 +695,6 @@ def stream(model, input_ids, timestamps, state: StreamState, params=None, batch_
     consts = _constants(model, params, batch_stats)
     step = _step_for(model)
     device_state = (state.stages, state.readout, state.logits)
-    buckets = _check_buckets(buckets)
     pieces, out = [], None
     for start in range(0, length, buckets[-1]):
         size = min(buckets[-1], length - start)
@@ -690,4 +719,278 @@ def stream(model, input_ids, timestamps, state: StreamState, params=None, batch_
         logits=parts[0], gap_mixture_logits=parts[1], gap_log_means=parts[2], gap_log_scales=parts[3]), new_state
 
 
-__all__ = ["StreamState", "StageState", "ReadoutState", "init_stream", "stream", "model_fingerprint", "TRACE_COUNTS", "BUCKETS"]
+# ================================================================================================
+# Generation
+# ================================================================================================
+
+
+def sample_next_event(key, logits, mixture_logits, log_means, log_scales, temperature, time_unit_us, banned):
+    """One event from the next-event head's outputs (one row): (token int32, gap int32 µs).
+
+    Token ~ softmax(logits / T) without the `banned` ids (pad/bos/eos); log(gap + 1 µs) ~ the log-normal
+    mixture with component ~ softmax(mixture_logits / T) and scale σ·T. T = 0 is greedy: the most likely
+    token and component, gap = exp(μ) − 1 µs (the mixture's median-like mode of its main component).
+    """
+    k_token, k_comp, k_gap = jax.random.split(key, 3)
+    logits = jnp.where(banned, -jnp.inf, logits.astype(jnp.float32))
+    greedy = temperature <= 0
+    t = jnp.where(greedy, 1.0, temperature)
+    token = jnp.where(greedy, jnp.argmax(logits), jax.random.categorical(k_token, logits / t))
+    comp = jnp.where(greedy, jnp.argmax(mixture_logits), jax.random.categorical(k_comp, mixture_logits / t))
+    noise = jnp.where(greedy, 0.0, jax.random.normal(k_gap) * jnp.exp(log_scales[comp]) * t)
+    log_gap = log_means[comp] + noise  # log(gap + resolution) in model time units
+    gap_us = jnp.exp(log_gap) * time_unit_us - 1.0  # gap + 1 µs = exp(y) units
+    return token.astype(jnp.int32), jnp.round(jnp.clip(gap_us, 0.0, 2.0**30)).astype(jnp.int32)
+
+
+_GENERATORS: dict = {}  # model fingerprint -> jitted block of generation steps
+
+
+def _generator(model, block: int):
+    """Jitted: `block` events, each sampled from the previous prediction and fed back as a 1-event chunk."""
+    key_ = (model_fingerprint(model), block)
+    if key_ in _GENERATORS:
+        return _GENERATORS[key_]
+    cfg, dtype = model.config, model.module.dtype
+    banned = np.zeros(cfg.vocab_size, bool)
+    banned[[i for i in (cfg.pad_token_id, cfg.bos_token_id, cfg.eos_token_id) if i is not None]] = True
+    row = functools.partial(_row_step, cfg, dtype, "next-event")
+
+    def run(consts, device_state, prediction, key, temperature, offset):
+        def one(carry, i):
+            device_state, prediction = carry
+            token, gap = sample_next_event(jax.random.fold_in(key, offset + i), *prediction, temperature,
+                                           cfg.time_unit_us, banned)
+            dt = gap.astype(jnp.float32) / jnp.float32(cfg.time_unit_us)  # exact for gaps < 2^24 µs
+            outs, device_state = jax.vmap(row, in_axes=(None, 0, 0, 0, 0))(
+                consts, device_state, token[None, None], dt[None, None], jnp.ones((1,), jnp.int32))
+            return (device_state, tuple(o[0, 0] for o in outs)), (token, gap)
+
+        (device_state, prediction), (tokens, gaps) = jax.lax.scan(one, (device_state, prediction), jnp.arange(block))
+        return device_state, prediction, tokens, gaps
+
+    _GENERATORS[key_] = jax.jit(run, compiler_options=compiler_options())
+    return _GENERATORS[key_]
+
+
+def _prompt_arrays(model, prompt, tokenizer):
+    """(ids, timestamps) int64 of the prompt: None → [bos] at t = 0 (how pretraining windows start);
+    (ids, timestamps) or a dict with input_ids / timestamps; raw events when a tokenizer is given."""
+    cfg = model.config
+    if prompt is None:
+        if cfg.bos_token_id is None:
+            raise ValueError("generate without a prompt starts from the bos token, but config.bos_token_id is None")
+        return np.array([cfg.bos_token_id], np.int64), np.array([0], np.int64)
+    if isinstance(prompt, dict) and "input_ids" in prompt:
+        ids, ts = prompt["input_ids"], prompt["timestamps"]
+    elif isinstance(prompt, (tuple, list)) and len(prompt) == 2 and not isinstance(prompt[0], dict):
+        ids, ts = prompt
+    elif tokenizer is not None:  # raw events: bos + events, as pretraining saw them
+        ids, ts, _ = tokenizer.encode_stream(prompt, add_special_tokens=True)
+        ids, ts = ids[:-1], ts[:-1]  # no eos: the stream goes on
+    else:
+        raise ValueError("prompt must be (input_ids, timestamps), a dict with input_ids/timestamps, or raw events "
+                         "together with tokenizer=")
+    ids, ts = np.asarray(ids).reshape(-1), np.asarray(ts).reshape(-1)
+    if ids.size == 0:
+        raise ValueError("the prompt holds no events; pass prompt=None to start from the bos token")
+    return ids, ts
+
+
+def generate(model, num_events: int, temperature: float = 1.0, seed: int = 0, tokenizer=None, prompt=None,
+             params=None, return_state: bool = False, block: int = 64):
+    """Sample `num_events` events, one by one, from a next-event model with the stream state.
+
+    Each event's token and gap are drawn from the prediction after the previous one (see
+    `sample_next_event`: temperature T scales the token and component logits and the log-normal scales;
+    T = 0 is greedy; pad/bos/eos are never drawn) and fed back as a one-event chunk.
+    prompt: None (start from the bos token at t = 0), (input_ids, timestamps), a dict of those, or raw
+    events (with tokenizer=). Returns the generated events only (not the prompt): with a tokenizer,
+    `tokenizer.decode(ids, timestamps)`, a structured array with t, x, y, p; without, (ids int32,
+    timestamps int64 µs). Timestamps continue from the prompt's last one. return_state=True also returns
+    the stream state after the last generated event. Same seed, same events.
+    """
+    if _head(model) != "next-event":
+        raise TypeError(f"generate needs a FlaxEventSSMForNextEventPrediction, got {type(model).__name__}")
+    if isinstance(num_events, bool) or not isinstance(num_events, (int, np.integer)) or num_events < 0:
+        raise ValueError(f"num_events must be a non-negative integer, got {num_events!r}")
+    if not np.isfinite(temperature) or temperature < 0:
+        raise ValueError(f"temperature must be ≥ 0 (0: greedy), got {temperature!r}")
+    ids, ts = _prompt_arrays(model, prompt, tokenizer)
+    state = init_stream(model, 1, params=params)
+    out, state = stream(model, ids[None], ts[None], state, params=params)
+    prediction = tuple(o[0, -1] for o in (out.logits, out.gap_mixture_logits, out.gap_log_means, out.gap_log_scales))
+    consts, run = _constants(model, params), _generator(model, block)
+    device_state, key = (state.stages, state.readout, state.logits), jax.random.PRNGKey(seed)
+    tokens, gaps = [], []
+    for offset in range(0, num_events, block):
+        device_state, prediction, tok, gap = run(consts, device_state, prediction, key, jnp.float32(temperature),
+                                                 jnp.int32(offset))
+        tokens.append(np.asarray(tok)), gaps.append(np.asarray(gap))
+    tokens = np.concatenate(tokens)[:num_events] if tokens else np.zeros(0, np.int32)
+    gaps = np.concatenate(gaps)[:num_events].astype(np.int64) if gaps else np.zeros(0, np.int64)
+    times = int(state.last_timestamp[0]) + np.cumsum(gaps)
+    result = tokenizer.decode(tokens, times) if tokenizer is not None else (tokens.astype(np.int32), times)
+    if not return_state:
+        return result
+    if num_events % block:  # the last block ran past num_events: replay the exact events on the state
+        _, state = stream(model, tokens[None], times[None], state, params=params)
+    else:
+        state = state.replace(stages=device_state[0], readout=device_state[1], logits=device_state[2],
+                              last_timestamp=np.array([times[-1] if num_events else state.last_timestamp[0]]),
+                              num_events=state.num_events + num_events)
+    return result, state
+
+
+# ================================================================================================
+# `eventlm stream MODEL RECORDING`: a recording played as if it were live
+# ================================================================================================
+
+
+def load_streaming_model(model_name_or_path, **kwargs):
+    """(model, head) for a saved model folder or Hub repo id, with the head its weights carry."""
+    from ...training.arguments import ModelArguments
+    from ...training.pipelines import model_head
+
+    args = ModelArguments(model_name_or_path=str(model_name_or_path), **kwargs)
+    head = model_head(args)
+    cls = (modeling.FlaxEventSSMForSequenceClassification if head == "classification"
+           else modeling.FlaxEventSSMForNextEventPrediction)
+    return cls.from_pretrained(str(model_name_or_path), **kwargs), head
+
+
+def _streaming_tokenizer(model, model_name_or_path, sensor_size, tokenizer=None):
+    """The model folder's tokenizer if it has one, else one built from the recording's sensor."""
+    from ...tokenization_events import CONFIG_NAME, EventTokenizer
+
+    if tokenizer is None:
+        folder = Path(str(model_name_or_path))
+        if (folder / CONFIG_NAME).is_file():
+            tokenizer = EventTokenizer.from_pretrained(folder)
+        else:
+            tokenizer = EventTokenizer(sensor_size=sensor_size)
+    elif not isinstance(tokenizer, EventTokenizer):
+        tokenizer = EventTokenizer.from_pretrained(tokenizer)
+    if tokenizer.vocab_size != model.config.vocab_size:
+        raise ValueError(
+            f"the tokenizer ({tokenizer!r}) has {tokenizer.vocab_size} tokens but the model's vocab_size is "
+            f"{model.config.vocab_size}; save the model's tokenizer into its folder or pass tokenizer="
+        )
+    return tokenizer
+
+
+@dataclass
+class StreamRun:
+    """What `run_stream` measured: per printed step the stream time (s), events so far, and the
+    prediction (class probabilities, or the running next-event NLL per event); events/s of the model."""
+
+    times: np.ndarray
+    num_events: np.ndarray
+    predictions: np.ndarray
+    events_per_second: float
+    final: Any
+    labels: Optional[list] = None
+
+
+def _next_event_nll(prev, out, ids, dt, cfg):
+    """NLL (token + gap, nats) of every event of a one-stream chunk under the prediction before it:
+    `prev` (the prediction after the previous chunk, None at the start) for the first, then the chunk's own."""
+    fields = (out.logits, out.gap_mixture_logits, out.gap_log_means, out.gap_log_scales)
+    before = [o[0, :-1] for o in fields]
+    if prev is None:  # the stream's first event has no prediction
+        ids, dt = ids[1:], dt[1:]
+    else:
+        before = [jnp.concatenate([p, b], axis=0) for p, b in zip(prev, before)]
+    logits, mix, means, scales = before
+    token = -jnp.take_along_axis(jax.nn.log_softmax(logits.astype(jnp.float32)), jnp.asarray(ids)[:, None], axis=1)[:, 0]
+    gap = modeling.lognormal_mixture_nll(jnp.asarray(dt), mix, means, scales, 1.0 / cfg.time_unit_us)
+    return np.asarray(token + gap)
+
+
+def run_stream(model_name_or_path, recording_path, chunk_size: int = 256, plot=None, format: Optional[str] = None,
+               tokenizer=None, realtime: bool = False, max_events: Optional[int] = None, lines: int = 20,
+               file=None, **reader_options) -> StreamRun:
+    """Run a saved model over a recording as if it came live from the sensor, chunk by chunk with the
+    stream state, printing the running prediction and the model's events/s.
+
+    model_name_or_path: a folder (or Hub repo id) saved by save_pretrained, with a classification or
+    next-event head; its tokenizer_config.json is used when present, else a tokenizer for the recording's
+    sensor. recording_path / format / reader_options: what eventlm.data.readers.read_events reads.
+    chunk_size: events per chunk. realtime: wait so that no chunk is processed before its last event's
+    time (a replay at the recording's pace). plot: a path to save the prediction over time (png/pdf/svg).
+    lines: about how many progress lines to print. Returns a StreamRun.
+    """
+    from ...data.readers import read_events
+
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    file = sys.stdout if file is None else file
+    recording = read_events(recording_path, format=format, **reader_options)
+    model, head = load_streaming_model(model_name_or_path)
+    tokenizer = _streaming_tokenizer(model, model_name_or_path, recording.sensor_size, tokenizer)
+    ids, ts, _ = tokenizer.encode_stream(recording.events)
+    if max_events is not None:
+        ids, ts = ids[:max_events], ts[:max_events]
+    if len(ids) == 0:
+        raise ValueError(f"{recording_path} holds no events to stream")
+    cfg = model.config
+    labels = [cfg.id2label.get(i, str(i)) for i in range(cfg.num_labels)] if head == "classification" else None
+    print(f"streaming {len(ids):,} events of {recording_path} ({recording.sensor_size}) through "
+          f"{type(model).__name__} in chunks of {chunk_size}", file=file)
+    state = init_stream(model, 1)
+    num_chunks = -(-len(ids) // chunk_size)
+    every = max(1, num_chunks // max(lines, 1))
+    times, counts, preds, busy, nll_sum, prev = [], [], [], 0.0, 0.0, None
+    start_wall = time.perf_counter()
+    for k in range(num_chunks):
+        c_ids, c_ts = ids[k * chunk_size:(k + 1) * chunk_size], ts[k * chunk_size:(k + 1) * chunk_size]
+        if realtime:  # the sensor has not produced this chunk before its last event's time
+            time.sleep(max(0.0, (c_ts[-1] - ts[0]) / 1e6 - (time.perf_counter() - start_wall)))
+        t = time.perf_counter()
+        out, new_state = stream(model, c_ids[None], c_ts[None], state)
+        jax.block_until_ready(out.logits)
+        busy += time.perf_counter() - t
+        if head == "classification":
+            pred = np.asarray(jax.nn.softmax(out.logits[0]))
+        else:
+            dt = _gaps_before(cfg, c_ts[None], np.array([len(c_ids)]), state)[0]
+            nll_sum += float(np.sum(_next_event_nll(prev, out, c_ids, dt, cfg)))
+            prev = tuple(o[0, -1:] for o in (out.logits, out.gap_mixture_logits, out.gap_log_means, out.gap_log_scales))
+            pred = np.array([nll_sum / max(int(new_state.num_events[0]) - 1, 1)])
+        state = new_state
+        seen = int(state.num_events[0])
+        times.append((c_ts[-1] - ts[0]) / 1e6), counts.append(seen), preds.append(pred)
+        if (k + 1) % every == 0 or k == num_chunks - 1:
+            what = (f"{labels[int(np.argmax(pred))]} (p={pred.max():.2f})" if head == "classification" else
+                    f"next token {int(np.argmax(prev[0][0]))}, NLL/event {pred[0]:.3f}")
+            print(f"t={times[-1]:9.3f} s  events={seen:>10,}  {what}  |  {seen / busy:,.0f} events/s", file=file)
+    result = StreamRun(np.array(times), np.array(counts), np.stack(preds), seen / busy, out, labels)
+    if plot is not None:
+        _plot_stream(result, head, plot, recording_path)
+    return result
+
+
+def _plot_stream(run: StreamRun, head: str, path, title) -> Path:
+    from ...training.plots import _pyplot, _save
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4))
+    if head == "classification":
+        top = np.argsort(run.predictions.max(axis=0))[::-1][:5]
+        for c in top:
+            ax.plot(run.times, run.predictions[:, c], label=run.labels[c])
+        ax.set_ylabel("probability")
+        ax.legend(loc="upper left", fontsize=8)
+    else:
+        ax.plot(run.times, run.predictions[:, 0])
+        ax.set_ylabel("NLL per event so far (nats)")
+    ax.set_xlabel("stream time (s)")
+    ax.set_title(f"{Path(str(title)).name}: prediction over time ({run.events_per_second:,.0f} events/s)")
+    try:
+        return _save(fig, path)
+    finally:
+        plt.close(fig)
+
+
+__all__ = ["StreamState", "StageState", "ReadoutState", "init_stream", "stream", "model_fingerprint", "TRACE_COUNTS", "BUCKETS",
+           "generate", "sample_next_event", "run_stream", "StreamRun", "load_streaming_model"]

@@ -1,0 +1,344 @@
+"""Streaming inference and generation (issue 5): the stream state carried chunk by chunk gives the full
+parallel forward's numbers; bad input is refused; compilations stay bounded; a next-event model trained on
+a periodic stream generates that period back; `run_stream` plays a recording."""
+
+import io
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from eventlm.models.eventssm import modeling_flax_eventssm as M
+from eventlm.models.eventssm import streaming_eventssm as S
+from eventlm.models.eventssm.configuration_eventssm import EventSSMConfig
+
+# 20 channels + pad/bos/eos; 2 stages of 2 blocks with stride 3 (9 events per last-stage position)
+TINY = dict(vocab_size=23, pad_token_id=20, bos_token_id=21, eos_token_id=22, hidden_size=8, state_size=8,
+            num_ssm_blocks=2, num_stages=2, num_layers_per_stage=2, pooling_stride=3, dropout=0.0, num_labels=5,
+            num_mixture_components=3)
+# every pooling mode, keep, discretization, norm, conj_sym, readout, gap convention and stride 1 at least once
+CASES = {
+    "cls-avg-async-layer-mean-widen": ("cls", dict(pooling_mode="avg", hidden_expansion_factor=2, state_expansion_factor=2)),
+    "cls-last-first-zoh-conj-batch-lastreadout-after": (
+        "cls", dict(pooling_mode="last", pooling_keep="first", discretization="zoh", conj_sym=True, norm="batch",
+                    classifier_pooling="last", gap_convention="after")),
+    "cls-timepool-dirac-reference-readout": (
+        "cls", dict(pooling_mode="timepool", discretization="dirac", classifier_pooling="timepool",
+                    readout_convention="reference")),
+    "cls-timepool-masked-readout-stride1": ("cls", dict(pooling_mode="timepool", classifier_pooling="timepool",
+                                                        pooling_stride=1, num_stages=1)),
+    "next-event-stride1-zoh-batch-conj": ("ne", dict(pooling_stride=1, num_stages=1, discretization="zoh",
+                                                     norm="batch", conj_sym=True)),
+    "next-event-timepool-first-async": ("ne", dict(pooling_mode="timepool", pooling_keep="first")),
+}
+LENGTH, BATCH = 61, 2
+
+
+def make_model(head, seed=1, **overrides):
+    cfg = EventSSMConfig(**{**TINY, **overrides})
+    cls = M.FlaxEventSSMForSequenceClassification if head == "cls" else M.FlaxEventSSMForNextEventPrediction
+    model = cls(cfg, seed=seed)
+    if cfg.norm == "batch":  # running statistics that are not the identity
+        rng = np.random.default_rng(seed)
+        model.batch_stats = jax.tree_util.tree_map_with_path(
+            lambda path, a: jnp.asarray(rng.normal(0, 0.5, a.shape) if path[-1].key == "mean"
+                                        else rng.uniform(0.5, 2.0, a.shape), jnp.float32), model.batch_stats)
+    return model
+
+
+def random_stream(seed, length=LENGTH, batch=BATCH, vocab=20):
+    """ids and int64 µs timestamps from a large offset, with bursts of equal times and long gaps."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, vocab, (batch, length))
+    gaps = rng.choice([0, 0, 1, 37, 800, 2500, 40_000], size=(batch, length))
+    return ids, 3_600_000_000_000 + np.cumsum(gaps, axis=1)
+
+
+def chunked(model, ids, ts, plan, **kwargs):
+    """Stream per-row counts `plan` (list of (B,) arrays) with attention masks; yields (output, prefix ends, mask)."""
+    state = S.init_stream(model, ids.shape[0])
+    pos = np.zeros(ids.shape[0], int)
+    for counts in plan:
+        width = int(max(counts))
+        c_ids = np.zeros((ids.shape[0], width), np.int64)
+        c_ts = np.zeros((ids.shape[0], width), np.int64)
+        mask = np.arange(width)[None, :] < counts[:, None]
+        for b, c in enumerate(counts):
+            c_ids[b, :c], c_ts[b, :c] = ids[b, pos[b]:pos[b] + c], ts[b, pos[b]:pos[b] + c]
+        out, state = S.stream(model, c_ids, c_ts, state, attention_mask=mask.astype(np.int32), **kwargs)
+        pos = pos + counts
+        yield out, pos.copy(), mask, state
+
+
+def plans(seed, length=LENGTH, batch=BATCH):
+    """Chunkings of each row: single events, random odd sizes (rows differ), one big chunk."""
+    rng = np.random.default_rng(seed)
+    singles_then_odd, left = [], np.full(batch, length)
+    while left.any():
+        sizes = 1 if len(singles_then_odd) < 5 else rng.choice([1, 2, 3, 5, 7, 11, 13], size=batch)
+        singles_then_odd.append(np.minimum(sizes, left))
+        left = left - singles_then_odd[-1]
+    return {"singles-then-odd": singles_then_odd, "one-chunk": [np.full(batch, length)]}
+
+
+def rel_close(got, ref, tol=1e-5):
+    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
+    scale = max(float(np.max(np.abs(ref))), 1e-30)
+    err = float(np.max(np.abs(got - ref))) / scale if got.size else 0.0
+    assert got.shape == ref.shape and err <= tol, f"relative error {err:.2e} > {tol} (shapes {got.shape}, {ref.shape})"
+
+
+_MODELS = {}
+
+
+def case_model(name):
+    """One model per case for the whole module (models of one config share their compiled steps)."""
+    if name not in _MODELS:
+        head, overrides = CASES[name]
+        _MODELS[name] = make_model(head, **overrides)
+    return _MODELS[name]
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def case(request):
+    return request.param, CASES[request.param][0], case_model(request.param)
+
+
+def test_streamed_chunks_equal_the_full_forward(case):
+    name, head, model = case
+    ids, ts = random_stream(seed=len(name))
+    full = None if head == "cls" else model(ids, ts)
+    for plan_name, plan in plans(seed=len(name)).items():
+        pieces = []
+        for out, ends, mask, _ in chunked(model, ids, ts, plan, buckets=(8,)):
+            if head == "cls":  # the prediction after any chunk = the full forward on that prefix
+                prefix = (np.arange(LENGTH)[None, :] < ends[:, None]).astype(np.int32)
+                rel_close(out.logits, model(ids, ts, attention_mask=prefix).logits)
+            else:
+                pieces.append((out, mask))
+        if head == "ne":
+            for field in ("logits", "gap_mixture_logits", "gap_log_means", "gap_log_scales"):
+                rows = [np.concatenate([np.asarray(getattr(o, field))[b][m[b]] for o, m in pieces]) for b in range(BATCH)]
+                rel_close(np.stack(rows), getattr(full, field))
+                for o, m in pieces:  # positions past a row's events read zeros
+                    assert not np.asarray(getattr(o, field))[~m].any()
+
+
+def test_state_is_immutable_and_reusable(case):
+    name, head, model = case
+    ids, ts = random_stream(seed=3, length=20)
+    state = S.init_stream(model, BATCH)
+    out_a, state_a = S.stream(model, ids[:, :7], ts[:, :7], state, buckets=(8,))
+    out_b, state_b = S.stream(model, ids[:, 7:], ts[:, 7:], state_a, buckets=(8,))
+    again, _ = S.stream(model, ids[:, 7:], ts[:, 7:], state_a, buckets=(8,))  # state_a untouched
+    np.testing.assert_array_equal(np.asarray(out_b.logits), np.asarray(again.logits))
+    assert state.num_events[0] == 0 and state_a.num_events[0] == 7 and state_b.num_events[0] == 20
+    assert state_a.last_timestamp[0] == ts[0, 6] and state_b.last_timestamp.dtype == np.int64
+    assert jax.tree_util.tree_leaves(state_b)  # a pytree
+
+
+def test_longer_chunks_than_the_largest_bucket_and_default_buckets():
+    model = case_model("cls-timepool-dirac-reference-readout")
+    ids, ts = random_stream(seed=7)
+    _, state = S.stream(model, ids[:, :1], ts[:, :1], S.init_stream(model, BATCH))  # default buckets: 1
+    out, _ = S.stream(model, ids[:, 1:], ts[:, 1:], state, buckets=(8, 16))  # 60 events: 16, 16, 16, 12 → 16
+    rel_close(out.logits, model(ids, ts).logits)
+
+
+def test_bucketing_bounds_the_compile_count():
+    assert {S._bucket(n, S.BUCKETS) for n in range(1, 10_000)} == set(S.BUCKETS)
+    assert [S._bucket(n, (2, 8, 32)) for n in (1, 2, 3, 8, 9, 32, 33, 500)] == [2, 2, 8, 8, 32, 32, 32, 32]
+    model = case_model("cls-timepool-masked-readout-stride1")
+    key = S.model_fingerprint(model)
+    before = S.TRACE_COUNTS[key]
+    ids, ts = random_stream(seed=11, batch=1, length=200)
+    state, pos = S.init_stream(model, 1), 0
+    for n in list(range(1, 18)) + [40, 3, 1]:  # 20 different chunk lengths
+        _, state = S.stream(model, ids[:, pos:pos + n], ts[:, pos:pos + n], state, buckets=(2, 8, 32))
+        pos += n
+    assert S.TRACE_COUNTS[key] - before == 3  # one compilation per bucket, whatever the lengths
+    with pytest.raises(ValueError, match="buckets"):
+        S.stream(model, ids[:, :1], ts[:, :1], state, buckets=())
+
+
+@pytest.fixture(scope="module")
+def cls_model():
+    return case_model("cls-avg-async-layer-mean-widen")
+
+
+def test_bad_input_is_refused(cls_model):
+    model = cls_model
+    ids, ts = random_stream(seed=5, batch=1, length=12)
+    state = S.init_stream(model, 1)
+    _, state = S.stream(model, ids[:, :6], ts[:, :6], state, buckets=(8,))
+    with pytest.raises(ValueError, match=r"starts at timestamp .* before the state's last timestamp"):
+        S.stream(model, ids[:, 6:], ts[:, 6:] - 10**6, state)
+    with pytest.raises(ValueError, match=r"batch_size=1"):
+        S.stream(model, np.repeat(ids[:, 6:], 2, 0), np.repeat(ts[:, 6:], 2, 0), state)
+    other = case_model("cls-timepool-dirac-reference-readout")
+    with pytest.raises(ValueError, match="another model"):
+        S.stream(other, ids[:, 6:], ts[:, 6:], state)
+    with pytest.raises(ValueError, match="another model"):  # same weights shape, other head
+        next_event = M.FlaxEventSSMForNextEventPrediction(model.config, _do_init=False)
+        next_event.params = {"eventssm": model.params["eventssm"]}
+        S.stream(next_event, ids[:, 6:], ts[:, 6:], state)
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        S.stream(model, ids[:, 6:] + 100, ts[:, 6:], state)
+    with pytest.raises(ValueError, match="decrease"):
+        S.stream(model, ids[:, 6:], ts[:, 6:][:, ::-1], state)
+    with pytest.raises(ValueError, match="integer µs"):
+        S.stream(model, ids[:, 6:], ts[:, 6:].astype(np.float64), state)
+    with pytest.raises(TypeError, match="StreamState"):
+        S.stream(model, ids[:, 6:], ts[:, 6:], {"not": "a state"})
+    with pytest.raises(TypeError, match="head"):
+        S.init_stream(M.FlaxEventSSMModel(model.config, _do_init=False))
+    with pytest.raises(ValueError, match="batch_size"):
+        S.init_stream(model, 0)
+    # nothing was damaged: the state goes on as if the bad chunks never came
+    out, _ = S.stream(model, ids[:, 6:], ts[:, 6:], state, buckets=(8,))
+    rel_close(out.logits, model(ids, ts).logits)
+
+
+def test_empty_chunk_is_a_no_op(cls_model):
+    model = cls_model
+    ids, ts = random_stream(seed=6, batch=1, length=5)
+    out, state = S.stream(model, ids, ts, S.init_stream(model, 1), buckets=(8,))
+    same, state2 = S.stream(model, np.zeros((1, 0), np.int64), np.zeros((1, 0), np.int64), state)
+    assert state2 is state
+    np.testing.assert_array_equal(np.asarray(same.logits), np.asarray(out.logits))
+    fresh = S.init_stream(model, 1)  # before any event: the classifier of a zero readout (its bias)
+    np.testing.assert_allclose(np.asarray(S.stream(model, [], [], fresh)[0].logits[0]),
+                               np.asarray(model.params["classifier"]["bias"]), rtol=1e-6)
+
+
+def test_single_stream_1d_input_and_timestamp_ties(cls_model):
+    model = cls_model
+    ids, ts = random_stream(seed=9, batch=1, length=10)
+    ts[0, 3:6] = ts[0, 3]  # equal timestamps are legal, also across chunks
+    state = S.init_stream(model, 1)
+    for a, b in ((0, 4), (4, 5), (5, 10)):
+        out, state = S.stream(model, ids[0, a:b], ts[0, a:b], state, buckets=(8,))
+    rel_close(out.logits, model(ids, ts).logits)
+
+
+# ------------------------------------------------------------------------------------------------
+# Generation
+# ------------------------------------------------------------------------------------------------
+
+PERIOD, GAP_US = 4, 1000
+
+
+@pytest.fixture(scope="module")
+def periodic_model():
+    """A tiny next-event model trained (600 jitted Adam steps) on tokens 0,1,2,3,0,... every 1 ms."""
+    cfg = EventSSMConfig(vocab_size=7, pad_token_id=4, bos_token_id=5, eos_token_id=6, hidden_size=16, state_size=8,
+                         num_ssm_blocks=1, num_stages=1, num_layers_per_stage=2, pooling_stride=1, dropout=0.0,
+                         num_mixture_components=2, dt_min=0.1, dt_max=1.0)
+    model = M.FlaxEventSSMForNextEventPrediction(cfg, seed=0)
+    rng = np.random.default_rng(0)
+    batch, length = 8, 24
+    opt = optax.adam(optax.cosine_decay_schedule(2e-2, 600, 0.05))
+
+    @jax.jit
+    def train_step(params, opt_state, ids, dt, mask):
+        loss, grads = jax.value_and_grad(
+            lambda p: model.module.apply({"params": p}, ids, dt, mask, labels=ids).loss)(params)
+        updates, opt_state = opt.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    params, opt_state = model.params, opt.init(model.params)
+    for _ in range(600):  # windows as pretraining lays them out: bos, then events from a random phase
+        phase = rng.integers(0, PERIOD, (batch, 1))
+        ids = np.concatenate([np.full((batch, 1), cfg.bos_token_id), (phase + np.arange(length - 1)) % PERIOD], 1)
+        ts = np.concatenate([[0], np.arange(length - 1) * GAP_US])[None].repeat(batch, 0)
+        ids, dt, mask = M.prepare_inputs(cfg, ids, ts)
+        params, opt_state, loss = train_step(params, opt_state, ids, dt, mask)
+    model.params = params
+    return model
+
+
+def test_generation_gives_back_the_period(periodic_model, cls_model):
+    from eventlm.tokenization_events import EventTokenizer
+
+    tokens, times = S.generate(periodic_model, 16, temperature=0.0)
+    assert tokens.dtype == np.int32 and times.dtype == np.int64 and len(tokens) == 16
+    np.testing.assert_array_equal(np.diff(tokens) % PERIOD, 1)  # 0,1,2,3,0,... from some phase
+    np.testing.assert_allclose(np.diff(times), GAP_US, rtol=0.05)
+    prompt = (np.array([5, 2, 3]), np.array([10_000, 10_000, 11_000]))
+    tokens, times = S.generate(periodic_model, 8, temperature=0.5, seed=3, prompt=prompt)
+    np.testing.assert_array_equal(tokens, [0, 1, 2, 3, 0, 1, 2, 3])
+    np.testing.assert_allclose(np.diff(np.concatenate([[11_000], times])), GAP_US, rtol=0.1)
+    a = S.generate(periodic_model, 70, temperature=1.0, seed=7)
+    b = S.generate(periodic_model, 70, temperature=1.0, seed=7)
+    c = S.generate(periodic_model, 70, temperature=1.0, seed=8)
+    np.testing.assert_array_equal(a[0], b[0]), np.testing.assert_array_equal(a[1], b[1])
+    assert not np.array_equal(a[1], c[1])  # another seed, other gaps
+    assert np.mean(np.diff(a[0]) % PERIOD == 1) > 0.9
+    tok = EventTokenizer(sensor_size=(4, 1, 1))  # 4 channels + pad/bos/eos = the model's 7 tokens
+    events = S.generate(periodic_model, 6, temperature=0.0, tokenizer=tok, prompt=prompt)
+    assert events.dtype.names == ("t", "x", "y", "p")
+    np.testing.assert_array_equal(events["x"], [0, 1, 2, 3, 0, 1])
+    events, state = S.generate(periodic_model, 5, temperature=0.0, tokenizer=tok, prompt=prompt, return_state=True)
+    assert state.num_events[0] == 3 + 5 and state.last_timestamp[0] == events["t"][-1]
+    with pytest.raises(ValueError, match="temperature"):
+        S.generate(periodic_model, 3, temperature=-1.0)
+    with pytest.raises(TypeError, match="NextEventPrediction"):
+        S.generate(cls_model, 3)
+
+
+@pytest.mark.parametrize("num_events", [5, 8])  # 8: whole blocks of 4, the state comes from the device
+def test_generation_state_continues_the_stream(periodic_model, num_events):
+    prompt = (np.array([5, 1]), np.array([0, 0]))
+    (tokens, times), state = S.generate(periodic_model, num_events, temperature=0.7, seed=2, prompt=prompt,
+                                        return_state=True, block=4)
+    out, _ = S.stream(periodic_model, [0], [int(times[-1]) + 1000], state)
+    full = periodic_model(np.concatenate([[5, 1], tokens, [0]])[None],
+                          np.concatenate([[0, 0], times, [times[-1] + 1000]])[None])
+    rel_close(out.logits[0, -1], full.logits[0, -1])
+    rel_close(out.gap_log_means[0, -1], full.gap_log_means[0, -1])
+
+
+# ------------------------------------------------------------------------------------------------
+# eventlm stream MODEL RECORDING
+# ------------------------------------------------------------------------------------------------
+
+
+def test_run_stream_plays_a_recording(tmp_path, cls_model):
+    from eventlm.data.events import EVENT_DTYPE
+    from eventlm.tokenization_events import EventTokenizer
+
+    model = cls_model
+    folder = tmp_path / "model"
+    model.save_pretrained(folder)
+    EventTokenizer(sensor_size=(20, 1, 1)).save_pretrained(folder)
+    ids, ts = random_stream(seed=12, batch=1, length=45)
+    events = np.zeros(45, EVENT_DTYPE)
+    events["t"], events["x"] = ts[0] - ts[0, 0] + 123, ids[0]
+    path = tmp_path / "rec.npy"
+    np.save(path, events)
+    printed = io.StringIO()
+    run = S.run_stream(folder, path, chunk_size=8, plot=tmp_path / "pred.png", file=printed, sensor_size=(20, 1, 1))
+    text = printed.getvalue()
+    assert "events/s" in text and "events=        45" in text
+    assert (tmp_path / "pred.png").stat().st_size > 0
+    assert run.num_events[-1] == 45 and run.predictions.shape == (6, model.config.num_labels)
+    ref = jax.nn.softmax(model(ids, ts).logits[0])
+    rel_close(run.predictions[-1], ref)
+    with pytest.raises(ValueError, match="chunk_size"):
+        S.run_stream(folder, path, chunk_size=0)
+
+
+def test_run_stream_on_a_real_recording(realdata, tmp_path):
+    from eventlm.tokenization_events import EventTokenizer
+
+    tok = EventTokenizer.from_pretrained("nmnist")
+    model = make_model("ne", vocab_size=tok.vocab_size, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+                       eos_token_id=tok.eos_token_id)
+    model.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    printed = io.StringIO()
+    run = S.run_stream(tmp_path / "m", realdata / "tonic_test_data" / "sample_nmnist.bin", chunk_size=256,
+                       max_events=1000, file=printed)
+    assert run.num_events[-1] == 1000 and np.isfinite(run.predictions).all() and "NLL/event" in printed.getvalue()
