@@ -4,7 +4,7 @@ import fnmatch
 import logging
 import platform
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional
 
 import huggingface_hub
 from huggingface_hub import EvalResult, ModelCard, ModelCardData

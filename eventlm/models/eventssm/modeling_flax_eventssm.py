@@ -8,9 +8,11 @@ Read top to bottom:
        Λ̄_k = exp(Λ·s·Δt_k)                              decay over the gap before event k
        x_k = Λ̄_k ⊙ x_{k−1} + γ_k ⊙ (B̃ u_k)              γ: zoh (Λ̄_k − 1)/Λ, dirac 1, async (exp(Λs) − 1)/Λ
        y_k = Re(C̃ x_k) (2·Re with conj_sym) + D u_k
-   A layer that pools with stride S needs the state at one event per window only; it gets those states
-   from a reduction inside each window and a parallel scan over windows, never materialising a state
-   per event (and the first layer gathers B̃·norm(embedding) from a per-token table).
+   The recurrence runs as jax.lax.associative_scan on accelerators and as lax.scan on CPU (same
+   numbers; lax.scan compiles ~10x and runs ~2x faster there). A layer that pools with stride S needs
+   the state at one event per window only: it runs the recurrence inside all windows at once (S steps)
+   and then across windows, never forming a state per event; the first layer gathers B̃·norm(E[token])
+   from a per-token table instead of projecting every event.
 3. Event pooling: windows of S events; the state kept is the one after the window's last valid event
    (the reference: its first); the skip and D paths summarise a window by mode last | avg | timepool;
    a pooled position's Δt is the sum of its window's gaps; a window holding any valid event is valid.

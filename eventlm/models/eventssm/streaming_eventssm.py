@@ -210,18 +210,55 @@ def _prepare(cfg, dtype, variables):
     """Per-weights constants of the step: the first block's per-token tables, and every block's B̃ and
     C̃ as contiguous real matrices (EventS5.project_input / project_output read them as slices of real
     pairs (…, 2), which XLA would copy on every call): B_re, B_im (H_in, P) and C_re, C_im (P, H_out)
-    with y = x.re @ C_re + x.im @ C_im = Re(C̃x) (times 2 with conj_sym, folded in: exact)."""
+    with y = x.re @ C_re + x.im @ C_im = Re(C̃x) (times 2 with conj_sym, folded in: exact), and a
+    widening block's D transposed (H_in, H_out)."""
     params = variables["params"]
     scale = 2.0 if cfg.conj_sym else 1.0
     blocks = {}
     for _, _, name, *_ in _block_names(cfg):
         b, c = params["eventssm"][name]["ssm"]["B"], params["eventssm"][name]["ssm"]["C"]
-        blocks[name] = {"B_re": b[..., 0].T, "B_im": b[..., 1].T, "C_re": scale * c[..., 0].T, "C_im": -scale * c[..., 1].T}
+        d = params["eventssm"][name]["ssm"]["D"]
+        blocks[name] = {"B_re": b[..., 0].T, "B_im": b[..., 1].T, "C_re": scale * c[..., 0].T, "C_im": -scale * c[..., 1].T,
+                        "D": d if d.ndim == 1 else d.T}
     table_u, table_bu = _token_tables(cfg, dtype, variables)
     return {"variables": variables, "blocks": blocks, "table_u": table_u, "table_bu": table_bu}
 
 
-_CONSTANTS = weakref.WeakKeyDictionary()  # model -> (params, batch_stats, constants)
+@flax.struct.dataclass
+class PackedConstants:
+    """The step's constants as few arrays: the small ones concatenated into one flat buffer per dtype, the
+    large ones (token tables) as they are. jit pays a dispatch cost per argument array, which for ~100
+    weight arrays is most of a single-event step. `unpack()` (inside jit) gives the tree back."""
+
+    buffers: tuple
+    spec: tuple = flax.struct.field(pytree_node=False)  # (treedef, dtypes, entries): static, hashable
+
+    @classmethod
+    def pack(cls, tree, large: int = 1 << 16) -> "PackedConstants":
+        leaves, treedef = jax.tree_util.tree_flatten(tree)
+        groups, own, entries = {}, [], []
+        for leaf in leaves:
+            if leaf.size >= large:
+                entries.append(("own", len(own), 0, ()))
+                own.append(leaf)
+            else:
+                group = groups.setdefault(str(leaf.dtype), [])
+                entries.append(("flat", str(leaf.dtype), sum(x.size for x in group), tuple(leaf.shape)))
+                group.append(leaf)
+        dtypes = tuple(sorted(groups))
+        flats = tuple(jnp.concatenate([jnp.ravel(x) for x in groups[d]]) for d in dtypes)
+        return cls((flats, tuple(own)), (treedef, dtypes, tuple(entries)))
+
+    def unpack(self):
+        treedef, dtypes, entries = self.spec
+        flats, own = self.buffers
+        leaves = [own[a] if kind == "own" else
+                  flats[dtypes.index(a)][offset:offset + int(np.prod(shape))].reshape(shape)
+                  for kind, a, offset, shape in entries]
+        return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+_CONSTANTS = weakref.WeakKeyDictionary()  # model -> (params, batch_stats, packed constants)
 _PREPARE: dict = {}  # model fingerprint -> jitted _prepare
 
 
@@ -238,7 +275,7 @@ def _constants(model, params=None, batch_stats=None) -> dict:
     key = model_fingerprint(model)
     if key not in _PREPARE:
         _PREPARE[key] = jax.jit(functools.partial(_prepare, model.config, model.module.dtype))
-    consts = _PREPARE[key](variables)
+    consts = PackedConstants.pack(_PREPARE[key](variables))
     _CONSTANTS[model] = (params, batch_stats, consts)
     return consts
 
@@ -274,6 +311,28 @@ def _project_output(weights, x):
     """Re(C̃x) (2·Re with conj_sym) (EventS5.project_output with contiguous C_re, C_im)."""
     x = jax.lax.optimization_barrier(x)  # keep XLA from recomputing the states inside the dot's loop
     return x.real @ weights["C_re"] + x.imag @ weights["C_im"]
+
+
+def _feedthrough(weights, u):
+    """Du (EventS5.feedthrough with a contiguous D)."""
+    return u * weights["D"] if weights["D"].ndim == 1 else u @ weights["D"]
+
+
+def _pool(x, dt, mask, stride, mode, keep, eps):
+    """The model's pool_windows for one stream (x (L, F) → (ceil(L/S), F)), with the window sum written
+    out as `stride` terms: XLA's CPU reduction loop does not vectorise the gathers fused into it."""
+    length, feat = x.shape
+    pad = -(-length // stride) * stride - length
+    m = jnp.pad(mask, (0, pad)).reshape(-1, stride).astype(x.dtype)
+    xw = jnp.pad(x, ((0, pad), (0, 0))).reshape(-1, stride, feat)
+    if mode == "last":
+        count = jnp.sum(m, axis=-1).astype(jnp.int32)
+        idx = jnp.zeros_like(count) if keep == "first" else jnp.maximum(count - 1, 0)
+        return jnp.take_along_axis(xw, idx[:, None, None], axis=1)[:, 0] * (count > 0)[:, None]
+    w = m if mode == "avg" else (jnp.pad(dt, (0, pad)).reshape(-1, stride) + eps) * m
+    norm = jnp.sum(w, axis=-1, keepdims=True)
+    total = functools.reduce(jnp.add, [xw[:, i] * w[:, i, None] for i in range(stride)])
+    return total / jnp.where(norm > 0, norm, 1.0)
 
 
 def _recurrence(a, b, x0, method):
@@ -379,10 +438,10 @@ def _pooling_block(cfg, dtype, consts, stage_state, stage, name, h_in, h_out, p,
     inputs = gain * bu
     last_states = _window_states(ssm, seq_dt, inputs, stride, 0, x0, method)
     kept = _window_states(ssm, seq_dt, inputs, stride, stride - 1, x0, method) if cfg.pooling_keep == "first" else last_states
-    pool = functools.partial(modeling.pool_windows, dt=seq_dt[None], mask=mask[None], stride=stride,
-                             mode=cfg.pooling_mode, keep=cfg.pooling_keep, eps=cfg.timepool_eps)
-    y = _project_output(consts["blocks"][name], kept) + ssm.feedthrough(pool(u[None])[0])
-    skip = pool(skip_in[None])[0]
+    pool = functools.partial(_pool, dt=seq_dt, mask=mask, stride=stride, mode=cfg.pooling_mode,
+                             keep=cfg.pooling_keep, eps=cfg.timepool_eps)
+    y = _project_output(consts["blocks"][name], kept) + _feedthrough(consts["blocks"][name], pool(u))
+    skip = pool(skip_in)
     block = modeling.EventSSMBlock(cfg, h_in, h_out, p, stride, dtype)
     w_dt, w_mask = block._pooled_times(seq_dt[None], mask[None])
     w_dt, w_mask = w_dt[0], w_mask[0]
@@ -404,7 +463,7 @@ def _scan_block(cfg, dtype, consts, x0, name, h_in, h_out, p, x, dt, mask, n_fin
     ssm = _ssm(cfg, consts["variables"]["params"], name, h_in, h_out, p, 1)
     _, gain = ssm.discretize(dt[:, None])  # γ_k
     states = _recurrence(_decay(ssm, dt[:, None]), gain * bu, x0, modeling.scan_method(cfg))
-    y = _project_output(consts["blocks"][name], states) + ssm.feedthrough(u)
+    y = _project_output(consts["blocks"][name], states) + _feedthrough(consts["blocks"][name], u)
     out = _gated_output(cfg, dtype, consts["variables"]["params"]["eventssm"][name], y, skip_in, mask, h_in, h_out)
     committed = jnp.where(n_final > 0, states[jnp.maximum(n_final - 1, 0)], x0)
     return out, committed
@@ -491,6 +550,7 @@ def _next_event_outputs(cfg, dtype, consts, readout, residual, h, n_final, token
 
 def _row_step(cfg, dtype, head, consts, device_state, ids, dt, n):
     """One chunk of one stream: (outputs, new device state). ids, dt (L,), n valid events (scalar)."""
+    consts = consts.unpack() if isinstance(consts, PackedConstants) else consts
     stages, readout, logits = device_state
     valid = jnp.arange(ids.shape[0]) < n
     tokens = jnp.where(valid, jnp.clip(ids, 0, cfg.vocab_size - 1), 0).astype(jnp.int32)
