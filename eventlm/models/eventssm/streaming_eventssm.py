@@ -587,7 +587,11 @@ def compiler_options() -> Optional[dict]:
     import os
 
     value = os.environ.get("EVENTLM_STREAM_YNN", "")
-    return {"xla_cpu_experimental_ynn_fusion_type": value} if value != "default" else None
+    opts = {"xla_cpu_experimental_ynn_fusion_type": value} if value != "default" else {}
+    for item in os.environ.get("EVENTLM_STREAM_XLA", "").split():
+        k, v = item.split("=")
+        opts[k] = {"true": True, "false": False}.get(v, v)
+    return opts or None
 
 
 def _step_for(model):
