@@ -137,10 +137,14 @@ def test_zero_length_samples_give_finite_outputs(classifier, nep_strided, batch)
     ids, ts, mask = batch
     empty = mask.copy()
     empty[1] = 0
-    out = classifier(ids, ts, empty, labels=np.array([0, 1, 2]))
+    out = classifier(ids, ts, empty, labels=np.array([0, 1, 2]), output_hidden_states=True)
     assert np.isfinite(np.asarray(out.logits)).all() and np.isfinite(float(out.loss))
-    out = nep_strided(ids, ts, np.zeros_like(mask), labels=ids)
+    assert all(np.all(np.asarray(h)[1] == 0) for h in out.hidden_states)  # nothing leaks into sample 1
+    ids, ts, _ = random_batch(np.random.default_rng(5), (30, 12), 30)
+    out = nep_strided(ids, ts, np.zeros_like(ids), labels=ids)
     assert np.isfinite(np.asarray(out.logits)).all() and float(out.loss) == 0.0
+    nothing = classifier(np.zeros((1, 0), np.int64), np.zeros((1, 0), np.int64)).logits  # length 0
+    close(nothing[0], classifier.params["classifier"]["bias"])
 
 
 def test_time_deltas_unit_and_gap_before():
@@ -453,3 +457,18 @@ def test_config_presets_and_errors():
         EventSSMConfig(pooling_mode="max")
     with pytest.raises(ValueError, match="num_ssm_blocks"):
         EventSSMConfig(state_size=12, num_ssm_blocks=8)
+
+
+def test_benchmark_script_runs_small(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "benchmark_model.py"
+    spec = importlib.util.spec_from_file_location("benchmark_model", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    rows = script.main(["--presets", "tiny", "--lengths", "64", "--batch", "2", "--repeats", "1",
+                        "--modes", "forward", "--in-process"])  # fmt: skip
+    assert len(rows) == 1 and rows[0]["forward_s"] > 0 and rows[0]["params"] > 0
+    table = capsys.readouterr().out
+    assert "| tiny | 2 x 64 |" in table and "cpu" in table

@@ -174,7 +174,7 @@ def _combine(left, right):
 def linear_recurrence(a, b, method: str, initial_state=None):
     """x_k = a_k ⊙ x_{k−1} + b_k along axis 1 from x_{−1} = initial_state (default 0): a parallel scan
     (associative) or lax.scan (sequential)."""
-    x0 = jnp.zeros_like(b[:, 0]) if initial_state is None else initial_state
+    x0 = jnp.zeros(b.shape[:1] + b.shape[2:], b.dtype) if initial_state is None else initial_state
     if method == "associative":
         decay, xs = jax.lax.associative_scan(_combine, (a, b), axis=1)
         return xs if initial_state is None else xs + decay * x0[:, None]
@@ -777,11 +777,8 @@ def check_inputs(config: EventSSMConfig, input_ids, timestamps, attention_mask=N
     shapes (batch, length) that match, attention_mask of 0/1 with valid events first, ids inside the
     vocabulary, finite timestamps that never decrease over the valid events (equal ones are legal)."""
     ids = np.asarray(input_ids)
-    if ids.ndim != 2 or 0 in ids.shape:
-        raise ValueError(
-            f"input_ids must have shape (batch, length) with batch, length >= 1, got shape {ids.shape} "
-            "(pad empty samples to length 1 with attention_mask 0)"
-        )
+    if ids.ndim != 2:
+        raise ValueError(f"input_ids must have shape (batch, length), got shape {ids.shape}")
     ts = np.asarray(timestamps)
     if ts.shape != ids.shape:
         raise ValueError(f"timestamps has shape {ts.shape} but input_ids has shape {ids.shape}; they must match")

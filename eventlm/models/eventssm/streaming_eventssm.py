@@ -207,19 +207,26 @@ def _token_tables(cfg, dtype, variables):
 
 
 def _prepare(cfg, dtype, variables):
-    """Per-weights constants of the step: the first block's per-token tables, and every block's B̃ and
-    C̃ as contiguous real matrices (EventS5.project_input / project_output read them as slices of real
-    pairs (…, 2), which XLA would copy on every call): B_re, B_im (H_in, P) and C_re, C_im (P, H_out)
-    with y = x.re @ C_re + x.im @ C_im = Re(C̃x) (times 2 with conj_sym, folded in: exact), and a
-    widening block's D transposed (H_in, H_out)."""
+    """Per-weights constants of the step, computed once with the model's EventS5 methods:
+    the first block's per-token tables; per block Λ·s (`lam_step`), the input gain γ when it does not
+    depend on Δt (async, dirac), and B̃, C̃ as contiguous real matrices (EventS5 reads them as slices of
+    real pairs (…, 2), which XLA would copy on every call): B = [B̃_re | B̃_im] (H_in, 2P) and
+    C = [C̃_re; −C̃_im] (2P, H_out) so that [x.re | x.im] @ C = Re(C̃x) (times 2 with conj_sym, folded in:
+    exact); a widening block's D transposed (H_in, H_out)."""
     params = variables["params"]
     scale = 2.0 if cfg.conj_sym else 1.0
     blocks = {}
-    for _, _, name, *_ in _block_names(cfg):
-        b, c = params["eventssm"][name]["ssm"]["B"], params["eventssm"][name]["ssm"]["C"]
-        d = params["eventssm"][name]["ssm"]["D"]
-        blocks[name] = {"B_re": b[..., 0].T, "B_im": b[..., 1].T, "C_re": scale * c[..., 0].T, "C_im": -scale * c[..., 1].T,
-                        "D": d if d.ndim == 1 else d.T}
+    for _, _, name, h_in, h_out, p, stride in _block_names(cfg):
+        ssm = _ssm(cfg, params, name, h_in, h_out, p, stride)
+        b, c, d = ssm.B, ssm.C, ssm.D
+        blocks[name] = {
+            "B": jnp.concatenate([b[..., 0].T, b[..., 1].T], axis=1),
+            "C": scale * jnp.concatenate([c[..., 0].T, -c[..., 1].T], axis=0),
+            "D": d if d.ndim == 1 else d.T,
+            "lam_step": ssm.eigenvalues() * ssm.step(),
+        }
+        if cfg.discretization != "zoh":
+            blocks[name]["gain"] = ssm.discretize(jnp.zeros((1,), jnp.float32))[1]
     table_u, table_bu = _token_tables(cfg, dtype, variables)
     return {"variables": variables, "blocks": blocks, "table_u": table_u, "table_bu": table_bu}
 
@@ -287,10 +294,17 @@ def _constants(model, params=None, batch_stats=None) -> dict:
 UNROLL = 64  # recurrences over at most this many positions are unrolled (no loop: fewer, fused kernels)
 
 
+def _at_least_two_rows(x, rows):
+    """x padded along axis 0 to at least `rows` rows (zeros)."""
+    return jnp.pad(x, [(0, max(rows - x.shape[0], 0))] + [(0, 0)] * (x.ndim - 1))
+
+
 def _merge(buffer, count, chunk):
-    """[buffer[:count], chunk, ...]: the open window's buffered inputs followed by the chunk (axis 0)."""
+    """[buffer[:count], chunk, ...]: the open window's buffered inputs followed by the chunk (axis 0), at
+    least S + 1 long: XLA's CPU backend fuses a one-row matmul with all its producers into a loop that
+    recomputes them for every output (≈20x slower), so no level ever has a single position."""
     size = buffer.shape[0]
-    cat = jnp.concatenate([buffer, chunk], axis=0)
+    cat = _at_least_two_rows(jnp.concatenate([buffer, chunk], axis=0), size + 2)
     i = jnp.arange(cat.shape[0])
     src = jnp.where(i < count, i, i + size - count)  # skip the empty buffer slots
     return jnp.take(cat, jnp.minimum(src, cat.shape[0] - 1), axis=0)
@@ -303,14 +317,20 @@ def _slice_window(x, start, size):
 
 
 def _project_input(weights, u):
-    """B̃u (…, P) complex (EventS5.project_input with contiguous B_re, B_im)."""
-    return jax.lax.complex(u @ weights["B_re"], u @ weights["B_im"])
+    """B̃u (…, P) complex (EventS5.project_input with B = [B̃_re | B̃_im] contiguous)."""
+    bu = u @ weights["B"]
+    half = bu.shape[-1] // 2
+    return jax.lax.complex(bu[..., :half], bu[..., half:])
 
 
 def _project_output(weights, x):
-    """Re(C̃x) (2·Re with conj_sym) (EventS5.project_output with contiguous C_re, C_im)."""
-    x = jax.lax.optimization_barrier(x)  # keep XLA from recomputing the states inside the dot's loop
-    return x.real @ weights["C_re"] + x.imag @ weights["C_im"]
+    """Re(C̃x) (2·Re with conj_sym) (EventS5.project_output with C = [C̃_re; −C̃_im] contiguous)."""
+    return jnp.concatenate([x.real, x.imag], axis=-1) @ weights["C"]
+
+
+def _gain(cfg, ssm, weights, dt):
+    """γ: per state (async, dirac; precomputed) or per position (zoh, EventS5.discretize)."""
+    return weights["gain"] if "gain" in weights else ssm.discretize(dt[:, None])[1]
 
 
 def _feedthrough(weights, u):
@@ -370,12 +390,19 @@ def complex_exp(z):
     return jax.lax.complex(magnitude * cos, magnitude * sin)
 
 
-def _decay(ssm, dt):
+def _decay(weights, dt):
     """Λ̄ = exp(Λ·s·Δt) for gaps dt (..., 1), as EventS5.discretize computes it (with complex_exp)."""
-    return complex_exp(ssm.eigenvalues() * ssm.step() * dt)
+    return complex_exp(weights["lam_step"] * dt)
 
 
-def _window_states(ssm, dt, inputs, stride, offset, x0, method):
+def _suffix_sums(stride):
+    """(S, S) 0/1 matrices: dt @ inclusive = Σ_{i' ≥ i} Δt_i', dt @ exclusive = Σ_{i' > i} Δt_i' (a small
+    matmul: XLA's CPU cumsum is a slow reduce-window)."""
+    inclusive = np.tril(np.ones((stride, stride), np.float32))  # [i', i] = 1 where i' ≥ i
+    return inclusive, np.tril(inclusive, -1)
+
+
+def _window_states(weights, dt, inputs, stride, offset, x0, method):
     """States after the last position of each window of `stride` (the model's window_end_states, from x0):
     b_w = Σ_i exp(Λ·s·τ_i) ⊙ γ_i B̃u_i with τ_i the time from position i to its window's end, then
     x_w = exp(Λ·s·Σ_window Δt) ⊙ x_{w−1} + b_w. `offset` neutral positions (Δt = 0, no input) go first."""
@@ -384,12 +411,13 @@ def _window_states(ssm, dt, inputs, stride, offset, x0, method):
     pad = (offset, total - length - offset)
     dtw = jnp.pad(dt, pad).reshape(-1, stride)
     inw = jnp.pad(inputs, (pad, (0, 0))).reshape(-1, stride, inputs.shape[-1])
-    suffix = jnp.cumsum(dtw[:, ::-1], axis=1)[:, ::-1]  # Σ_{i' ≥ i} Δt_i'
-    tau = jnp.concatenate([suffix[:, 1:], jnp.zeros_like(suffix[:, :1])], axis=1)  # Σ_{i' > i}
-    decay_to_end = _decay(ssm, tau[..., None])
+    inclusive, exclusive = _suffix_sums(stride)
+    window_dt = dtw @ inclusive[:, :1]  # Σ over the window
+    tau = dtw @ exclusive  # Σ_{i' > i} Δt_i': time from position i to its window's end
+    decay_to_end = _decay(weights, tau[..., None])
     # a sum of `stride` terms written out: XLA's CPU reduction loop would not vectorise the exps inside it
     b = functools.reduce(jnp.add, [decay_to_end[:, i] * inw[:, i] for i in range(stride)])
-    a = _decay(ssm, suffix[:, :1])  # decay over the whole window
+    a = _decay(weights, window_dt)  # decay over the whole window
     return _recurrence(a, b, x0, method)[:num]
 
 
@@ -434,10 +462,10 @@ def _pooling_block(cfg, dtype, consts, stage_state, stage, name, h_in, h_out, p,
     u, bu, skip_in = _block_inputs(cfg, dtype, consts, name, stage == 0, seq, mask)
     ssm = _ssm(cfg, consts["variables"]["params"], name, h_in, h_out, p, stride)
     method = modeling.scan_method(cfg)
-    _, gain = ssm.discretize(seq_dt[:, None])  # γ_k
-    inputs = gain * bu
-    last_states = _window_states(ssm, seq_dt, inputs, stride, 0, x0, method)
-    kept = _window_states(ssm, seq_dt, inputs, stride, stride - 1, x0, method) if cfg.pooling_keep == "first" else last_states
+    weights = consts["blocks"][name]
+    inputs = _gain(cfg, ssm, weights, seq_dt) * bu
+    last_states = _window_states(weights, seq_dt, inputs, stride, 0, x0, method)
+    kept = _window_states(weights, seq_dt, inputs, stride, stride - 1, x0, method) if cfg.pooling_keep == "first" else last_states
     pool = functools.partial(_pool, dt=seq_dt, mask=mask, stride=stride, mode=cfg.pooling_mode,
                              keep=cfg.pooling_keep, eps=cfg.timepool_eps)
     y = _project_output(consts["blocks"][name], kept) + _feedthrough(consts["blocks"][name], pool(u))
@@ -461,8 +489,8 @@ def _scan_block(cfg, dtype, consts, x0, name, h_in, h_out, p, x, dt, mask, n_fin
     """A stride-1 block over positions from the committed state x0; returns (output, committed state)."""
     u, bu, skip_in = _block_inputs(cfg, dtype, consts, name, stage_zero, x, mask)
     ssm = _ssm(cfg, consts["variables"]["params"], name, h_in, h_out, p, 1)
-    _, gain = ssm.discretize(dt[:, None])  # γ_k
-    states = _recurrence(_decay(ssm, dt[:, None]), gain * bu, x0, modeling.scan_method(cfg))
+    weights = consts["blocks"][name]
+    states = _recurrence(_decay(weights, dt[:, None]), _gain(cfg, ssm, weights, dt) * bu, x0, modeling.scan_method(cfg))
     y = _project_output(consts["blocks"][name], states) + _feedthrough(consts["blocks"][name], u)
     out = _gated_output(cfg, dtype, consts["variables"]["params"]["eventssm"][name], y, skip_in, mask, h_in, h_out)
     committed = jnp.where(n_final > 0, states[jnp.maximum(n_final - 1, 0)], x0)
@@ -552,6 +580,8 @@ def _row_step(cfg, dtype, head, consts, device_state, ids, dt, n):
     """One chunk of one stream: (outputs, new device state). ids, dt (L,), n valid events (scalar)."""
     consts = consts.unpack() if isinstance(consts, PackedConstants) else consts
     stages, readout, logits = device_state
+    length = ids.shape[0]
+    ids, dt = _at_least_two_rows(ids, 2), _at_least_two_rows(dt, 2)  # one-row matmuls: see _merge
     valid = jnp.arange(ids.shape[0]) < n
     tokens = jnp.where(valid, jnp.clip(ids, 0, cfg.vocab_size - 1), 0).astype(jnp.int32)
     dt = jnp.where(valid, dt, 0.0)
@@ -562,7 +592,7 @@ def _row_step(cfg, dtype, head, consts, device_state, ids, dt, n):
         logits, readout = _classification_readout(cfg, dtype, consts, readout, h, h_dt, mask, n_final)
         return logits, (new_stages, readout, logits)
     outs, readout = _next_event_outputs(cfg, dtype, consts, readout, residual, h, n_final, tokens, n)
-    return outs, (new_stages, readout, logits)
+    return tuple(o[:length] for o in outs), (new_stages, readout, logits)
 
 
 _STEPS: dict = {}  # model fingerprint -> jitted step

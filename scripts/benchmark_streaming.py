@@ -1,0 +1,38 @@
+"""Benchmark EventSSM streaming: batch-1 per-event latency and chunked throughput with the state carried.
+
+    python scripts/benchmark_streaming.py [--presets shd dvs-gesture] [--chunks 1 16 64 256]
+        [--events 120000] [--realdata ../shared/realdata] [--one-core]
+
+Prints a table naming the machine (see eventlm/models/eventssm/streaming_benchmark.py for what is timed).
+"""
+
+import argparse
+from pathlib import Path
+
+from eventlm.data.benchmark import machine_description, pin_to_one_core
+from eventlm.models.eventssm.streaming_benchmark import benchmark_streaming, format_table
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", nargs="+", default=["shd", "dvs-gesture"], help="EventSSMConfig presets")
+    parser.add_argument("--chunks", nargs="+", type=int, default=[1, 16, 64, 256], help="chunk lengths (events)")
+    parser.add_argument("--events", type=int, default=120_000, help="events per stream")
+    parser.add_argument("--latency-steps", type=int, default=300, help="timed single-event steps")
+    parser.add_argument("--max-chunks", type=int, default=400, help="timed chunks per chunk length")
+    parser.add_argument("--realdata", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared" / "realdata",
+                        help="folder of real recordings (skipped when absent)")
+    parser.add_argument("--one-core", action="store_true", help="pin the process to one CPU core")
+    args = parser.parse_args(argv)
+    if args.one_core:
+        pin_to_one_core()
+    realdata = args.realdata if args.realdata.is_dir() else None
+    if realdata is None:
+        print(f"(no real recordings at {args.realdata}: random streams only)")
+    results = benchmark_streaming(args.presets, realdata, args.chunks, args.events, args.latency_steps, args.max_chunks)
+    print(format_table(results, machine_description()))
+    return results
+
+
+if __name__ == "__main__":
+    main()
