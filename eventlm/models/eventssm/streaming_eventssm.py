@@ -233,19 +233,20 @@ def _prepare(cfg, dtype, variables):
 
 @flax.struct.dataclass
 class PackedConstants:
-    """The step's constants as few arrays: the small ones concatenated into one flat buffer per dtype, the
-    large ones (token tables) as they are. jit pays a dispatch cost per argument array, which for ~100
+    """The step's constants as few arrays: the vectors concatenated into one flat buffer per dtype, the
+    matrices and token tables as they are. jit pays a dispatch cost per argument array, which for ~100
     weight arrays is most of a single-event step. `unpack()` (inside jit) gives the tree back."""
 
     buffers: tuple
     spec: tuple = flax.struct.field(pytree_node=False)  # (treedef, dtypes, entries): static, hashable
 
     @classmethod
-    def pack(cls, tree, large: int = 1 << 16) -> "PackedConstants":
+    def pack(cls, tree) -> "PackedConstants":
+        """Vectors go into the flat buffers; matrices (read by matmuls, which would copy a slice) stay apart."""
         leaves, treedef = jax.tree_util.tree_flatten(tree)
         groups, own, entries = {}, [], []
         for leaf in leaves:
-            if leaf.size >= large:
+            if leaf.ndim >= 2:
                 entries.append(("own", len(own), 0, ()))
                 own.append(leaf)
             else:
