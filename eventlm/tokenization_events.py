@@ -34,6 +34,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
+from ._io import write_json_atomic
 from ._quiet import import_transformers_quietly
 from .data.events import EventStream, as_events, event_columns
 from .resources import data_dir
@@ -57,19 +58,6 @@ def _positive_ints(value, count):
         return None
     return tuple(int(v) for v in values) if ok else None
 
-
-def _atomic_write_json(path: Path, obj):
-    """Write obj as JSON to path through a temporary file in the same folder (never half-written)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, sort_keys=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def is_batch_column(value):
@@ -568,7 +556,7 @@ class EventTokenizer:
             raise ValueError(f"save_directory {str(folder)!r} is a file, not a folder")
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / CONFIG_NAME
-        _atomic_write_json(path, self.to_dict())
+        write_json_atomic(path, self.to_dict())
         if push_to_hub:
             repo_id = push_kwargs.pop("repo_id", None) or folder.name
             self.push_to_hub(repo_id, **push_kwargs)

@@ -6,13 +6,12 @@ converter keeps while it streams a dataset (one per class), so a million-event r
 stay in memory for its picture. `plot_class_samples` draws one preview per class into a PNG.
 """
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .._io import atomic_path
 from .events import as_events
 
 
@@ -90,17 +89,9 @@ def plot_class_samples(
     fig.subplots_adjust(left=0.55 / width, right=1 - 0.1 / width, bottom=0.45 / height,
                         top=1 - (0.6 if title else 0.3) / height, wspace=0.4, hspace=0.7)
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=90)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the picture is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=90)
     finally:
         plt.close(fig)
     return path

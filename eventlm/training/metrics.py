@@ -8,12 +8,12 @@ Files in the output folder (as transformers' examples write them):
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional
 
 import numpy as np
+
+from .._io import atomic_path, write_json_atomic as _write_json_atomic
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -41,25 +41,8 @@ def accuracy_from_confusion(counts: np.ndarray) -> float:
 
 
 def write_json_atomic(path, obj: Any) -> None:
-    """json.dump to a temp file in the same folder, then os.replace (never a half-written file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, sort_keys=True, default=_to_builtin)
-            f.write("\n")
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    """Results JSON (numpy scalars and arrays turned into builtins), written atomically, keys sorted."""
+    _write_json_atomic(path, obj, default=_to_builtin, sort_keys=True)
 
 
 def _to_builtin(value):
@@ -111,9 +94,8 @@ class MetricsLogger:
         if not self.enabled or not self.path.exists():
             return
         keep = [r for r in read_jsonl(self.path) if r.get("step", 0) <= step]
-        tmp = self.path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in keep), encoding="utf-8")
-        os.replace(tmp, self.path)
+        with atomic_path(self.path) as tmp:
+            tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in keep), encoding="utf-8")
 
     def log(self, split: str, step: int, metrics: Dict[str, Any], epoch: Optional[float] = None) -> Dict[str, Any]:
         record = {"split": split, "step": int(step)}

@@ -1,13 +1,11 @@
 """Pictures for the model card: training curves and the confusion matrix (matplotlib, Agg backend)."""
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .metrics import _umask
+from .._io import atomic_path
 
 
 def _pyplot():
@@ -20,18 +18,10 @@ def _pyplot():
 
 
 def _save(fig, path) -> Path:
-    """Save atomically (temp file in the same folder, then os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
+    """Save the figure atomically."""
+    with atomic_path(path, suffix=Path(path).suffix) as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
+    return Path(path)
 
 
 def _series(records: Sequence[Dict], split: str, key: str):
