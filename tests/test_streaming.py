@@ -339,6 +339,45 @@ def test_run_stream_on_a_real_recording(realdata, tmp_path):
     model.save_pretrained(tmp_path / "m")
     tok.save_pretrained(tmp_path / "m")
     printed = io.StringIO()
-    run = S.run_stream(tmp_path / "m", realdata / "tonic_test_data" / "sample_nmnist.bin", chunk_size=256,
-                       max_events=1000, file=printed)
-    assert run.num_events[-1] == 1000 and np.isfinite(run.predictions).all() and "NLL/event" in printed.getvalue()
+    run = S.run_stream(tmp_path / "m", realdata / "tonic_test_data" / "sample_nmnist.bin", chunk_size=64,
+                       max_events=300, file=printed, plot=tmp_path / "nll.png")
+    assert run.num_events[-1] == 300 and np.isfinite(run.predictions).all() and "NLL/event" in printed.getvalue()
+    assert (tmp_path / "nll.png").is_file()
+
+
+# ------------------------------------------------------------------------------------------------
+# scripts/benchmark_streaming.py
+# ------------------------------------------------------------------------------------------------
+
+
+def test_benchmark_functions(cls_model):
+    from eventlm.models.eventssm import streaming_benchmark as B
+
+    ids, ts = B.random_stream(cls_model.config, 64, seed=1)
+    assert ids.max() < cls_model.config.vocab_size - 3 and (np.diff(ts) >= 0).all() and ts.dtype == np.int64
+    rows = B.benchmark_model(cls_model, {"random": (ids, ts)}, chunks=(8,), latency_steps=4, max_chunks=3)
+    assert [r[0] for r in rows] == ["1-event latency", "chunks of 8"]
+    assert rows[0][2]["p99_us"] >= rows[0][2]["p50_us"] > 0 and rows[1][2]["events_per_s"] > 0
+    table = B.format_table({"tiny": rows}, machine="test machine")
+    assert "test machine" in table and "ev/s" in table and "p50" in table
+
+
+def test_benchmark_script(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "benchmark_streaming.py"
+    spec = importlib.util.spec_from_file_location("benchmark_streaming", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    results = script.main(["--presets", "tiny", "--chunks", "4", "--events", "40", "--latency-steps", "3",
+                           "--max-chunks", "2", "--realdata", "/nonexistent"])
+    assert list(results) == ["tiny"] and "eventlm streaming benchmark" in capsys.readouterr().out
+
+
+def test_recording_stream_fits_the_vocabulary(realdata):
+    from eventlm.models.eventssm import streaming_benchmark as B
+
+    cfg = EventSSMConfig.from_preset("tiny")  # 700 channels: the 320x240 DVXplorer is downsampled to fit
+    ids, ts = B.recording_stream(cfg, realdata / "tonic_test_data" / "sample.aedat4", max_events=5000)
+    assert len(ids) == 5000 and 0 <= ids.min() and ids.max() < 700 and ts[0] == 0 and (np.diff(ts) >= 0).all()

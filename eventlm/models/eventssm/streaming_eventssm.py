@@ -210,9 +210,9 @@ def _prepare(cfg, dtype, variables):
     """Per-weights constants of the step, computed once with the model's EventS5 methods:
     the first block's per-token tables; per block Λ·s (`lam_step`), the input gain γ when it does not
     depend on Δt (async, dirac), and B̃, C̃ as contiguous real matrices (EventS5 reads them as slices of
-    real pairs (…, 2), which XLA would copy on every call): B = [B̃_re | B̃_im] (H_in, 2P) and
-    C = [C̃_re; −C̃_im] (2P, H_out) so that [x.re | x.im] @ C = Re(C̃x) (times 2 with conj_sym, folded in:
-    exact); a widening block's D transposed (H_in, H_out)."""
+    real pairs (…, 2), which XLA would copy on every call): B̃_re, B̃_im (H_in, P) and C̃_re, −C̃_im
+    (P, H_out) with x.re @ C_re + x.im @ C_im = Re(C̃x) (times 2 with conj_sym, folded in: exact); a
+    widening block's D transposed (H_in, H_out)."""
     params = variables["params"]
     scale = 2.0 if cfg.conj_sym else 1.0
     blocks = {}
@@ -220,8 +220,7 @@ def _prepare(cfg, dtype, variables):
         ssm = _ssm(cfg, params, name, h_in, h_out, p, stride)
         b, c, d = ssm.B, ssm.C, ssm.D
         blocks[name] = {
-            "B": jnp.concatenate([b[..., 0].T, b[..., 1].T], axis=1),
-            "C": scale * jnp.concatenate([c[..., 0].T, -c[..., 1].T], axis=0),
+            "B_re": b[..., 0].T, "B_im": b[..., 1].T, "C_re": scale * c[..., 0].T, "C_im": -scale * c[..., 1].T,
             "D": d if d.ndim == 1 else d.T,
             "lam_step": ssm.eigenvalues() * ssm.step(),
         }
@@ -253,8 +252,8 @@ class PackedConstants:
                 group = groups.setdefault(str(leaf.dtype), [])
                 entries.append(("flat", str(leaf.dtype), sum(x.size for x in group), tuple(leaf.shape)))
                 group.append(leaf)
-        dtypes = tuple(sorted(groups))
-        flats = tuple(jnp.concatenate([jnp.ravel(x) for x in groups[d]]) for d in dtypes)
+        dtypes = tuple(sorted(groups))  # concatenated on the host: eager jnp ops would compile per shape
+        flats = tuple(jnp.asarray(np.concatenate([np.asarray(x).ravel() for x in groups[d]])) for d in dtypes)
         return cls((flats, tuple(own)), (treedef, dtypes, tuple(entries)))
 
     def unpack(self):
@@ -318,15 +317,13 @@ def _slice_window(x, start, size):
 
 
 def _project_input(weights, u):
-    """B̃u (…, P) complex (EventS5.project_input with B = [B̃_re | B̃_im] contiguous)."""
-    bu = u @ weights["B"]
-    half = bu.shape[-1] // 2
-    return jax.lax.complex(bu[..., :half], bu[..., half:])
+    """B̃u (…, P) complex (EventS5.project_input with contiguous B̃_re, B̃_im (H_in, P))."""
+    return jax.lax.complex(u @ weights["B_re"], u @ weights["B_im"])
 
 
 def _project_output(weights, x):
-    """Re(C̃x) (2·Re with conj_sym) (EventS5.project_output with C = [C̃_re; −C̃_im] contiguous)."""
-    return jnp.concatenate([x.real, x.imag], axis=-1) @ weights["C"]
+    """Re(C̃x) (2·Re with conj_sym) (EventS5.project_output with contiguous C̃_re, −C̃_im (P, H_out))."""
+    return x.real @ weights["C_re"] + x.imag @ weights["C_im"]
 
 
 def _gain(cfg, ssm, weights, dt):
@@ -607,22 +604,7 @@ def _jitted_step(fingerprint: str, cfg: EventSSMConfig, dtype, head: str):
         row = functools.partial(_row_step, cfg, dtype, head)
         return jax.vmap(row, in_axes=(None, 0, 0, 0, 0))(consts, device_state, ids, dt, n)
 
-    return jax.jit(step, compiler_options=compiler_options())
-
-
-def compiler_options() -> Optional[dict]:
-    """XLA options of the streaming step. On CPU, jaxlib 0.10's YNNPACK fusions run the small strided
-    window reductions of pooling ~10x slower than XLA's own loops: they are switched off for this step."""
-    if jax.default_backend() != "cpu":
-        return None
-    import os
-
-    value = os.environ.get("EVENTLM_STREAM_YNN", "")
-    opts = {"xla_cpu_experimental_ynn_fusion_type": value} if value != "default" else {}
-    for item in os.environ.get("EVENTLM_STREAM_XLA", "").split():
-        k, v = item.split("=")
-        opts[k] = {"true": True, "false": False}.get(v, v)
-    return opts or None
+    return jax.jit(step)
 
 
 def _step_for(model):
@@ -644,21 +626,21 @@ def init_stream(model, batch_size: int = 1, params=None, batch_stats=None) -> St
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     cfg = model.config
     b, stride = int(batch_size), cfg.pooling_stride
+    zeros = lambda shape, dtype: jnp.asarray(np.zeros(shape, dtype))  # noqa: E731  (no per-shape compile)
     stages = []
     for stage in range(cfg.num_stages):
-        states = tuple(jnp.zeros((b, _local_state_size(cfg, p)), jnp.complex64)
+        states = tuple(zeros((b, _local_state_size(cfg, p)), np.complex64)
                        for st, _, _, _, _, p, _ in _block_names(cfg) if st == stage)
         h_in = cfg.hidden_size if stage == 0 else cfg.stage_hidden_size(stage - 1)
-        inputs = (jnp.zeros((b, stride - 1), jnp.int32) if stage == 0 else
-                  jnp.zeros((b, stride - 1, h_in), model.module.dtype))
-        stages.append(StageState(states, inputs, jnp.zeros((b, stride - 1), jnp.float32), jnp.zeros((b,), jnp.int32)))
+        inputs = zeros((b, stride - 1), np.int32) if stage == 0 else zeros((b, stride - 1, h_in), model.module.dtype)
+        stages.append(StageState(states, inputs, zeros((b, stride - 1), np.float32), zeros((b,), np.int32)))
     width = cfg.output_hidden_size
-    readout = ReadoutState(jnp.zeros((b, width), jnp.float32), jnp.zeros((b,), jnp.float32),
-                           jnp.zeros((b, width), model.module.dtype), jnp.zeros((b,), jnp.float32))
+    readout = ReadoutState(zeros((b, width), np.float32), zeros((b,), np.float32),
+                           zeros((b, width), model.module.dtype), zeros((b,), np.float32))
     logits = None
     if head == "classification":  # before any event the readout is zero: the classifier's bias
-        p = (model.params if params is None else params)["classifier"]
-        logits = jnp.broadcast_to(_dense(cfg.num_labels, model.module.dtype, p, jnp.zeros((1, width))), (b, cfg.num_labels))
+        bias = np.asarray((model.params if params is None else params)["classifier"]["bias"])
+        logits = jnp.asarray(np.broadcast_to(bias, (b, cfg.num_labels)))
     return StreamState(tuple(stages), readout, logits, np.zeros(b, np.int64), np.zeros(b, np.int64),
                        np.full(b, -1, np.int32), model_fingerprint(model), _model_name(model))
 
@@ -754,7 +736,7 @@ def _empty_output(model, state, batch):
     if state.logits is not None:
         return modeling.FlaxEventSSMSequenceClassifierOutput(logits=state.logits)
     k = cfg.num_mixture_components
-    z = lambda d: jnp.zeros((batch, 0, d), jnp.float32)  # noqa: E731
+    z = lambda d: np.zeros((batch, 0, d), np.float32)  # noqa: E731
     return modeling.FlaxEventSSMNextEventPredictionOutput(logits=z(cfg.vocab_size), gap_mixture_logits=z(k),
                                                           gap_log_means=z(k), gap_log_scales=z(k))
 
@@ -769,7 +751,7 @@ def stream(model, input_ids, timestamps, state: StreamState, params=None, batch_
     Output: classification models → FlaxEventSSMSequenceClassifierOutput, logits (B, num_labels) given
     every event so far (what the full forward gives on the whole prefix); next-event models →
     FlaxEventSSMNextEventPredictionOutput with logits (B, L, vocab) and the gap mixture (B, L, K) for
-    every event of the chunk (zeros where attention_mask is 0).
+    every event of the chunk (zeros where attention_mask is 0), as numpy arrays.
     buckets: the padded chunk lengths compiled for (one compilation each, at most); a chunk is padded to
     the smallest bucket that holds it, and a longer one is processed in pieces of the largest.
     An empty chunk (L = 0) is a no-op: the state comes back unchanged with the current prediction
@@ -794,14 +776,14 @@ def stream(model, input_ids, timestamps, state: StreamState, params=None, batch_
     for start in range(0, length, buckets[-1]):
         size = min(buckets[-1], length - start)
         bucket = _bucket(size, buckets)
-        pad = ((0, 0), (0, bucket - size))
+        piece_ids = np.zeros((batch, bucket), np.int32)
+        piece_dt = np.zeros((batch, bucket), np.float32)
+        piece_ids[:, :size], piece_dt[:, :size] = tokens[:, start:start + size], dts[:, start:start + size]
         piece_n = np.clip(counts - start, 0, size).astype(np.int32)
-        out, device_state = step(consts, device_state,
-                                 np.pad(tokens[:, start:start + size], pad).astype(np.int32),
-                                 np.pad(dts[:, start:start + size], pad), piece_n)
-        if head == "next-event":
-            pieces.append(tuple(o[:, :size] for o in out) if bucket != size else out)
-    last = np.take_along_axis(ts, np.maximum(n - 1, 0)[:, None], axis=1)[:, 0]
+        out, device_state = step(consts, device_state, piece_ids, piece_dt, piece_n)
+        if head == "next-event":  # cut on the host: an eager slice would compile once per chunk length
+            pieces.append(tuple(np.asarray(o)[:, :size] for o in out))
+    last = ts[np.arange(batch), np.maximum(n - 1, 0)]
     new_state = state.replace(
         stages=device_state[0], readout=device_state[1], logits=device_state[2],
         last_timestamp=np.where(n > 0, last, state.last_timestamp).astype(np.int64),
@@ -809,7 +791,7 @@ def stream(model, input_ids, timestamps, state: StreamState, params=None, batch_
     )
     if head == "classification":
         return modeling.FlaxEventSSMSequenceClassifierOutput(logits=out), new_state
-    parts = [jnp.concatenate(p, axis=1) if len(pieces) > 1 else p[0] for p in zip(*pieces)]
+    parts = [np.concatenate(p, axis=1) if len(pieces) > 1 else p[0] for p in zip(*pieces)]
     return modeling.FlaxEventSSMNextEventPredictionOutput(
         logits=parts[0], gap_mixture_logits=parts[1], gap_log_means=parts[2], gap_log_scales=parts[3]), new_state
 
@@ -864,7 +846,7 @@ def _generator(model, block: int):
         (device_state, prediction), (tokens, gaps) = jax.lax.scan(one, (device_state, prediction), jnp.arange(block))
         return device_state, prediction, tokens, gaps
 
-    _GENERATORS[key_] = jax.jit(run, compiler_options=compiler_options())
+    _GENERATORS[key_] = jax.jit(run)
     return _GENERATORS[key_]
 
 
@@ -987,19 +969,16 @@ class StreamRun:
     labels: Optional[list] = None
 
 
-def _next_event_nll(prev, out, ids, dt, cfg):
-    """NLL (token + gap, nats) of every event of a one-stream chunk under the prediction before it:
-    `prev` (the prediction after the previous chunk, None at the start) for the first, then the chunk's own."""
-    fields = (out.logits, out.gap_mixture_logits, out.gap_log_means, out.gap_log_scales)
-    before = [o[0, :-1] for o in fields]
-    if prev is None:  # the stream's first event has no prediction
-        ids, dt = ids[1:], dt[1:]
-    else:
-        before = [jnp.concatenate([p, b], axis=0) for p, b in zip(prev, before)]
-    logits, mix, means, scales = before
-    token = -jnp.take_along_axis(jax.nn.log_softmax(logits.astype(jnp.float32)), jnp.asarray(ids)[:, None], axis=1)[:, 0]
-    gap = modeling.lognormal_mixture_nll(jnp.asarray(dt), mix, means, scales, 1.0 / cfg.time_unit_us)
-    return np.asarray(token + gap)
+@functools.partial(jax.jit, static_argnames=("resolution",))
+def _chunk_nll(prev, fields, ids, dt, has_prev, resolution):
+    """(Σ NLL, prediction after the chunk) for one stream's chunk: NLL (token + gap, nats) of each event
+    under the prediction before it (`prev`, from the previous chunk, for the first event; none at the
+    stream's start, has_prev False). fields: the chunk's (logits, mixture logits, log means, log scales)."""
+    logits, mix, means, scales = (jnp.concatenate([p, f[0, :-1]], axis=0) for p, f in zip(prev, fields))
+    token = -jnp.take_along_axis(jax.nn.log_softmax(logits.astype(jnp.float32)), ids[:, None], axis=1)[:, 0]
+    nll = token + modeling.lognormal_mixture_nll(dt, mix, means, scales, resolution)
+    counted = (jnp.arange(ids.shape[0]) > 0) | has_prev
+    return jnp.sum(jnp.where(counted, nll, 0.0)), tuple(f[0, -1:] for f in fields)
 
 
 def run_stream(model_name_or_path, recording_path, chunk_size: int = 256, plot=None, format: Optional[str] = None,
@@ -1049,8 +1028,11 @@ def run_stream(model_name_or_path, recording_path, chunk_size: int = 256, plot=N
             pred = np.asarray(jax.nn.softmax(out.logits[0]))
         else:
             dt = _gaps_before(cfg, c_ts[None], np.array([len(c_ids)]), state)[0]
-            nll_sum += float(np.sum(_next_event_nll(prev, out, c_ids, dt, cfg)))
-            prev = tuple(o[0, -1:] for o in (out.logits, out.gap_mixture_logits, out.gap_log_means, out.gap_log_scales))
+            fields = (out.logits, out.gap_mixture_logits, out.gap_log_means, out.gap_log_scales)
+            has_prev = prev is not None
+            prev = prev if has_prev else tuple(np.zeros((1,) + f.shape[2:], np.float32) for f in fields)
+            total, prev = _chunk_nll(prev, fields, c_ids.astype(np.int32), dt, has_prev, 1.0 / cfg.time_unit_us)
+            nll_sum += float(total)
             pred = np.array([nll_sum / max(int(new_state.num_events[0]) - 1, 1)])
         state = new_state
         seen = int(state.num_events[0])
