@@ -330,6 +330,20 @@ def test_run_stream_plays_a_recording(tmp_path, cls_model):
         S.run_stream(folder, path, chunk_size=0)
 
 
+def test_eventlm_stream_command(tmp_path, cls_model, capsys):
+    from eventlm.cli import main
+    from eventlm.data.events import EVENT_DTYPE
+
+    cls_model.save_pretrained(tmp_path / "model")  # no tokenizer saved: one is built from the sensor
+    events = np.zeros(20, EVENT_DTYPE)
+    events["t"], events["x"] = np.arange(20) * 1000, np.arange(20) % 20
+    np.save(tmp_path / "rec.npy", events)
+    assert main(["stream", str(tmp_path / "model"), str(tmp_path / "rec.npy"), "--chunk-size", "8",
+                 "--sensor-size", "20", "1", "1", "--plot", str(tmp_path / "p.svg")]) == 0
+    out = capsys.readouterr().out
+    assert "events=        20" in out and "events/s" in out and (tmp_path / "p.svg").is_file()
+
+
 def test_run_stream_on_a_real_recording(realdata, tmp_path):
     from eventlm.tokenization_events import EventTokenizer
 

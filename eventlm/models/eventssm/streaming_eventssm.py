@@ -15,18 +15,25 @@ pooling_stride^s events):
 - A pooling block needs the SSM state at one event per window of S positions. The state keeps the
   SSM state at the last *closed* window boundary and the raw inputs of the open window (at most
   S − 1 positions: tokens at stage 0, the previous stage's outputs later). The chunk is appended to
-  those buffered inputs and the combined, window-aligned sequence goes through the model's own
-  `window_end_states` / `pool_windows` / `EventS5` methods from the committed state
-  (x_w = exp(Λ·s·Σ Δt up to w's end) ⊙ x_committed + the model's zero-start window states).
+  those buffered inputs and the window-aligned sequence is processed from the committed state:
+  x_w = exp(Λ·s·Σ_window Δt) ⊙ x_{w−1} + Σ_i exp(Λ·s·τ_i) ⊙ γ_i B̃u_i (τ_i: time from position i
+  to its window's end), i.e. the model's `window_end_states` started from x_committed.
 - Positions are *final* once all their events have arrived; the last window of a level may be
   *provisional* (partial). Provisional positions flow on to the next levels and into the readout
   (the full forward on the prefix sees them as valid), but only final ones are committed: the
   committed SSM states are those after the last final position, the buffers hold final positions.
-- Blocks after the pooling block scan their positions from the committed state (x_committed folded
-  into the first input: x_0 = Λ̄_0 x_committed + γ B̃u_0, then the model's `scan_states`).
+- Blocks after the pooling block run the recurrence over their positions from the committed state
+  (x_0 = Λ̄_0 ⊙ x_committed + γ_0 B̃u_0).
 - The classification readout keeps running sums over final last-level positions and adds the
   provisional one at output time; the next-event head reads, for event k, the last-stage position
   that is complete at k (the model's rule) from this chunk's outputs or the kept last one.
+
+Reused from the model: the EventS5 parameters and methods (Λ, s, γ via `discretize`, B̃ for the token
+tables), the norms and Dense layers (applied with their weights), `EventSSMBlock._pooled_times`,
+`check_inputs`, `linear_recurrence`, `lognormal_mixture_nll`, the output classes. Written here for
+CPU speed, with the same formulas (the parity tests hold them to the full forward): the window sums
+in closed form, the pooling sums written out, a fast complex exponential, B̃/C̃/D as contiguous
+matrices. Tiny chunks cost little compute; the floor there is XLA's per-operation overhead.
 
 Time: timestamps are int µs; the gaps are differenced on the host in int64 and converted exactly as
 the full forward does ((float64 gap / time_unit_us) → float32). With gap_convention="after" (converted
@@ -619,7 +626,7 @@ def _step_for(model):
 # ================================================================================================
 
 
-def init_stream(model, batch_size: int = 1, params=None, batch_stats=None) -> StreamState:
+def init_stream(model, batch_size: int = 1, params=None) -> StreamState:
     """A fresh stream state for `batch_size` parallel streams of `model` (no event seen yet)."""
     head = _head(model)
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
@@ -1047,6 +1054,37 @@ def run_stream(model_name_or_path, recording_path, chunk_size: int = 256, plot=N
     return result
 
 
+def main(argv=None) -> int:
+    """`eventlm stream MODEL RECORDING [options]` (registered in eventlm/cli.py)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="eventlm stream",
+        description="Run a saved EventSSM model over a recording as if it came live from the sensor: chunk by "
+                    "chunk with the stream state, printing the running prediction and events/s.")
+    parser.add_argument("model", help="model folder saved by save_pretrained (or a Hub repo id)")
+    parser.add_argument("recording", help="a recording eventlm.data.readers.read_events can read")
+    parser.add_argument("--chunk-size", type=int, default=256, help="events per chunk (default 256)")
+    parser.add_argument("--plot", default=None, help="save the prediction over time to this image (png, pdf, svg)")
+    parser.add_argument("--format", default=None, help="read_events format (default: from the file)")
+    parser.add_argument("--reader-options", default=None, help='read_events options as JSON, e.g. \'{"channels": 64}\'')
+    parser.add_argument("--sensor-size", type=int, nargs=3, metavar=("W", "H", "P"), help="the recording's sensor")
+    parser.add_argument("--tokenizer", default=None, help="tokenizer folder / preset (default: the model folder's)")
+    parser.add_argument("--realtime", action="store_true", help="replay at the recording's pace")
+    parser.add_argument("--max-events", type=int, default=None, help="stop after this many events")
+    parser.add_argument("--lines", type=int, default=20, help="about how many progress lines to print")
+    args = parser.parse_args(None if argv is None else list(argv))
+    options = json.loads(args.reader_options) if args.reader_options else {}
+    if args.sensor_size:
+        options["sensor_size"] = tuple(args.sensor_size)
+    run_stream(args.model, args.recording, chunk_size=args.chunk_size, plot=args.plot, format=args.format,
+               tokenizer=args.tokenizer, realtime=args.realtime, max_events=args.max_events, lines=args.lines,
+               **options)
+    if args.plot:
+        print(f"wrote {args.plot}")
+    return 0
+
+
 def _plot_stream(run: StreamRun, head: str, path, title) -> Path:
     from ...training.plots import _pyplot, _save
 
@@ -1070,4 +1108,4 @@ def _plot_stream(run: StreamRun, head: str, path, title) -> Path:
 
 
 __all__ = ["StreamState", "StageState", "ReadoutState", "init_stream", "stream", "model_fingerprint", "TRACE_COUNTS", "BUCKETS",
-           "generate", "sample_next_event", "run_stream", "StreamRun", "load_streaming_model"]
+           "generate", "sample_next_event", "run_stream", "StreamRun", "load_streaming_model", "main"]
