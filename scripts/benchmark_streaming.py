@@ -20,8 +20,8 @@ def main(argv=None):
     parser.add_argument("--events", type=int, default=120_000, help="events per stream")
     parser.add_argument("--latency-steps", type=int, default=300, help="timed single-event steps")
     parser.add_argument("--max-chunks", type=int, default=400, help="timed chunks per chunk length")
-    parser.add_argument("--realdata", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared" / "realdata",
-                        help="folder of real recordings (skipped when absent)")
+    realdata = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
+    parser.add_argument("--realdata", type=Path, default=realdata, help="folder of real recordings (skipped when absent)")
     parser.add_argument("--one-core", action="store_true", help="pin the process to one CPU core")
     args = parser.parse_args(argv)
     if args.one_core:

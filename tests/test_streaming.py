@@ -20,7 +20,8 @@ TINY = dict(vocab_size=23, pad_token_id=20, bos_token_id=21, eos_token_id=22, hi
             num_mixture_components=3)
 # every pooling mode, keep, discretization, norm, conj_sym, readout, gap convention and stride 1 at least once
 CASES = {
-    "cls-avg-async-layer-mean-widen": ("cls", dict(pooling_mode="avg", hidden_expansion_factor=2, state_expansion_factor=2)),
+    "cls-avg-async-layer-mean-widen": (
+        "cls", dict(pooling_mode="avg", hidden_expansion_factor=2, state_expansion_factor=2)),
     "cls-last-first-zoh-conj-batch-lastreadout-after": (
         "cls", dict(pooling_mode="last", pooling_keep="first", discretization="zoh", conj_sym=True, norm="batch",
                     classifier_pooling="last", gap_convention="after")),
@@ -120,7 +121,8 @@ def test_streamed_chunks_equal_the_full_forward(case):
                 pieces.append((out, mask))
         if head == "ne":
             for field in ("logits", "gap_mixture_logits", "gap_log_means", "gap_log_scales"):
-                rows = [np.concatenate([np.asarray(getattr(o, field))[b][m[b]] for o, m in pieces]) for b in range(BATCH)]
+                rows = [np.concatenate([np.asarray(getattr(o, field))[b][m[b]] for o, m in pieces])
+                        for b in range(BATCH)]
                 rel_close(np.stack(rows), getattr(full, field))
                 for o, m in pieces:  # positions past a row's events read zeros
                     assert not np.asarray(getattr(o, field))[~m].any()
@@ -221,6 +223,46 @@ def test_single_stream_1d_input_and_timestamp_ties(cls_model):
     for a, b in ((0, 4), (4, 5), (5, 10)):
         out, state = S.stream(model, ids[0, a:b], ts[0, a:b], state, buckets=(8,))
     rel_close(out.logits, model(ids, ts).logits)
+
+
+def test_complex_exp_matches_float64():
+    rng = np.random.default_rng(0)
+    re = -rng.uniform(0, 30, 20_000)
+    im = np.concatenate([rng.normal(0, 3, 10_000), rng.uniform(-2e4, 2e4, 10_000)])  # incl. long gaps
+    z = (re + 1j * im).astype(np.complex64)
+    got = np.asarray(jax.jit(S.complex_exp)(jnp.asarray(z)))
+    ref = np.exp(z.astype(np.complex128))  # of the same float32 inputs
+    assert np.max(np.abs(got - ref) / np.abs(ref)) < 2e-6
+    assert np.max(np.abs(got - np.asarray(jnp.exp(jnp.asarray(z)))) / np.abs(ref)) < 2e-6
+
+
+def test_packed_constants_round_trip():
+    tree = {"a": jnp.arange(6.0).reshape(2, 3), "b": {"c": jnp.ones(4), "d": jnp.asarray([1 + 2j, 3j], jnp.complex64)},
+            "e": jnp.asarray(7.0)}
+    packed = S.PackedConstants.pack(tree)
+    assert len(jax.tree_util.tree_leaves(packed)) == 3  # float32 vectors, complex64 vectors, the matrix
+    back = jax.jit(lambda p: p.unpack())(packed)
+    jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), back, tree)
+
+
+def test_sample_next_event():
+    logits = jnp.asarray([0.0, 2.0, 1.0, 5.0])  # token 3 is banned
+    banned = np.array([False, False, False, True])
+    means, scales = jnp.log(jnp.asarray([1.0 + 1e-3, 9.0])), jnp.asarray([-3.0, 0.0])  # 1 ms (+1 µs) or 9 ms
+    mix = jnp.asarray([3.0, 0.0])
+    token, gap = S.sample_next_event(jax.random.PRNGKey(0), logits, mix, means, scales, 0.0, 1000.0, banned)
+    assert int(token) == 1 and int(gap) == 1000  # greedy: best allowed token, main component's mode: 1 ms
+    keys = jax.random.split(jax.random.PRNGKey(1), 4000)
+    tokens, gaps = jax.vmap(lambda k: S.sample_next_event(k, logits, mix, means, scales, 1.0, 1000.0, banned))(keys)
+    tokens, gaps = np.asarray(tokens), np.asarray(gaps)
+    p = np.exp([0.0, 2.0, 1.0]) / np.exp([0.0, 2.0, 1.0]).sum()
+    np.testing.assert_allclose(np.bincount(tokens, minlength=4)[:3] / 4000, p, atol=0.03)
+    assert not (tokens == 3).any() and (gaps >= 0).all()
+    from scipy.stats import norm
+
+    w = np.exp(3.0) / (np.exp(3.0) + 1)  # weight of the 1 ms component (all its gaps are < 2 ms)
+    below = w + (1 - w) * norm.cdf(np.log(2.001) - np.log(9.0))  # P(gap < 2 ms) under the mixture
+    assert abs(np.mean(gaps < 2000) - below) < 0.015
 
 
 # ------------------------------------------------------------------------------------------------

@@ -382,6 +382,16 @@ def _is_main() -> bool:
     return jax.process_index() == 0
 
 
+def _train_and_record(trainer, output_dir, resume: bool) -> Dict[str, Any]:
+    """Train, write train_results.json; a rerun of a finished run keeps the numbers of the run that trained."""
+    train_metrics = trainer.train(resume=resume)
+    path = Path(output_dir) / "train_results.json"
+    if trainer.steps_run or not path.exists():
+        _save_results(output_dir, "train", train_metrics)
+        return train_metrics
+    return json.loads(path.read_text())
+
+
 def _save_results(output_dir, split: str, metrics: Dict[str, Any]) -> None:
     if _is_main():
         save_results(output_dir, split, metrics)
@@ -471,12 +481,7 @@ def run_classification(model_args: ModelArguments, data_args: DataArguments,
                     f"{model.num_parameters():,}", len(splits["train"]), len(splits.get("validation", [])),
                     len(splits.get("test", [])), "resuming" if resume else "new run")
         if training_args.do_train:
-            train_metrics = trainer.train(resume=resume)
-            if trainer.steps_run or not (Path(training_args.output_dir) / "train_results.json").exists():
-                _save_results(training_args.output_dir, "train", train_metrics)
-            else:  # a rerun of a finished run: keep the numbers of the run that trained
-                train_metrics = json.loads((Path(training_args.output_dir) / "train_results.json").read_text())
-            results.update(train_metrics)
+            results.update(_train_and_record(trainer, training_args.output_dir, resume))
             best = trainer.evaluate(split_for_host(splits["validation"]), prefix="validation")
             results.update(best.metrics)
         eval_split = "test" if "test" in splits else "validation"
@@ -576,12 +581,7 @@ def run_next_event_pretraining(model_args: ModelArguments, data_args: DataArgume
         logger.info("model: %s parameters; train %d, validation %d windows; %s", f"{model.num_parameters():,}",
                     len(splits["train"]), len(splits["validation"]), "resuming" if resume else "new run")
         if training_args.do_train:
-            train_metrics = trainer.train(resume=resume)
-            if trainer.steps_run or not (Path(training_args.output_dir) / "train_results.json").exists():
-                _save_results(training_args.output_dir, "train", train_metrics)
-            else:  # a rerun of a finished run: keep the numbers of the run that trained
-                train_metrics = json.loads((Path(training_args.output_dir) / "train_results.json").read_text())
-            results.update(train_metrics)
+            results.update(_train_and_record(trainer, training_args.output_dir, resume))
         eval_split = "test" if "test" in splits else "validation"
         if training_args.do_eval:
             final = trainer.evaluate(split_for_host(splits[eval_split]), prefix="eval")

@@ -217,9 +217,9 @@ def _prepare(cfg, dtype, variables):
     """Per-weights constants of the step, computed once with the model's EventS5 methods:
     the first block's per-token tables; per block Λ·s (`lam_step`), the input gain γ when it does not
     depend on Δt (async, dirac), and B̃, C̃ as contiguous real matrices (EventS5 reads them as slices of
-    real pairs (…, 2), which XLA would copy on every call): B̃_re, B̃_im (H_in, P) and C̃_re, −C̃_im
-    (P, H_out) with x.re @ C_re + x.im @ C_im = Re(C̃x) (times 2 with conj_sym, folded in: exact); a
-    widening block's D transposed (H_in, H_out)."""
+    real pairs (…, 2), which XLA would copy on every call), one matmul each: B = [B̃_re | B̃_im]
+    (H_in, 2P) and C = [C̃_re; −C̃_im] (2P, H_out), [x.re | x.im] @ C = Re(C̃x) (times 2 with conj_sym,
+    folded in: exact); a widening block's D transposed (H_in, H_out)."""
     params = variables["params"]
     scale = 2.0 if cfg.conj_sym else 1.0
     blocks = {}
@@ -227,7 +227,8 @@ def _prepare(cfg, dtype, variables):
         ssm = _ssm(cfg, params, name, h_in, h_out, p, stride)
         b, c, d = ssm.B, ssm.C, ssm.D
         blocks[name] = {
-            "B_re": b[..., 0].T, "B_im": b[..., 1].T, "C_re": scale * c[..., 0].T, "C_im": -scale * c[..., 1].T,
+            "B": jnp.concatenate([b[..., 0].T, b[..., 1].T], axis=1),
+            "C": scale * jnp.concatenate([c[..., 0].T, -c[..., 1].T], axis=0),
             "D": d if d.ndim == 1 else d.T,
             "lam_step": ssm.eigenvalues() * ssm.step(),
         }
@@ -324,13 +325,15 @@ def _slice_window(x, start, size):
 
 
 def _project_input(weights, u):
-    """B̃u (…, P) complex (EventS5.project_input with contiguous B̃_re, B̃_im (H_in, P))."""
-    return jax.lax.complex(u @ weights["B_re"], u @ weights["B_im"])
+    """B̃u (…, P) complex (EventS5.project_input, one matmul with B = [B̃_re | B̃_im] (H_in, 2P))."""
+    bu = u @ weights["B"]
+    half = bu.shape[-1] // 2
+    return jax.lax.complex(bu[..., :half], bu[..., half:])
 
 
 def _project_output(weights, x):
-    """Re(C̃x) (2·Re with conj_sym) (EventS5.project_output with contiguous C̃_re, −C̃_im (P, H_out))."""
-    return x.real @ weights["C_re"] + x.imag @ weights["C_im"]
+    """Re(C̃x) (2·Re with conj_sym) (EventS5.project_output, one matmul with C = [C̃_re; −C̃_im] (2P, H_out))."""
+    return jnp.concatenate([x.real, x.imag], axis=-1) @ weights["C"]
 
 
 def _gain(cfg, ssm, weights, dt):
@@ -470,7 +473,9 @@ def _pooling_block(cfg, dtype, consts, stage_state, stage, name, h_in, h_out, p,
     weights = consts["blocks"][name]
     inputs = _gain(cfg, ssm, weights, seq_dt) * bu
     last_states = _window_states(weights, seq_dt, inputs, stride, 0, x0, method)
-    kept = _window_states(weights, seq_dt, inputs, stride, stride - 1, x0, method) if cfg.pooling_keep == "first" else last_states
+    kept = last_states
+    if cfg.pooling_keep == "first":  # states after each window's first position
+        kept = _window_states(weights, seq_dt, inputs, stride, stride - 1, x0, method)
     pool = functools.partial(_pool, dt=seq_dt, mask=mask, stride=stride, mode=cfg.pooling_mode,
                              keep=cfg.pooling_keep, eps=cfg.timepool_eps)
     y = _project_output(consts["blocks"][name], kept) + _feedthrough(consts["blocks"][name], pool(u))
@@ -569,7 +574,8 @@ def _next_event_outputs(cfg, dtype, consts, readout, residual, h, n_final, token
         window = (residual + i + 1) // cfg.total_stride - 1  # index into this chunk's positions; −1: the kept one
         context = jnp.where((window >= 0)[:, None], jnp.take(h, jnp.maximum(window, 0), axis=0), readout.last_hidden)
         valid = i < n
-        embeds = jnp.take(params["eventssm"]["embed"]["embedding"], jnp.where(valid, tokens, 0), axis=0) * valid[:, None]
+        embedding = params["eventssm"]["embed"]["embedding"]
+        embeds = jnp.take(embedding, jnp.where(valid, tokens, 0), axis=0) * valid[:, None]
         features = context + _dense(width, dtype, head["local_proj"], embeds)
     features = nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=dtype).apply({"params": head["norm"]}, features)
     logits = _dense(cfg.vocab_size, dtype, head["token_logits"], features)
@@ -1107,5 +1113,8 @@ def _plot_stream(run: StreamRun, head: str, path, title) -> Path:
         plt.close(fig)
 
 
-__all__ = ["StreamState", "StageState", "ReadoutState", "init_stream", "stream", "model_fingerprint", "TRACE_COUNTS", "BUCKETS",
-           "generate", "sample_next_event", "run_stream", "StreamRun", "load_streaming_model", "main"]
+__all__ = [
+    "StreamState", "StageState", "ReadoutState", "PackedConstants", "init_stream", "stream", "generate",
+    "sample_next_event", "complex_exp", "run_stream", "StreamRun", "load_streaming_model", "main",
+    "model_fingerprint", "TRACE_COUNTS", "BUCKETS",
+]
