@@ -284,6 +284,17 @@ def pool_windows(x, dt, mask, stride: int, mode: str, keep: str, eps: float):
     return summed / jnp.where(norm > 0, norm, 1.0)
 
 
+def flat_matmul(x, w):
+    """x (…, K) @ w (K, N) with x flattened to 2-D: for 3-D x, XLA CPU computes the weight gradient
+    xᵀ·g through a slow transposing copy that fuses x's producers (measured 2.6x on a whole step)."""
+    return (x.reshape(-1, x.shape[-1]) @ w).reshape(*x.shape[:-1], w.shape[-1])
+
+
+def flat_dense(dense: nn.Module, x):
+    """A Dense layer applied to x flattened to 2-D (see flat_matmul)."""
+    return dense(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], -1)
+
+
 class EventS5(nn.Module):
     """S5 layer H_in → H_out with P complex states (P/2 stored with conj_sym), discretised per event.
 
@@ -341,17 +352,17 @@ class EventS5(nn.Module):
     def project_input(self, u):
         """B̃u (…, P) complex for real u (…, H_in)."""
         b = self.B.astype(jnp.float32)
-        return jax.lax.complex(u @ b[..., 0].T, u @ b[..., 1].T)
+        return jax.lax.complex(flat_matmul(u, b[..., 0].T), flat_matmul(u, b[..., 1].T))
 
     def project_output(self, x):
         """Re(C̃x) (2·Re with conj_sym) for complex states x (…, P) → (…, H_out)."""
         c = self.C.astype(jnp.float32)
-        y = x.real @ c[..., 0].T - x.imag @ c[..., 1].T
+        y = flat_matmul(x.real, c[..., 0].T) - flat_matmul(x.imag, c[..., 1].T)
         return 2.0 * y if self.config.conj_sym else y
 
     def feedthrough(self, u):
         d = self.D.astype(jnp.float32)
-        return u * d if d.ndim == 1 else u @ d.T
+        return u * d if d.ndim == 1 else flat_matmul(u, d.T)
 
     def __call__(self, u, dt, bu=None, pooled_u=None):
         """u (B, L, H_in) normalised, zero at padding (None when bu and pooled_u make it unnecessary);
@@ -459,10 +470,11 @@ class EventSSMBlock(nn.Module):
         deterministic = not train
         drop = functools.partial(nn.Dropout, cfg.dropout, broadcast_dims=(1,), deterministic=deterministic)
         y = y.astype(self.dtype)
-        gate = nn.Dense(self.h_out, dtype=self.dtype, name="gate")(drop()(nn.gelu(y)))
+        dense = lambda name: nn.Dense(self.h_out, dtype=self.dtype, name=name)  # noqa: E731
+        gate = flat_dense(dense("gate"), drop()(nn.gelu(y)))
         y = drop()(y * nn.sigmoid(gate))
         if self.h_in != self.h_out:
-            skip = nn.Dense(self.h_out, dtype=self.dtype, name="skip_proj")(skip)
+            skip = flat_dense(dense("skip_proj"), skip)
         out = (skip + y) * mask[..., None]
         return out, dt, mask
 
@@ -626,11 +638,11 @@ class EventSSMNextEventHead(nn.Module):
             window = (jnp.arange(length) + 1) // cfg.total_stride - 1  # last complete window at k
             context = jnp.take(hidden, jnp.clip(window, 0, hidden.shape[1] - 1), axis=1)
             context = context * (window >= 0)[None, :, None]
-            features = context + nn.Dense(width, dtype=self.dtype, name="local_proj")(inputs_embeds)
+            features = context + flat_dense(nn.Dense(width, dtype=self.dtype, name="local_proj"), inputs_embeds)
         features = nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=self.dtype, name="norm")(features)
-        logits = nn.Dense(cfg.vocab_size, dtype=self.dtype, name="token_logits")(features)
+        logits = flat_dense(nn.Dense(cfg.vocab_size, dtype=self.dtype, name="token_logits"), features)
         k = cfg.num_mixture_components
-        gap = nn.Dense(3 * k, dtype=self.dtype, name="gap_params")(features).astype(jnp.float32)
+        gap = flat_dense(nn.Dense(3 * k, dtype=self.dtype, name="gap_params"), features).astype(jnp.float32)
         return logits, gap[..., :k], gap[..., k : 2 * k], jnp.clip(gap[..., 2 * k :], -12.0, 5.0)
 
 
