@@ -292,7 +292,7 @@ def flat_matmul(x, w):
 
 def flat_dense(dense: nn.Module, x):
     """A Dense layer applied to x flattened to 2-D (see flat_matmul)."""
-    return dense(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], -1)
+    return dense(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], dense.features)
 
 
 class EventS5(nn.Module):
@@ -929,6 +929,20 @@ class FlaxEventSSMPreTrainedModel(FlaxPreTrainedModel):
         out = self._jitted_apply(variables, ids, dt, mask, labels, rngs, train=train, output_hidden_states=output_hidden_states)
         return out if return_dict else out.to_tuple()
 
+    # Event-by-event inference (issue 5): state in, state out; the math lives in streaming_eventssm.py.
+    def init_stream(self, batch_size: int = 1, params=None):
+        """A fresh stream state for `batch_size` streams (see streaming_eventssm.init_stream)."""
+        from .streaming_eventssm import init_stream
+
+        return init_stream(self, batch_size, params=params)
+
+    def stream(self, input_ids, timestamps, state, attention_mask=None, *, params=None, batch_stats=None):
+        """(output given every event so far, new state) for one chunk of any length ≥ 1."""
+        from .streaming_eventssm import stream
+
+        return stream(self, input_ids, timestamps, state, params=params, batch_stats=batch_stats,
+                      attention_mask=attention_mask)
+
 
 class FlaxEventSSMModel(FlaxEventSSMPreTrainedModel):
     """EventSSM backbone: hidden states of the last stage (see FlaxEventSSMModelOutput)."""
@@ -986,6 +1000,12 @@ class FlaxEventSSMForNextEventPrediction(FlaxEventSSMPreTrainedModel):
             i, k = _first_bad(arr >= self.config.vocab_size)
             raise ValueError(f"labels holds token id {arr[i, k]} at ({i}, {k}), outside the vocabulary of {self.config.vocab_size}")
         return arr.astype(np.int32)
+
+    def generate(self, num_events: int, temperature: float = 1.0, seed: int = 0, tokenizer=None, prompt=None, **kwargs):
+        """Sample `num_events` events one by one with the stream state (see streaming_eventssm.generate)."""
+        from .streaming_eventssm import generate
+
+        return generate(self, num_events, temperature=temperature, seed=seed, tokenizer=tokenizer, prompt=prompt, **kwargs)
 
 
 __all__ = [
