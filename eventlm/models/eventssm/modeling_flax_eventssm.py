@@ -6,7 +6,7 @@ Read top to bottom:
    dtype inside jit), float32 in units of `config.time_unit_us`; the first event and padding get 0.
 2. S5 layer. Per state p and event k (s = step_rescale·exp(log_step), the learned step):
        Λ̄_k = exp(Λ·s·Δt_k)                              decay over the gap before event k
-       x_k = Λ̄_k ⊙ x_{k−1} + γ_k ⊙ (B̃ u_k)              γ: zoh (Λ̄_k − 1)/Λ, dirac 1, async (exp(Λs) − 1)/Λ
+       x_k = Λ̄_k ⊙ x_{k−1} + γ_k ⊙ (B̃ u_k)    γ: zoh (Λ̄_k − 1)/Λ, dirac 1, async (exp(Λs) − 1)/Λ
        y_k = Re(C̃ x_k) (2·Re with conj_sym) + D u_k
    The recurrence runs as jax.lax.associative_scan on accelerators and as lax.scan on CPU (same
    numbers; lax.scan compiles ~10x and runs ~2x faster there). A layer that pools with stride S needs
@@ -150,7 +150,8 @@ def _log_step_init(dt_min: float, dt_max: float):
 
 
 class TokenInputs(NamedTuple):
-    """B̃u_k gathered per event from a per-token table instead of an (B, L, P) array: bu_k = table[tokens_k]·mask_k."""
+    """B̃u_k gathered per event from a per-token table instead of a (B, L, P) array:
+    bu_k = table[tokens_k]·mask_k."""
 
     table: jax.Array  # (V, P) complex
     tokens: jax.Array  # (B, L) int
@@ -196,8 +197,8 @@ def _event_inputs(bu, index=None):
 
 
 def event_states(discretize, dt, bu, method: str, initial_state=None):
-    """States after every event (B, L, P): x_k = Λ̄_k ⊙ x_{k−1} + γ_k ⊙ bu_k, (Λ̄_k, γ_k) = discretize(Δt_k),
-    from x_{−1} = initial_state (B, P) (default 0)."""
+    """States after every event (B, L, P): x_k = Λ̄_k ⊙ x_{k−1} + γ_k ⊙ bu_k with (Λ̄_k, γ_k) =
+    discretize(Δt_k), from x_{−1} = initial_state (B, P) (default 0)."""
     if method == "associative":
         decay, gain = discretize(dt[..., None])
         return linear_recurrence(decay, gain * _event_inputs(bu), method, initial_state)
@@ -261,7 +262,9 @@ def pool_windows(x, dt, mask, stride: int, mode: str, keep: str, eps: float):
     batch, length = dt.shape
     total = -(-length // stride) * stride
     pad = ((0, 0), (0, total - length))
-    to_windows = lambda a: jnp.pad(a, pad + ((0, 0),) * (a.ndim - 2)).reshape(batch, -1, stride, *a.shape[2:])  # noqa: E731
+    def to_windows(a):  # (B, L, ...) → (B, W, S, ...)
+        return jnp.pad(a, pad + ((0, 0),) * (a.ndim - 2)).reshape(batch, -1, stride, *a.shape[2:])
+
     m = to_windows(mask).astype(jnp.float32)
     if mode == "last":
         count = jnp.sum(m, axis=-1).astype(jnp.int32)
@@ -278,7 +281,8 @@ def pool_windows(x, dt, mask, stride: int, mode: str, keep: str, eps: float):
         def add(acc, i):  # acc += w_i · table[token_i] for event position i of every window
             return acc + w[..., i, None] * jnp.take(x.table, tokens[..., i], axis=0), None
 
-        summed, _ = jax.lax.scan(add, jnp.zeros(tokens.shape[:2] + x.table.shape[1:], x.table.dtype), jnp.arange(stride))
+        zeros = jnp.zeros(tokens.shape[:2] + x.table.shape[1:], x.table.dtype)
+        summed, _ = jax.lax.scan(add, zeros, jnp.arange(stride))
     else:
         summed = jnp.sum(to_windows(x) * w[..., None], axis=2)
     return summed / jnp.where(norm > 0, norm, 1.0)
@@ -339,7 +343,7 @@ class EventS5(nn.Module):
         return self.config.step_rescale * jnp.exp(self.log_step.astype(jnp.float32))
 
     def discretize(self, dt):
-        """(Λ̄, γ) for gaps dt (..., 1): Λ̄ = exp(Λ·s·Δt); γ zoh (Λ̄ − 1)/Λ, dirac 1, async (exp(Λ·s) − 1)/Λ."""
+        """(Λ̄, γ) for gaps dt (..., 1): Λ̄ = exp(Λ·s·Δt); γ: zoh (Λ̄ − 1)/Λ, dirac 1, async (exp(Λs) − 1)/Λ."""
         lam, step = self.eigenvalues(), self.step()
         decay = jnp.exp(lam * step * dt)
         method = self.config.discretization
@@ -797,7 +801,9 @@ def check_inputs(config: EventSSMConfig, input_ids, timestamps, attention_mask=N
     if attention_mask is not None:
         am = np.asarray(attention_mask)
         if am.shape != ids.shape:
-            raise ValueError(f"attention_mask has shape {am.shape} but input_ids has shape {ids.shape}; they must match")
+            raise ValueError(
+                f"attention_mask has shape {am.shape} but input_ids has shape {ids.shape}; they must match"
+            )
         if am.dtype.kind == "f" and np.isnan(am).any():
             raise ValueError(f"attention_mask holds NaN at (sample, position) {_first_bad(np.isnan(am))}")
         if not np.isin(am, (0, 1)).all():
@@ -852,7 +858,10 @@ def prepare_inputs(config: EventSSMConfig, input_ids, timestamps, attention_mask
         check_inputs(config, input_ids, timestamps, attention_mask)
     xp = jnp if traced else np
     ids = xp.asarray(input_ids)
-    mask = xp.ones(ids.shape, xp.int32) if attention_mask is None else (xp.asarray(attention_mask) != 0).astype(xp.int32)
+    if attention_mask is None:
+        mask = xp.ones(ids.shape, xp.int32)
+    else:
+        mask = (xp.asarray(attention_mask) != 0).astype(xp.int32)
     dt = compute_time_deltas(timestamps, mask, config.time_unit_us)
     ids = xp.where(mask != 0, ids, 0).astype(xp.int32)  # padding may hold anything (-1, pad id, ...)
     return ids, dt, mask
@@ -926,7 +935,9 @@ class FlaxEventSSMPreTrainedModel(FlaxPreTrainedModel):
             )
         rngs = {"dropout": dropout_rng} if dropout_rng is not None else {}
         variables = self._variables_for(params, batch_stats)
-        out = self._jitted_apply(variables, ids, dt, mask, labels, rngs, train=train, output_hidden_states=output_hidden_states)
+        out = self._jitted_apply(
+            variables, ids, dt, mask, labels, rngs, train=train, output_hidden_states=output_hidden_states
+        )
         return out if return_dict else out.to_tuple()
 
     # Event-by-event inference (issue 5): state in, state out; the math lives in streaming_eventssm.py.
@@ -998,7 +1009,9 @@ class FlaxEventSSMForNextEventPrediction(FlaxEventSSMPreTrainedModel):
             )
         if (arr >= self.config.vocab_size).any():
             i, k = _first_bad(arr >= self.config.vocab_size)
-            raise ValueError(f"labels holds token id {arr[i, k]} at ({i}, {k}), outside the vocabulary of {self.config.vocab_size}")
+            raise ValueError(
+                f"labels holds token id {arr[i, k]} at ({i}, {k}), outside the vocabulary of {self.config.vocab_size}"
+            )
         return arr.astype(np.int32)
 
     def generate(self, num_events: int, temperature: float = 1.0, seed: int = 0, tokenizer=None, prompt=None, **kwargs):
