@@ -444,7 +444,7 @@ def test_negative_timestamps_and_out_of_sensor_events(tmp_path):
     np.save(tmp_path / "plain.npy", np.arange(6).reshape(3, 2))
     with pytest.raises(ValueError, match="structured array"):
         read_events(tmp_path / "plain.npy")
-    np.save(tmp_path / "obj.npy", np.array([{"t": 1}], dtype=object), allow_pickle=True)
+    np.save(tmp_path / "obj.npy", np.array([{"t": 1}], dtype=object))  # np.save pickles object arrays by default
     with pytest.raises(ValueError, match="not a plain numpy"):
         read_events(tmp_path / "obj.npy")  # never unpickled
 
