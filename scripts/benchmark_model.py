@@ -136,14 +136,9 @@ def run_isolated(preset, batch, length, repeats, modes):
 def machine():
     import jax
 
-    try:
-        from eventlm.data.benchmark import machine_description
+    from eventlm.data.benchmark import machine_description
 
-        host = machine_description()
-    except ImportError:  # pragma: no cover
-        import platform
-
-        host = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    host = machine_description()
     device = jax.devices()[0]
     return f"{host}; jax {jax.__version__} on {device.platform} ({getattr(device, 'device_kind', '')})"
 

@@ -37,7 +37,7 @@ from typing import Callable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .events import EVENT_DTYPE, as_events
+from .events import EVENT_DTYPE, as_events, check_sensor_size
 
 RngLike = Union[None, int, np.random.Generator, np.random.SeedSequence]
 _OUTSIDE = ("drop", "clip")
@@ -61,14 +61,7 @@ def _rng(rng: RngLike) -> np.random.Generator:
 
 
 def _sensor(sensor_size) -> Tuple[int, int, int]:
-    """(W, H, P) as ints >= 1, or a ValueError naming the value."""
-    try:
-        W, H, P = (int(s) for s in sensor_size)
-    except (TypeError, ValueError):
-        raise ValueError(f"sensor_size must be (W, H, P) as tonic writes it, got {sensor_size!r}") from None
-    if min(W, H, P) < 1:
-        raise ValueError(f"sensor_size entries must be >= 1, got {sensor_size!r}")
-    return W, H, P
+    return check_sensor_size(sensor_size)
 
 
 def _make(t, x, y, p) -> np.ndarray:

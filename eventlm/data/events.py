@@ -129,6 +129,18 @@ def event_columns(obj, sensor_size: Optional[Sequence[int]] = None, sort: bool =
     return t, x, y, p
 
 
+def check_sensor_size(sensor_size, where: str = "") -> Tuple[int, int, int]:
+    """sensor_size as (W, H, P) ints >= 1 (as tonic writes it), or a ValueError naming the value."""
+    suffix = f" for {where}" if where else ""
+    try:
+        size = tuple(int(s) for s in sensor_size)
+    except (TypeError, ValueError):
+        raise ValueError(f"sensor_size must be (W, H, P) integers, got {sensor_size!r}{suffix}") from None
+    if len(size) != 3 or min(size) < 1:
+        raise ValueError(f"sensor_size must be three positive integers (W, H, P), got {sensor_size!r}{suffix}")
+    return size
+
+
 def sensor_size_of(events: np.ndarray) -> Tuple[int, int, int]:
     """The smallest sensor (W, H, P) that holds these events (for recordings without a header)."""
     if len(events) == 0:

@@ -29,7 +29,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, NamedTuple, Opt
 
 import numpy as np
 
-from .events import EVENT_DTYPE, EventStream, as_events, sensor_size_of
+from .events import EVENT_DTYPE, EventStream, as_events, check_sensor_size, sensor_size_of
 from .visualize import is_audio_sensor, plot_class_samples, sample_preview
 
 DATA_DIR = "data"
@@ -313,7 +313,7 @@ def write_hub_dataset(
     if max_bytes < 1:
         raise ValueError(f"max_shard_size must be positive, got {max_shard_size!r}")
     if sensor_size is not None:
-        sensor_size = _check_sensor_size(sensor_size)
+        sensor_size = check_sensor_size(sensor_size)
     if class_names is not None:
         class_names = [str(c) for c in class_names]
         if len(set(class_names)) != len(class_names) or not class_names:
@@ -550,16 +550,6 @@ def _as_label(label, where, class_names) -> int:
     return value
 
 
-def _check_sensor_size(sensor_size) -> Tuple[int, int, int]:
-    try:
-        size = tuple(int(s) for s in sensor_size)
-    except (TypeError, ValueError):
-        raise ValueError(f"sensor_size must be (W, H, P) integers, got {sensor_size!r}") from None
-    if len(size) != 3 or min(size) < 1:
-        raise ValueError(f"sensor_size must be three positive integers (W, H, P), got {sensor_size!r}")
-    return size
-
-
 @contextmanager
 def _atomic_output_dir(output_dir, overwrite: bool):
     """Yield an empty temporary folder beside output_dir; on success it replaces output_dir, on failure it vanishes."""
@@ -646,7 +636,7 @@ def _tonic_split(name: str, dataset, sensor_size) -> _Split:
             yield item[0], item[1], {k: v[i] for k, v in metadata.items()}
 
     size = getattr(dataset, "sensor_size", None)
-    return _Split(name, n, samples, _check_sensor_size(size) if size is not None and sensor_size is None else None)
+    return _Split(name, n, samples, check_sensor_size(size) if size is not None and sensor_size is None else None)
 
 
 def _folder_layout(folder: Path, extensions) -> Dict[str, Dict[str, Tuple[Path, List[Path]]]]:

@@ -55,7 +55,7 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from .events import EventStream, as_events, sensor_size_of
+from .events import EventStream, as_events, check_sensor_size, sensor_size_of
 
 __all__ = ["read_events", "guess_format", "KNOWN_FORMATS"]
 
@@ -147,15 +147,7 @@ def _existing_file(path) -> Path:
 
 
 def _sensor_option(sensor_size, where) -> Optional[Tuple[int, int, int]]:
-    if sensor_size is None:
-        return None
-    try:
-        sensor = tuple(int(s) for s in sensor_size)
-    except (TypeError, ValueError):
-        raise ValueError(f"sensor_size must be (W, H, P) integers, got {sensor_size!r}") from None
-    if len(sensor) != 3 or min(sensor) < 1:
-        raise ValueError(f"sensor_size must be three positive integers (W, H, P), got {sensor_size!r} for {where}")
-    return sensor
+    return None if sensor_size is None else check_sensor_size(sensor_size, where)
 
 
 def _unwrap32(ts: np.ndarray) -> np.ndarray:
