@@ -7,6 +7,8 @@ package registers the EventSSM config with `transformers.AutoConfig` (and the mo
 
 import importlib
 
+from ._lazy import lazy_exports
+
 from ._quiet import import_transformers_quietly
 
 import_transformers_quietly()
@@ -28,12 +30,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'eventlm' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS, globals())
 
 
 def _register():

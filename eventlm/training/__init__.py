@@ -6,36 +6,31 @@
 Names are imported lazily (importing eventlm.training does not import jax until a name is used).
 """
 
-import importlib
+from eventlm._lazy import lazy_exports
 
 _EXPORTS = {
-    "Trainer": "trainer",
-    "EvalOutput": "trainer",
-    "train": "trainer",
-    "TrainingArguments": "arguments",
-    "ModelArguments": "arguments",
-    "DataArguments": "arguments",
-    "TASK_PRESETS": "arguments",
-    "parse_args": "arguments",
-    "create_optimizer": "optimizer",
-    "param_labels": "optimizer",
-    "DataParallel": "sharding",
-    "CheckpointStore": "checkpoints",
-    "MetricsLogger": "metrics",
-    "confusion_matrix": "metrics",
-    "build_model_card": "card",
-    "push_folder_to_hub": "card",
-    "run_classification": "pipelines",
-    "run_next_event_pretraining": "pipelines",
-    "run_evaluation": "pipelines",
+    "Trainer": ".trainer",
+    "EvalOutput": ".trainer",
+    "train": ".trainer",
+    "TrainingArguments": ".arguments",
+    "ModelArguments": ".arguments",
+    "DataArguments": ".arguments",
+    "TASK_PRESETS": ".arguments",
+    "parse_args": ".arguments",
+    "create_optimizer": ".optimizer",
+    "param_labels": ".optimizer",
+    "DataParallel": ".sharding",
+    "CheckpointStore": ".checkpoints",
+    "MetricsLogger": ".metrics",
+    "confusion_matrix": ".metrics",
+    "build_model_card": ".card",
+    "push_folder_to_hub": ".card",
+    "run_classification": ".pipelines",
+    "run_next_event_pretraining": ".pipelines",
+    "run_evaluation": ".pipelines",
 }
 
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'eventlm.training' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS, globals())
