@@ -109,25 +109,84 @@ class ReadoutState:
 class StreamState:
     """Immutable stream state of a batch of event streams for one model (see the module docstring).
 
-    Device part: `stages` (per-stage SSM states and open pooling windows), `readout`, `logits` (the
-    classification prediction given everything so far; None for next-event models).
+    Device part: `buffer` (B, N) float32, each row one stream's `StageState`s (per-stage SSM states and
+    open pooling windows) and `ReadoutState` packed flat (`StateLayout`: a jitted call pays per array
+    it returns, ~3 µs each, more than the step's compute at small chunks); `stages` / `readout` unpack
+    them (for inspection). `logits`: the classification prediction given everything so far (None for
+    next-event models).
     Host part (numpy, exact): `last_timestamp` (B,) int64 µs of the newest event, `num_events` (B,)
     int64 events seen, `pending_token` (B,) int32 (gap_convention="after": the event waiting for its
     gap, −1 for none). `fingerprint` / `model_name` identify the model the state belongs to.
     """
 
-    stages: Tuple[StageState, ...]
-    readout: ReadoutState
+    buffer: jax.Array
     logits: Optional[jax.Array]
     last_timestamp: np.ndarray
     num_events: np.ndarray
     pending_token: np.ndarray
     fingerprint: str = flax.struct.field(pytree_node=False, default="")
     model_name: str = flax.struct.field(pytree_node=False, default="")
+    layout: Any = flax.struct.field(pytree_node=False, default=None)
 
     @property
     def batch_size(self) -> int:
         return int(self.last_timestamp.shape[0])
+
+    @property
+    def stages(self) -> Tuple[StageState, ...]:
+        """The per-stage states, unpacked from `buffer` (numpy, batch axis first)."""
+        return self.layout.unpack_numpy(self.buffer)[0]
+
+    @property
+    def readout(self) -> ReadoutState:
+        """The running readout, unpacked from `buffer` (numpy, batch axis first)."""
+        return self.layout.unpack_numpy(self.buffer)[1]
+
+
+class StateLayout:
+    """Where each array of one stream's (stages, readout) tree lies in its flat float32 row: complex
+    arrays as their real then imaginary parts, integers (token ids < 2^24, counts) and bfloat16 values
+    as float32 (exact). `pack` / `unpack` run inside jit on one row."""
+
+    def __init__(self, template):
+        leaves, self.treedef = jax.tree_util.tree_flatten(template)
+        self.entries, offset = [], 0
+        for leaf in leaves:
+            shape, dtype = tuple(leaf.shape), np.dtype(leaf.dtype)
+            slots = int(np.prod(shape, dtype=np.int64)) * (2 if dtype.kind == "c" else 1)
+            self.entries.append((offset, shape, dtype))
+            offset += slots
+        self.size = offset
+
+    def pack(self, tree) -> jax.Array:
+        parts = []
+        for leaf in jax.tree_util.tree_leaves(tree):
+            leaf = jnp.ravel(leaf)
+            parts += [leaf.real, leaf.imag] if jnp.iscomplexobj(leaf) else [leaf]
+        return jnp.concatenate([x.astype(jnp.float32) for x in parts])
+
+    def unpack(self, row):
+        leaves = []
+        for offset, shape, dtype in self.entries:
+            n = int(np.prod(shape, dtype=np.int64))
+            if dtype.kind == "c":
+                leaf = jax.lax.complex(row[offset:offset + n], row[offset + n:offset + 2 * n])
+            else:
+                leaf = row[offset:offset + n].astype(dtype)
+            leaves.append(leaf.reshape(shape))
+        return jax.tree_util.tree_unflatten(self.treedef, leaves)
+
+    def unpack_numpy(self, buffer):
+        """(stages, readout) of a (B, N) buffer as numpy arrays with the batch axis first."""
+        buffer = np.asarray(buffer)
+        leaves = []
+        for offset, shape, dtype in self.entries:
+            n = int(np.prod(shape, dtype=np.int64))
+            part = buffer[:, offset:offset + n]
+            if dtype.kind == "c":
+                part = part + 1j * buffer[:, offset + n:offset + 2 * n]
+            leaves.append(part.astype(dtype).reshape((buffer.shape[0],) + shape))
+        return jax.tree_util.tree_unflatten(self.treedef, leaves)
 
 
 # ================================================================================================
@@ -588,9 +647,12 @@ def _next_event_outputs(cfg, dtype, consts, readout, residual, h, n_final, token
 
 
 def _row_step(cfg, dtype, head, consts, device_state, ids, dt, n):
-    """One chunk of one stream: (outputs, new device state). ids, dt (L,), n valid events (scalar)."""
+    """One chunk of one stream: (outputs, new device state). device_state: (its row of the state buffer,
+    its logits); ids, dt (L,), n valid events (scalar)."""
     consts = consts.unpack() if isinstance(consts, PackedConstants) else consts
-    stages, readout, logits = device_state
+    layout = state_layout(cfg, dtype)
+    row, logits = device_state
+    stages, readout = layout.unpack(row)
     length = ids.shape[0]
     ids, dt = _at_least_two_rows(ids, 2), _at_least_two_rows(dt, 2)  # one-row matmuls: see _merge
     valid = jnp.arange(ids.shape[0]) < n
@@ -601,9 +663,9 @@ def _row_step(cfg, dtype, head, consts, device_state, ids, dt, n):
     readout = readout.replace(total_time=readout.total_time + jnp.sum(dt))
     if head == "classification":
         logits, readout = _classification_readout(cfg, dtype, consts, readout, h, h_dt, mask, n_final)
-        return logits, (new_stages, readout, logits)
+        return logits, (layout.pack((new_stages, readout)), logits)
     outs, readout = _next_event_outputs(cfg, dtype, consts, readout, residual, h, n_final, tokens, n)
-    return tuple(o[:length] for o in outs), (new_stages, readout, logits)
+    return tuple(o[:length] for o in outs), (layout.pack((new_stages, readout)), logits)
 
 
 _STEPS: dict = {}  # model fingerprint -> jitted step
@@ -632,30 +694,53 @@ def _step_for(model):
 # ================================================================================================
 
 
+def _state_template(cfg: EventSSMConfig, dtype):
+    """One stream's (stages, readout) tree of shapes and dtypes (no batch axis)."""
+    stride = cfg.pooling_stride
+    spec = jax.ShapeDtypeStruct
+    stages = []
+    for stage in range(cfg.num_stages):
+        states = tuple(spec((_local_state_size(cfg, p),), np.complex64)
+                       for st, _, _, _, _, p, _ in _block_names(cfg) if st == stage)
+        h_in = cfg.hidden_size if stage == 0 else cfg.stage_hidden_size(stage - 1)
+        inputs = spec((stride - 1,), np.int32) if stage == 0 else spec((stride - 1, h_in), dtype)
+        stages.append(StageState(states, inputs, spec((stride - 1,), np.float32), spec((), np.int32)))
+    width = cfg.output_hidden_size
+    readout = ReadoutState(spec((width,), np.float32), spec((), np.float32), spec((width,), dtype),
+                           spec((), np.float32))
+    return tuple(stages), readout
+
+
+_LAYOUTS: dict = {}  # (the config values that shape the state, dtype) -> StateLayout
+
+
+def state_layout(cfg: EventSSMConfig, dtype) -> StateLayout:
+    """The flat layout of one stream's state for this config and compute dtype (cached)."""
+    key = tuple(getattr(cfg, k) for k in ("hidden_size", "state_size", "num_stages", "num_layers_per_stage",
+                                          "pooling_stride", "state_expansion_factor", "hidden_expansion_factor",
+                                          "conj_sym", "vocab_size")) + (str(np.dtype(dtype)),)
+    if key not in _LAYOUTS:
+        if cfg.vocab_size >= 2**24:
+            raise ValueError(f"streaming keeps token ids as float32, exact below 2^24; vocab_size={cfg.vocab_size}")
+        _LAYOUTS[key] = StateLayout(_state_template(cfg, dtype))
+    return _LAYOUTS[key]
+
+
 def init_stream(model, batch_size: int = 1, params=None) -> StreamState:
-    """A fresh stream state for `batch_size` parallel streams of `model` (no event seen yet)."""
+    """A fresh stream state for `batch_size` parallel streams of `model` (no event seen yet: all zeros)."""
     head = _head(model)
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     cfg = model.config
-    b, stride = int(batch_size), cfg.pooling_stride
-    zeros = lambda shape, dtype: jnp.asarray(np.zeros(shape, dtype))  # noqa: E731  (no per-shape compile)
-    stages = []
-    for stage in range(cfg.num_stages):
-        states = tuple(zeros((b, _local_state_size(cfg, p)), np.complex64)
-                       for st, _, _, _, _, p, _ in _block_names(cfg) if st == stage)
-        h_in = cfg.hidden_size if stage == 0 else cfg.stage_hidden_size(stage - 1)
-        inputs = zeros((b, stride - 1), np.int32) if stage == 0 else zeros((b, stride - 1, h_in), model.module.dtype)
-        stages.append(StageState(states, inputs, zeros((b, stride - 1), np.float32), zeros((b,), np.int32)))
-    width = cfg.output_hidden_size
-    readout = ReadoutState(zeros((b, width), np.float32), zeros((b,), np.float32),
-                           zeros((b, width), model.module.dtype), zeros((b,), np.float32))
+    b = int(batch_size)
+    layout = state_layout(cfg, model.module.dtype)
+    buffer = jnp.asarray(np.zeros((b, layout.size), np.float32))  # from numpy: no per-shape compile
     logits = None
     if head == "classification":  # before any event the readout is zero: the classifier's bias
         bias = np.asarray((model.params if params is None else params)["classifier"]["bias"])
         logits = jnp.asarray(np.broadcast_to(bias, (b, cfg.num_labels)))
-    return StreamState(tuple(stages), readout, logits, np.zeros(b, np.int64), np.zeros(b, np.int64),
-                       np.full(b, -1, np.int32), model_fingerprint(model), _model_name(model))
+    return StreamState(buffer, logits, np.zeros(b, np.int64), np.zeros(b, np.int64), np.full(b, -1, np.int32),
+                       model_fingerprint(model), _model_name(model), layout)
 
 
 def _check_state(model, state, batch):
@@ -784,7 +869,7 @@ def stream(model, input_ids, timestamps, state: StreamState, params=None, batch_
     tokens, dts, counts, pending = _internal_events(cfg, ids, dt, n, state)
     consts = _constants(model, params, batch_stats)
     step = _step_for(model)
-    device_state = (state.stages, state.readout, state.logits)
+    device_state = (state.buffer, state.logits)
     pieces, out = [], None
     for start in range(0, length, buckets[-1]):
         size = min(buckets[-1], length - start)
@@ -798,7 +883,7 @@ def stream(model, input_ids, timestamps, state: StreamState, params=None, batch_
             pieces.append(tuple(np.asarray(o)[:, :size] for o in out))
     last = ts[np.arange(batch), np.maximum(n - 1, 0)]
     new_state = state.replace(
-        stages=device_state[0], readout=device_state[1], logits=device_state[2],
+        buffer=device_state[0], logits=device_state[1],
         last_timestamp=np.where(n > 0, last, state.last_timestamp).astype(np.int64),
         num_events=state.num_events + n, pending_token=pending,
     )
@@ -911,7 +996,7 @@ def generate(model, num_events: int, temperature: float = 1.0, seed: int = 0, to
     out, state = stream(model, ids[None], ts[None], state, params=params)
     prediction = tuple(o[0, -1] for o in (out.logits, out.gap_mixture_logits, out.gap_log_means, out.gap_log_scales))
     consts, run = _constants(model, params), _generator(model, block)
-    device_state, key = (state.stages, state.readout, state.logits), jax.random.PRNGKey(seed)
+    device_state, key = (state.buffer, state.logits), jax.random.PRNGKey(seed)
     tokens, gaps = [], []
     for offset in range(0, num_events, block):
         device_state, prediction, tok, gap = run(consts, device_state, prediction, key, jnp.float32(temperature),
@@ -926,7 +1011,7 @@ def generate(model, num_events: int, temperature: float = 1.0, seed: int = 0, to
     if num_events % block:  # the last block ran past num_events: replay the exact events on the state
         _, state = stream(model, tokens[None], times[None], state, params=params)
     else:
-        state = state.replace(stages=device_state[0], readout=device_state[1], logits=device_state[2],
+        state = state.replace(buffer=device_state[0], logits=device_state[1],
                               last_timestamp=np.array([times[-1] if num_events else state.last_timestamp[0]]),
                               num_events=state.num_events + num_events)
     return result, state
@@ -1114,7 +1199,7 @@ def _plot_stream(run: StreamRun, head: str, path, title) -> Path:
 
 
 __all__ = [
-    "StreamState", "StageState", "ReadoutState", "PackedConstants", "init_stream", "stream", "generate",
+    "StreamState", "StageState", "ReadoutState", "StateLayout", "state_layout", "PackedConstants", "init_stream", "stream", "generate",
     "sample_next_event", "complex_exp", "run_stream", "StreamRun", "load_streaming_model", "main",
     "model_fingerprint", "TRACE_COUNTS", "BUCKETS",
 ]
