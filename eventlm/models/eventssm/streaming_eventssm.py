@@ -81,7 +81,8 @@ TRACE_COUNTS: collections.Counter = collections.Counter()
 class StageState:
     """Stream state of one stage (all arrays have the batch axis first).
 
-    ssm_states: committed complex SSM state of each block of the stage, after the last final position.
+    ssm_states: committed complex SSM state of each block of the stage, after the last final position, as a
+        pair (real parts, then imaginary parts).
     window_inputs: the open pooling window's final inputs, (B, S − 1) token ids at stage 0, else
         (B, S − 1, H_in) outputs of the previous stage; window_time_deltas (B, S − 1) their Δt;
         window_count (B,) how many of the S − 1 slots are filled.
@@ -264,36 +265,32 @@ def _dense(features, dtype, params, x):
     return nn.Dense(features, dtype=dtype).apply({"params": params}, x)
 
 
-def _token_tables(cfg, dtype, variables):
-    """The first block's per-token inputs: norm(E) (V, H) and B̃·norm(E) (V, P) complex."""
-    _, _, name, h_in, h_out, p, stride = next(_block_names(cfg))
-    table_u = _norm(cfg, dtype, variables, name, variables["params"]["eventssm"]["embed"]["embedding"])
-    table_bu = _ssm(cfg, variables["params"], name, h_in, h_out, p, stride).project_input(table_u.astype(jnp.float32))
-    return table_u, table_bu
-
-
 def _prepare(cfg, dtype, variables):
-    """Per-weights constants of the step, computed once with the model's EventS5 methods:
-    the first block's per-token tables; per block Λ·s (`lam_step`), the input gain γ when it does not
-    depend on Δt (async, dirac), and B̃, C̃ as contiguous real matrices (EventS5 reads them as slices of
-    real pairs (…, 2), which XLA would copy on every call), one matmul each: B = [B̃_re | B̃_im]
-    (H_in, 2P) and C = [C̃_re; −C̃_im] (2P, H_out), [x.re | x.im] @ C = Re(C̃x) (times 2 with conj_sym,
-    folded in: exact); a widening block's D transposed (H_in, H_out)."""
+    """Per-weights constants of the step, computed once with the model's EventS5 methods: per block Λ·s
+    (`lam_step`, a pair) and B̃, C̃ as contiguous real matrices (EventS5 reads them as slices of real pairs
+    (…, 2), which XLA would copy on every call), one matmul each: B = [B̃_re | B̃_im] (H_in, 2P), with the
+    input gain γ folded in when it does not depend on Δt (async, dirac: (γ·B̃)u = γ·(B̃u)), and
+    C = [C̃_re; −C̃_im] (2P, H_out), [x.re | x.im] @ C = Re(C̃x) (times 2 with conj_sym, folded in: exact);
+    a widening block's D transposed (H_in, H_out). The first block's per-token inputs are tables:
+    norm(E) (`table_u`, V × H) and its B-projection (`table_bu`, V × 2P)."""
     params = variables["params"]
     scale = 2.0 if cfg.conj_sym else 1.0
     blocks = {}
     for _, _, name, h_in, h_out, p, stride in _block_names(cfg):
         ssm = _ssm(cfg, params, name, h_in, h_out, p, stride)
         b, c, d = ssm.B, ssm.C, ssm.D
+        b = jax.lax.complex(b[..., 0], b[..., 1])  # (P, H_in)
+        if cfg.discretization != "zoh":
+            b = ssm.discretize(jnp.zeros((1,), jnp.float32))[1].reshape(-1, 1) * b
         blocks[name] = {
-            "B": jnp.concatenate([b[..., 0].T, b[..., 1].T], axis=1),
+            "B": jnp.concatenate([b.real.T, b.imag.T], axis=1),
             "C": scale * jnp.concatenate([c[..., 0].T, -c[..., 1].T], axis=0),
             "D": d if d.ndim == 1 else d.T,
-            "lam_step": ssm.eigenvalues() * ssm.step(),
+            "lam_step": _to_pair(ssm.eigenvalues() * ssm.step()),
         }
-        if cfg.discretization != "zoh":
-            blocks[name]["gain"] = ssm.discretize(jnp.zeros((1,), jnp.float32))[1]
-    table_u, table_bu = _token_tables(cfg, dtype, variables)
+    first = next(_block_names(cfg))[2]
+    table_u = _norm(cfg, dtype, variables, first, params["eventssm"]["embed"]["embedding"])
+    table_bu = table_u.astype(jnp.float32) @ blocks[first]["B"]
     return {"variables": variables, "blocks": blocks, "table_u": table_u, "table_bu": table_bu}
 
 
@@ -383,21 +380,49 @@ def _slice_window(x, start, size):
     return jax.lax.dynamic_slice_in_dim(jnp.pad(x, pad), start, size, axis=0)
 
 
+# Complex arrays of the step are "pairs": real arrays (…, 2, P) holding the real parts, then the imaginary
+# parts. XLA's CPU backend runs every complex↔real conversion and every concatenation as an operation of
+# its own (≈1 µs each, the streaming step's main cost at small chunks); with pairs the matmuls read and
+# write the states directly (a reshape to (…, 2P)), and a complex product is one elementwise expression
+# of broadcasts and a reversal, which XLA fuses with its neighbours.
+
+_SIGN = np.array([[-1.0], [1.0]], np.float32)  # (2, 1)
+
+
+def _to_pair(z):
+    return jnp.stack([jnp.real(z), jnp.imag(z)], axis=-2)
+
+
+def _to_complex(x):
+    return jax.lax.complex(x[..., 0, :], x[..., 1, :])
+
+
+def _cmul(a, b):
+    """The complex product of two pairs (broadcasting): [a_re·b_re − a_im·b_im, a_re·b_im + a_im·b_re]."""
+    return a[..., :1, :] * b + (a[..., 1:, :] * _SIGN) * jnp.flip(b, axis=-2)
+
+
+def _flat(x):
+    """A pair (…, 2, P) as the (…, 2P) rows the matmuls read (a free reshape)."""
+    return x.reshape(x.shape[:-2] + (-1,))
+
+
 def _project_input(weights, u):
-    """B̃u (…, P) complex (EventS5.project_input, one matmul with B = [B̃_re | B̃_im] (H_in, 2P))."""
+    """(γ·)B̃u as a pair (…, 2, P) (EventS5.project_input, one matmul with B = [B̃_re | B̃_im] (H_in, 2P);
+    γ folded into B when it does not depend on Δt)."""
     bu = u @ weights["B"]
-    half = bu.shape[-1] // 2
-    return jax.lax.complex(bu[..., :half], bu[..., half:])
+    return bu.reshape(bu.shape[:-1] + (2, -1))
 
 
 def _project_output(weights, x):
-    """Re(C̃x) (2·Re with conj_sym) (EventS5.project_output, one matmul with C = [C̃_re; −C̃_im] (2P, H_out))."""
-    return jnp.concatenate([x.real, x.imag], axis=-1) @ weights["C"]
+    """Re(C̃x) (2·Re with conj_sym) (EventS5.project_output, one matmul of the pair x with
+    C = [C̃_re; −C̃_im] (2P, H_out))."""
+    return _flat(x) @ weights["C"]
 
 
-def _gain(cfg, ssm, weights, dt):
-    """γ: per state (async, dirac; precomputed) or per position (zoh, EventS5.discretize)."""
-    return weights["gain"] if "gain" in weights else ssm.discretize(dt[:, None])[1]
+def _gained(cfg, ssm, dt, bu):
+    """γ_k·B̃u_k: γ is folded into B and the token table unless it depends on Δt (zoh: EventS5.discretize)."""
+    return bu if cfg.discretization != "zoh" else _cmul(_to_pair(ssm.discretize(dt[:, None])[1]), bu)
 
 
 def _feedthrough(weights, u):
@@ -423,15 +448,17 @@ def _pool(x, dt, mask, stride, mode, keep, eps):
 
 
 def _recurrence(a, b, x0, method):
-    """x_k = a_k ⊙ x_{k−1} + b_k along axis 0 from x_{−1} = x0 (the model's linear_recurrence, x0 folded
-    into the first input; short ones unrolled)."""
+    """x_k = a_k ⊙ x_{k−1} + b_k along axis 0 from x_{−1} = x0 (pairs in and out; the model's
+    linear_recurrence, x0 folded into the first input; short ones unrolled). Computed in complex64: a
+    product of pairs reads the previous state twice, and XLA, fusing the chain, would recompute it (2^L)."""
+    a, b, x0 = _to_complex(a), _to_complex(b), _to_complex(x0)
     b = b.at[0].add(a[0] * x0)
     if a.shape[0] > UNROLL:
-        return modeling.linear_recurrence(a[None], b[None], method)[0]
+        return _to_pair(modeling.linear_recurrence(a[None], b[None], method)[0])
     xs = [b[0]]
     for k in range(1, a.shape[0]):
         xs.append(a[k] * xs[-1] + b[k])
-    return jnp.stack(xs)
+    return _to_pair(jnp.stack(xs))
 
 
 # π/2 in three parts (the first two with few bits, so that k·part is exact for |k| < 2^15): Cody-Waite
@@ -442,24 +469,30 @@ _COS = tuple(np.float32(c) for c in (4.166664568298827e-2, -1.388731625493765e-3
 
 def complex_exp(z):
     """exp(z) for complex64 z, as jnp.exp(z) to float32 rounding but ~4x faster on CPU, where XLA's
-    sin/cos are the streaming step's bottleneck: exp(Re z)·(cos θ + i sin θ) with θ = Im z reduced to
-    r ∈ [−π/4, π/4] (θ = k·π/2 + r) and Cephes' minimax polynomials for sin r and cos r."""
-    theta = jnp.imag(z)
+    sin/cos are the streaming step's bottleneck (`exp_pair` of its real and imaginary parts)."""
+    return _to_complex(exp_pair(jnp.real(z), jnp.imag(z)))
+
+
+def exp_pair(re, theta):
+    """exp(re + i·θ) for real arrays (…, P) as a pair (…, 2, P) [exp(re)·cos θ, exp(re)·sin θ]: θ reduced
+    to r ∈ [−π/4, π/4] (θ = k·π/2 + r), Cephes' minimax polynomials for sin r and cos r, and
+    sin θ = cos(θ − π/2), i.e. cos in the previous quadrant (one expression over both rows)."""
     k = jnp.round(theta * np.float32(2 / np.pi))
     r = ((theta - k * _PIO2[0]) - k * _PIO2[1]) - k * _PIO2[2]
     r2 = r * r
     sin_r = r + r * r2 * (_SIN[0] + r2 * (_SIN[1] + r2 * _SIN[2]))
     cos_r = 1 - 0.5 * r2 + r2 * r2 * (_COS[0] + r2 * (_COS[1] + r2 * _COS[2]))
-    q = k.astype(jnp.int32) & 3  # quadrant: rotate by q·π/2
-    cos = jnp.where(q == 0, cos_r, jnp.where(q == 1, -sin_r, jnp.where(q == 2, -cos_r, sin_r)))
-    sin = jnp.where(q == 0, sin_r, jnp.where(q == 1, cos_r, jnp.where(q == 2, -sin_r, -cos_r)))
-    magnitude = jnp.exp(jnp.real(z))
-    return jax.lax.complex(magnitude * cos, magnitude * sin)
+    # cos(r + q·π/2) with q = k for the real row and k − 1 for the imaginary one
+    q = (k.astype(jnp.int32)[..., None, :] - np.array([[0], [1]], np.int32)) & 3
+    cos_r, sin_r = cos_r[..., None, :], sin_r[..., None, :]
+    rotated = jnp.where(q == 0, cos_r, jnp.where(q == 1, -sin_r, jnp.where(q == 2, -cos_r, sin_r)))
+    return jnp.exp(re)[..., None, :] * rotated
 
 
 def _decay(weights, dt):
-    """Λ̄ = exp(Λ·s·Δt) for gaps dt (..., 1), as EventS5.discretize computes it (with complex_exp)."""
-    return complex_exp(weights["lam_step"] * dt)
+    """Λ̄ = exp(Λ·s·Δt) (a pair) for gaps dt (..., 1), as EventS5.discretize computes it (with exp_pair)."""
+    lam = weights["lam_step"]
+    return exp_pair(lam[0] * dt, lam[1] * dt)
 
 
 def _suffix_sums(stride):
@@ -477,13 +510,13 @@ def _window_states(weights, dt, inputs, stride, offset, x0, method):
     total = -(-(length + offset) // stride) * stride
     pad = (offset, total - length - offset)
     dtw = jnp.pad(dt, pad).reshape(-1, stride)
-    inw = jnp.pad(inputs, (pad, (0, 0))).reshape(-1, stride, inputs.shape[-1])
+    inw = jnp.pad(inputs, (pad, (0, 0), (0, 0))).reshape((-1, stride) + inputs.shape[1:])
     inclusive, exclusive = _suffix_sums(stride)
     window_dt = dtw @ inclusive[:, :1]  # Σ over the window
     tau = dtw @ exclusive  # Σ_{i' > i} Δt_i': time from position i to its window's end
-    decay_to_end = _decay(weights, tau[..., None])
+    decay_to_end = _decay(weights, tau[..., None])  # (windows, S, 2, P)
     # a sum of `stride` terms written out: XLA's CPU reduction loop would not vectorise the exps inside it
-    b = functools.reduce(jnp.add, [decay_to_end[:, i] * inw[:, i] for i in range(stride)])
+    b = functools.reduce(jnp.add, [_cmul(decay_to_end[:, i], inw[:, i]) for i in range(stride)])
     a = _decay(weights, window_dt)  # decay over the whole window
     return _recurrence(a, b, x0, method)[:num]
 
@@ -506,6 +539,7 @@ def _block_inputs(cfg, dtype, consts, name, stage_zero, x, mask):
         tokens = jnp.where(mask, x, 0)
         u = jnp.take(consts["table_u"], tokens, axis=0) * m
         bu = jnp.take(consts["table_bu"], tokens, axis=0) * m
+        bu = bu.reshape(bu.shape[:-1] + (2, -1))
         return u.astype(jnp.float32), bu, jnp.take(params["eventssm"]["embed"]["embedding"], tokens, axis=0) * m
     x = x * m
     u = (_norm(cfg, dtype, consts["variables"], name, x) * m).astype(jnp.float32)
@@ -530,7 +564,7 @@ def _pooling_block(cfg, dtype, consts, stage_state, stage, name, h_in, h_out, p,
     ssm = _ssm(cfg, consts["variables"]["params"], name, h_in, h_out, p, stride)
     method = modeling.scan_method(cfg)
     weights = consts["blocks"][name]
-    inputs = _gain(cfg, ssm, weights, seq_dt) * bu
+    inputs = _gained(cfg, ssm, seq_dt, bu)
     last_states = _window_states(weights, seq_dt, inputs, stride, 0, x0, method)
     kept = last_states
     if cfg.pooling_keep == "first":  # states after each window's first position
@@ -559,7 +593,7 @@ def _scan_block(cfg, dtype, consts, x0, name, h_in, h_out, p, x, dt, mask, n_fin
     u, bu, skip_in = _block_inputs(cfg, dtype, consts, name, stage_zero, x, mask)
     ssm = _ssm(cfg, consts["variables"]["params"], name, h_in, h_out, p, 1)
     weights = consts["blocks"][name]
-    states = _recurrence(_decay(weights, dt[:, None]), _gain(cfg, ssm, weights, dt) * bu, x0, modeling.scan_method(cfg))
+    states = _recurrence(_decay(weights, dt[:, None]), _gained(cfg, ssm, dt, bu), x0, modeling.scan_method(cfg))
     y = _project_output(consts["blocks"][name], states) + _feedthrough(consts["blocks"][name], u)
     out = _gated_output(cfg, dtype, consts["variables"]["params"]["eventssm"][name], y, skip_in, mask, h_in, h_out)
     committed = jnp.where(n_final > 0, states[jnp.maximum(n_final - 1, 0)], x0)
@@ -700,7 +734,7 @@ def _state_template(cfg: EventSSMConfig, dtype):
     spec = jax.ShapeDtypeStruct
     stages = []
     for stage in range(cfg.num_stages):
-        states = tuple(spec((_local_state_size(cfg, p),), np.complex64)
+        states = tuple(spec((2, _local_state_size(cfg, p)), np.float32)  # pairs
                        for st, _, _, _, _, p, _ in _block_names(cfg) if st == stage)
         h_in = cfg.hidden_size if stage == 0 else cfg.stage_hidden_size(stage - 1)
         inputs = spec((stride - 1,), np.int32) if stage == 0 else spec((stride - 1, h_in), dtype)
@@ -1200,6 +1234,6 @@ def _plot_stream(run: StreamRun, head: str, path, title) -> Path:
 
 __all__ = [
     "StreamState", "StageState", "ReadoutState", "StateLayout", "state_layout", "PackedConstants", "init_stream", "stream", "generate",
-    "sample_next_event", "complex_exp", "run_stream", "StreamRun", "load_streaming_model", "main",
+    "sample_next_event", "complex_exp", "exp_pair", "run_stream", "StreamRun", "load_streaming_model", "main",
     "model_fingerprint", "TRACE_COUNTS", "BUCKETS",
 ]
