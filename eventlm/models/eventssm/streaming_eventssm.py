@@ -258,7 +258,17 @@ def _norm(cfg, dtype, variables, name, x):
         stats = variables["batch_stats"]["eventssm"][name]["norm"]
         norm = modeling.MaskedBatchNorm(cfg.batchnorm_momentum, cfg.batchnorm_eps)
         return norm.apply({"params": block_params, "batch_stats": stats}, x, None, True)
-    return nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=dtype).apply({"params": block_params}, x)
+    return _layer_norm(x, block_params["scale"], block_params["bias"], cfg.layer_norm_eps, dtype)
+
+
+def _layer_norm(x, scale, bias, eps, dtype):
+    """flax's LayerNorm over the last axis (float32 statistics, var = E[x²] − E[x]² clipped at 0), with
+    both means from one matmul: XLA's CPU row reductions take five operations per norm."""
+    x32 = x.astype(jnp.float32)
+    ones = jnp.full((x.shape[-1], 1), 1.0 / x.shape[-1], jnp.float32)
+    stats = jnp.stack([x32, x32 * x32]) @ ones  # (2, …, 1): E[x], E[x²]
+    mean, var = stats[0], jnp.maximum(stats[1] - stats[0] ** 2, 0.0)
+    return ((x32 - mean) * jax.lax.rsqrt(var + eps) * scale + bias).astype(dtype)
 
 
 def _dense(features, dtype, params, x):
@@ -448,17 +458,22 @@ def _pool(x, dt, mask, stride, mode, keep, eps):
 
 
 def _recurrence(a, b, x0, method):
-    """x_k = a_k ⊙ x_{k−1} + b_k along axis 0 from x_{−1} = x0 (pairs in and out; the model's
-    linear_recurrence, x0 folded into the first input; short ones unrolled). Computed in complex64: a
-    product of pairs reads the previous state twice, and XLA, fusing the chain, would recompute it (2^L)."""
+    """x_k = a_k ⊙ x_{k−1} + b_k along axis 0 from x_{−1} = x0 (pairs in, complex64 out: the model's
+    linear_recurrence; short ones unrolled). In complex64 because a product of pairs reads the previous
+    state twice, and XLA, fusing the chain, would recompute it (2^L)."""
     a, b, x0 = _to_complex(a), _to_complex(b), _to_complex(x0)
-    b = b.at[0].add(a[0] * x0)
+    b = b.at[0].add(a[0] * x0)  # (also materialises b: fused into the steps, its window sums would be recomputed)
     if a.shape[0] > UNROLL:
-        return _to_pair(modeling.linear_recurrence(a[None], b[None], method)[0])
+        return modeling.linear_recurrence(a[None], b[None], method)[0]
     xs = [b[0]]
     for k in range(1, a.shape[0]):
         xs.append(a[k] * xs[-1] + b[k])
-    return _to_pair(jnp.stack(xs))
+    return jnp.stack(xs)
+
+
+def _state_at(states, index, x0):
+    """The pair of states[index − 1] (complex states), or x0 (a pair) where index is 0."""
+    return jnp.where(index > 0, _to_pair(states[jnp.maximum(index - 1, 0)]), x0)
 
 
 # π/2 in three parts (the first two with few bits, so that k·part is exact for |k| < 2^15): Cody-Waite
@@ -571,14 +586,14 @@ def _pooling_block(cfg, dtype, consts, stage_state, stage, name, h_in, h_out, p,
         kept = _window_states(weights, seq_dt, inputs, stride, stride - 1, x0, method)
     pool = functools.partial(_pool, dt=seq_dt, mask=mask, stride=stride, mode=cfg.pooling_mode,
                              keep=cfg.pooling_keep, eps=cfg.timepool_eps)
-    y = _project_output(consts["blocks"][name], kept) + _feedthrough(consts["blocks"][name], pool(u))
+    y = _project_output(consts["blocks"][name], _to_pair(kept)) + _feedthrough(consts["blocks"][name], pool(u))
     skip = pool(skip_in)
     block = modeling.EventSSMBlock(cfg, h_in, h_out, p, stride, dtype)
     w_dt, w_mask = block._pooled_times(seq_dt[None], mask[None])
     w_dt, w_mask = w_dt[0], w_mask[0]
     out = _gated_output(cfg, dtype, consts["variables"]["params"]["eventssm"][name], y, skip, w_mask, h_in, h_out)
     closed = nf // stride  # final (closed) windows
-    committed = jnp.where(closed > 0, last_states[jnp.maximum(closed - 1, 0)], x0)
+    committed = _state_at(last_states, closed, x0)
     start = closed * stride
     new_stage = stage_state.replace(
         window_inputs=_slice_window(seq, start, stride - 1),
@@ -594,9 +609,9 @@ def _scan_block(cfg, dtype, consts, x0, name, h_in, h_out, p, x, dt, mask, n_fin
     ssm = _ssm(cfg, consts["variables"]["params"], name, h_in, h_out, p, 1)
     weights = consts["blocks"][name]
     states = _recurrence(_decay(weights, dt[:, None]), _gained(cfg, ssm, dt, bu), x0, modeling.scan_method(cfg))
-    y = _project_output(consts["blocks"][name], states) + _feedthrough(consts["blocks"][name], u)
+    y = _project_output(consts["blocks"][name], _to_pair(states)) + _feedthrough(consts["blocks"][name], u)
     out = _gated_output(cfg, dtype, consts["variables"]["params"]["eventssm"][name], y, skip_in, mask, h_in, h_out)
-    committed = jnp.where(n_final > 0, states[jnp.maximum(n_final - 1, 0)], x0)
+    committed = _state_at(states, n_final, x0)
     return out, committed
 
 
@@ -851,6 +866,30 @@ def _internal_events(config, ids, dt, n, state):
     return tokens, gaps, np.maximum(count, 0), pending
 
 
+def _plain_chunk(config, input_ids, timestamps, state):
+    """(ids, timestamps, tokens, Δt) for a chunk of plain integer arrays of one length ≥ 1 that passes every
+    check (ids in the vocabulary, time order also against the state): few numpy operations, as a live
+    sensor loop calls this per chunk. None for anything else (the full path checks it and names the
+    problem) and for gap_convention="after"."""
+    if config.gap_convention != "before":
+        return None
+    ids, ts = np.asarray(input_ids), np.asarray(timestamps)
+    if ids.ndim == 1 and ts.ndim == 1:
+        ids, ts = ids[None], ts[None]
+    if ids.ndim != 2 or ts.shape != ids.shape or ids.shape[1] == 0 or ids.dtype.kind not in "iu" \
+            or ts.dtype.kind not in "iu" or ids.shape[0] != state.batch_size:
+        return None
+    if ids.min() < 0 or ids.max() >= config.vocab_size:
+        return None
+    ts = ts.astype(np.int64, copy=False)
+    prev = np.where(state.num_events > 0, state.last_timestamp, ts[:, 0])
+    gaps = np.diff(ts, axis=1, prepend=prev[:, None])
+    if gaps.min() < 0:
+        return None
+    # exactly as the full forward (compute_time_deltas): float64 integer gap / time unit → float32
+    return ids, ts, ids, (gaps / float(config.time_unit_us)).astype(np.float32)
+
+
 def _check_buckets(buckets) -> tuple:
     sizes = tuple(sorted(set(int(b) for b in buckets))) if buckets is not None else ()
     if not sizes or sizes[0] < 1:
@@ -893,14 +932,24 @@ def stream(model, input_ids, timestamps, state: StreamState, params=None, batch_
     """
     head = _head(model)
     cfg = model.config
-    buckets = _check_buckets(buckets)
-    ids, ts, n = _as_chunk(cfg, input_ids, timestamps, attention_mask)
-    batch, length = ids.shape
-    _check_state(model, state, batch)
-    if length == 0:
-        return _empty_output(model, state, batch), state
-    dt = _gaps_before(cfg, ts, n, state)
-    tokens, dts, counts, pending = _internal_events(cfg, ids, dt, n, state)
+    buckets = _check_buckets(buckets) if buckets is not BUCKETS else BUCKETS
+    if not isinstance(state, StreamState):
+        _check_state(model, state, None)  # TypeError naming what came instead
+    fast = _plain_chunk(cfg, input_ids, timestamps, state) if attention_mask is None else None
+    if fast is not None:  # the common case, checked in few numpy operations
+        ids, ts, tokens, dts = fast
+        batch, length = ids.shape
+        n = counts = np.full(batch, length, np.int64)
+        pending = state.pending_token
+        _check_state(model, state, batch)
+    else:
+        ids, ts, n = _as_chunk(cfg, input_ids, timestamps, attention_mask)
+        batch, length = ids.shape
+        _check_state(model, state, batch)
+        if length == 0:
+            return _empty_output(model, state, batch), state
+        dt = _gaps_before(cfg, ts, n, state)
+        tokens, dts, counts, pending = _internal_events(cfg, ids, dt, n, state)
     consts = _constants(model, params, batch_stats)
     step = _step_for(model)
     device_state = (state.buffer, state.logits)
@@ -908,19 +957,19 @@ def stream(model, input_ids, timestamps, state: StreamState, params=None, batch_
     for start in range(0, length, buckets[-1]):
         size = min(buckets[-1], length - start)
         bucket = _bucket(size, buckets)
-        piece_ids = np.zeros((batch, bucket), np.int32)
-        piece_dt = np.zeros((batch, bucket), np.float32)
-        piece_ids[:, :size], piece_dt[:, :size] = tokens[:, start:start + size], dts[:, start:start + size]
+        if bucket == size == length:  # no padding
+            piece_ids, piece_dt = tokens.astype(np.int32), dts
+        else:
+            piece_ids = np.zeros((batch, bucket), np.int32)
+            piece_dt = np.zeros((batch, bucket), np.float32)
+            piece_ids[:, :size], piece_dt[:, :size] = tokens[:, start:start + size], dts[:, start:start + size]
         piece_n = np.clip(counts - start, 0, size).astype(np.int32)
         out, device_state = step(consts, device_state, piece_ids, piece_dt, piece_n)
         if head == "next-event":  # cut on the host: an eager slice would compile once per chunk length
             pieces.append(tuple(np.asarray(o)[:, :size] for o in out))
-    last = ts[np.arange(batch), np.maximum(n - 1, 0)]
-    new_state = state.replace(
-        buffer=device_state[0], logits=device_state[1],
-        last_timestamp=np.where(n > 0, last, state.last_timestamp).astype(np.int64),
-        num_events=state.num_events + n, pending_token=pending,
-    )
+    last = ts[:, -1] if fast is not None else ts[np.arange(batch), np.maximum(n - 1, 0)]
+    new_state = StreamState(device_state[0], device_state[1], np.where(n > 0, last, state.last_timestamp).astype(np.int64),
+                            state.num_events + n, pending, state.fingerprint, state.model_name, state.layout)
     if head == "classification":
         return modeling.FlaxEventSSMSequenceClassifierOutput(logits=out), new_state
     parts = [np.concatenate(p, axis=1) if len(pieces) > 1 else p[0] for p in zip(*pieces)]
