@@ -236,6 +236,51 @@ def test_complex_exp_matches_float64():
     assert np.max(np.abs(got - np.asarray(jnp.exp(jnp.asarray(z)))) / np.abs(ref)) < 2e-6
 
 
+def test_layer_norm_matches_float64():
+    rng = np.random.default_rng(3)
+    x = (rng.normal(0, 2, (7, 5, 48)) + rng.normal(0, 3, (7, 5, 1))).astype(np.float32)  # per-row offsets
+    scale, bias = rng.normal(1, 0.3, 48).astype(np.float32), rng.normal(0, 0.5, 48).astype(np.float32)
+    got = np.asarray(jax.jit(lambda a: S._layer_norm(a, scale, bias, 1e-6, jnp.float32))(x))
+    x64 = x.astype(np.float64)
+    mean, var = x64.mean(-1, keepdims=True), x64.var(-1, keepdims=True)
+    ref = (x64 - mean) / np.sqrt(var + 1e-6) * scale + bias
+    assert np.max(np.abs(got - ref)) < 2e-5 * np.max(np.abs(ref))
+
+
+def test_state_buffer_unpacks_to_the_stream_so_far(cls_model):
+    """The flat buffer holds what the state promises: open-window counts (events since the last closed
+    window, per stage) and committed states that equal the recurrence run from the start."""
+    model = cls_model
+    ids, ts = random_stream(seed=11, batch=1, length=23)
+    state = S.init_stream(model, 1)
+    assert np.all(np.asarray(state.buffer) == 0) and state.buffer.shape == (1, state.layout.size)
+    for a, b in ((0, 5), (5, 6), (6, 23)):
+        _, state = S.stream(model, ids[:, a:b], ts[:, a:b], state)
+    stride = model.config.pooling_stride
+    stages = state.stages
+    assert int(stages[0].window_count[0]) == 23 % stride  # 23 = 7 windows of 3 + 2 buffered events
+    assert int(stages[1].window_count[0]) == (23 // stride) % stride
+    np.testing.assert_array_equal(stages[0].window_inputs[0, :2], ids[0, 21:23])
+    again = S.init_stream(model, 1)
+    _, again = S.stream(model, ids, ts, again)  # one chunk: the same state
+    rel_close(again.buffer, state.buffer)
+    assert state.readout.weighted_sum.shape == (1, model.config.output_hidden_size)
+
+
+def test_plain_chunk_path_equals_the_checked_path(cls_model):
+    """Plain integer chunks take a few-operation path; with an attention mask the full checks run: same
+    numbers, same state."""
+    ids, ts = random_stream(seed=12, batch=2, length=14)
+    fast, slow = S.init_stream(cls_model, 2), S.init_stream(cls_model, 2)
+    for a, b in ((0, 3), (3, 11), (11, 14)):
+        out_f, fast = S.stream(cls_model, ids[:, a:b], ts[:, a:b], fast)
+        out_s, slow = S.stream(cls_model, ids[:, a:b], ts[:, a:b], slow, attention_mask=np.ones((2, b - a), np.int8))
+        np.testing.assert_array_equal(np.asarray(out_f.logits), np.asarray(out_s.logits))
+    np.testing.assert_array_equal(np.asarray(fast.buffer), np.asarray(slow.buffer))
+    np.testing.assert_array_equal(fast.last_timestamp, slow.last_timestamp)
+    np.testing.assert_array_equal(fast.num_events, slow.num_events)
+
+
 def test_packed_constants_round_trip():
     tree = {"a": jnp.arange(6.0).reshape(2, 3), "b": {"c": jnp.ones(4), "d": jnp.asarray([1 + 2j, 3j], jnp.complex64)},
             "e": jnp.asarray(7.0)}

@@ -32,8 +32,11 @@ Reused from the model: the EventS5 parameters and methods (Λ, s, γ via `discre
 tables), the norms and Dense layers (applied with their weights), `EventSSMBlock._pooled_times`,
 `check_inputs`, `linear_recurrence`, `lognormal_mixture_nll`, the output classes. Written here for
 CPU speed, with the same formulas (the parity tests hold them to the full forward): the window sums
-in closed form, the pooling sums written out, a fast complex exponential, B̃/C̃/D as contiguous
-matrices. Tiny chunks cost little compute; the floor there is XLA's per-operation overhead.
+in closed form, the pooling sums written out, a fast complex exponential, complex values as real pairs
+around B̃/C̃/D held as contiguous matrices (γ folded into B̃), layer-norm statistics from one matmul.
+Tiny chunks cost little compute; the floor there is XLA's per-operation overhead (≈ 1 µs for each of
+the step's ~150–200 operations) and the dispatch of the call, which is why the device state is one flat
+buffer per stream (`StateLayout`).
 
 Time: timestamps are int µs; the gaps are differenced on the host in int64 and converted exactly as
 the full forward does ((float64 gap / time_unit_us) → float32). With gap_convention="after" (converted
