@@ -78,9 +78,15 @@ def compute_time_deltas(timestamps, attention_mask=None, time_unit_us: float = 1
         return jnp.where(valid, dt, 0.0)
     t = np.asarray(timestamps)
     t = t.astype(np.int64) if t.dtype.kind in "iub" else t.astype(np.float64)
-    gaps = np.diff(t, axis=-1, prepend=t[:, :1]).astype(np.float64)
+    gaps = np.diff(t, axis=-1, prepend=t[:, :1])
     valid = valid_mask(attention_mask, t.shape)
-    return np.where(valid, np.maximum(gaps, 0.0) / float(time_unit_us), 0.0).astype(np.float32)
+    return np.where(valid, gaps_to_units(gaps, time_unit_us), np.float32(0.0))
+
+
+def gaps_to_units(gaps, time_unit_us: float) -> np.ndarray:
+    """Host gaps in µs (int64 or float) → float32 model units: float64 gap (negative ones as 0) / time
+    unit, then rounded to float32 (the one rule the full forward and streaming share)."""
+    return (np.maximum(np.asarray(gaps, np.float64), 0.0) / float(time_unit_us)).astype(np.float32)
 
 
 # ================================================================================================

@@ -148,48 +148,32 @@ class StreamState:
 
 
 class StateLayout:
-    """Where each array of one stream's (stages, readout) tree lies in its flat float32 row: complex
-    arrays as their real then imaginary parts, integers (token ids < 2^24, counts) and bfloat16 values
-    as float32 (exact). `pack` / `unpack` run inside jit on one row."""
+    """Where each array of one stream's (stages, readout) tree lies in its flat float32 row. The tree is
+    real (SSM states are pairs); integers (token ids < 2^24, counts) and bfloat16 values are stored as
+    float32 (exact). `pack` / `unpack` run inside jit on one row."""
 
     def __init__(self, template):
         leaves, self.treedef = jax.tree_util.tree_flatten(template)
         self.entries, offset = [], 0
         for leaf in leaves:
             shape, dtype = tuple(leaf.shape), np.dtype(leaf.dtype)
-            slots = int(np.prod(shape, dtype=np.int64)) * (2 if dtype.kind == "c" else 1)
-            self.entries.append((offset, shape, dtype))
-            offset += slots
+            size = int(np.prod(shape, dtype=np.int64))
+            self.entries.append((offset, size, shape, dtype))
+            offset += size
         self.size = offset
 
     def pack(self, tree) -> jax.Array:
-        parts = []
-        for leaf in jax.tree_util.tree_leaves(tree):
-            leaf = jnp.ravel(leaf)
-            parts += [leaf.real, leaf.imag] if jnp.iscomplexobj(leaf) else [leaf]
-        return jnp.concatenate([x.astype(jnp.float32) for x in parts])
+        return jnp.concatenate([jnp.ravel(leaf).astype(jnp.float32) for leaf in jax.tree_util.tree_leaves(tree)])
 
     def unpack(self, row):
-        leaves = []
-        for offset, shape, dtype in self.entries:
-            n = int(np.prod(shape, dtype=np.int64))
-            if dtype.kind == "c":
-                leaf = jax.lax.complex(row[offset:offset + n], row[offset + n:offset + 2 * n])
-            else:
-                leaf = row[offset:offset + n].astype(dtype)
-            leaves.append(leaf.reshape(shape))
+        leaves = [row[a:a + n].astype(dtype).reshape(shape) for a, n, shape, dtype in self.entries]
         return jax.tree_util.tree_unflatten(self.treedef, leaves)
 
     def unpack_numpy(self, buffer):
         """(stages, readout) of a (B, N) buffer as numpy arrays with the batch axis first."""
         buffer = np.asarray(buffer)
-        leaves = []
-        for offset, shape, dtype in self.entries:
-            n = int(np.prod(shape, dtype=np.int64))
-            part = buffer[:, offset:offset + n]
-            if dtype.kind == "c":
-                part = part + 1j * buffer[:, offset + n:offset + 2 * n]
-            leaves.append(part.astype(dtype).reshape((buffer.shape[0],) + shape))
+        leaves = [buffer[:, a:a + n].astype(dtype).reshape((buffer.shape[0],) + shape)
+                  for a, n, shape, dtype in self.entries]
         return jax.tree_util.tree_unflatten(self.treedef, leaves)
 
 
@@ -843,10 +827,9 @@ def _gaps_before(config, ts, n, state):
             f"{int(state.last_timestamp[row])} µs; events must arrive in time order (equal timestamps are fine)"
         )
     prev = np.where(seen, state.last_timestamp, first)
-    gaps = np.diff(np.concatenate([prev[:, None], ts], axis=1), axis=1).astype(np.float64)
+    gaps = np.diff(np.concatenate([prev[:, None], ts], axis=1), axis=1)
     valid = np.arange(length)[None, :] < n[:, None]
-    # exactly as the full forward (compute_time_deltas): float64 integer gap / time unit → float32
-    return np.where(valid, np.maximum(gaps, 0.0) / float(config.time_unit_us), 0.0).astype(np.float32)
+    return np.where(valid, modeling.gaps_to_units(gaps, config.time_unit_us), np.float32(0.0))
 
 
 def _internal_events(config, ids, dt, n, state):
@@ -870,7 +853,7 @@ def _internal_events(config, ids, dt, n, state):
 
 
 def _plain_chunk(config, input_ids, timestamps, state):
-    """(ids, timestamps, tokens, Δt) for a chunk of plain integer arrays of one length ≥ 1 that passes every
+    """(ids, timestamps, Δt) for a chunk of plain integer arrays of one length ≥ 1 that passes every
     check (ids in the vocabulary, time order also against the state): few numpy operations, as a live
     sensor loop calls this per chunk. None for anything else (the full path checks it and names the
     problem) and for gap_convention="after"."""
@@ -889,8 +872,7 @@ def _plain_chunk(config, input_ids, timestamps, state):
     gaps = np.diff(ts, axis=1, prepend=prev[:, None])
     if gaps.min() < 0:
         return None
-    # exactly as the full forward (compute_time_deltas): float64 integer gap / time unit → float32
-    return ids, ts, ids, (gaps / float(config.time_unit_us)).astype(np.float32)
+    return ids, ts, modeling.gaps_to_units(gaps, config.time_unit_us)
 
 
 def _check_buckets(buckets) -> tuple:
@@ -935,13 +917,13 @@ def stream(model, input_ids, timestamps, state: StreamState, params=None, batch_
     """
     head = _head(model)
     cfg = model.config
-    buckets = _check_buckets(buckets) if buckets is not BUCKETS else BUCKETS
+    buckets = _check_buckets(buckets)
     if not isinstance(state, StreamState):
         _check_state(model, state, None)  # TypeError naming what came instead
     fast = _plain_chunk(cfg, input_ids, timestamps, state) if attention_mask is None else None
     if fast is not None:  # the common case, checked in few numpy operations
-        ids, ts, tokens, dts = fast
-        batch, length = ids.shape
+        ids, ts, dts = fast
+        tokens, (batch, length) = ids, ids.shape
         n = counts = np.full(batch, length, np.int64)
         pending = state.pending_token
         _check_state(model, state, batch)
