@@ -36,6 +36,7 @@ setup(
         "expelliarmus>=1.1",
         "aedat>=2",
         "tqdm",
+        "numba>=0.60",  # the CPU streaming kernel (eventlm/models/eventssm/streaming_cpu_kernel.py)
         "numpy>=2",
         "scipy",
         "jinja2",

@@ -107,13 +107,23 @@ def case(request):
     return request.param, CASES[request.param][0], case_model(request.param)
 
 
-def test_streamed_chunks_equal_the_full_forward(case):
+def implementations(model):
+    """The step implementations that run this model: the XLA step, and the CPU kernel where it covers it."""
+    return ["xla"] + (["cpu-kernel"] if S.cpu_kernel.unsupported_reason(model) is None else [])
+
+
+@pytest.mark.parametrize("implementation", ["xla", "cpu-kernel"])
+def test_streamed_chunks_equal_the_full_forward(case, implementation):
     name, head, model = case
+    if implementation not in implementations(model):
+        with pytest.raises(ValueError, match="CPU streaming kernel cannot run this model: zoh"):
+            S.stream(model, *random_stream(seed=0, length=3), S.init_stream(model, BATCH), implementation=implementation)
+        return
     ids, ts = random_stream(seed=len(name))
     full = None if head == "cls" else model(ids, ts)
     for plan_name, plan in plans(seed=len(name)).items():
         pieces = []
-        for out, ends, mask, _ in chunked(model, ids, ts, plan, buckets=(8,)):
+        for out, ends, mask, _ in chunked(model, ids, ts, plan, buckets=(8,), implementation=implementation):
             if head == "cls":  # the prediction after any chunk = the full forward on that prefix
                 prefix = (np.arange(LENGTH)[None, :] < ends[:, None]).astype(np.int32)
                 rel_close(out.logits, model(ids, ts, attention_mask=prefix).logits)
@@ -158,11 +168,66 @@ def test_bucketing_bounds_the_compile_count():
     ids, ts = random_stream(seed=11, batch=1, length=200)
     state, pos = S.init_stream(model, 1), 0
     for n in list(range(1, 18)) + [40, 3, 1]:  # 20 different chunk lengths
-        _, state = S.stream(model, ids[:, pos:pos + n], ts[:, pos:pos + n], state, buckets=(2, 8, 32))
+        _, state = S.stream(model, ids[:, pos:pos + n], ts[:, pos:pos + n], state, buckets=(2, 8, 32),
+                            implementation="xla")
         pos += n
     assert S.TRACE_COUNTS[key] - before == 3  # one compilation per bucket, whatever the lengths
     with pytest.raises(ValueError, match="buckets"):
         S.stream(model, ids[:, :1], ts[:, :1], state, buckets=())
+
+
+def test_cpu_kernel_equals_the_xla_step(case):
+    """Same outputs and the same state rows chunk by chunk (random chunkings, both heads, every case the
+    kernel covers), and the two implementations continue each other's states."""
+    name, head, model = case
+    if "cpu-kernel" not in implementations(model):
+        pytest.skip("zoh: the XLA step only (tested above)")
+    ids, ts = random_stream(seed=5 + len(name))
+    states = {impl: S.init_stream(model, BATCH) for impl in ("xla", "cpu-kernel")}
+    mixed, pos = S.init_stream(model, BATCH), 0
+    for k, n in enumerate([1, 1, 2, 7, 3, 16, 1, 30]):
+        outs = {}
+        for impl in states:
+            outs[impl], states[impl] = S.stream(model, ids[:, pos:pos + n], ts[:, pos:pos + n], states[impl],
+                                                buckets=(8, 32), implementation=impl)
+        out_mixed, mixed = S.stream(model, ids[:, pos:pos + n], ts[:, pos:pos + n], mixed, buckets=(8, 32),
+                                    implementation=("xla", "cpu-kernel")[k % 2])
+        pos += n
+        rel_close(outs["cpu-kernel"].logits, outs["xla"].logits)
+        rel_close(out_mixed.logits, outs["xla"].logits)
+        rel_close(states["cpu-kernel"].buffer, states["xla"].buffer)
+        rel_close(mixed.buffer, states["xla"].buffer)
+        if head == "ne":
+            rel_close(outs["cpu-kernel"].gap_log_scales, outs["xla"].gap_log_scales)
+            rel_close(outs["cpu-kernel"].gap_log_means, outs["xla"].gap_log_means)
+    with pytest.raises(ValueError, match="implementation must be one of"):
+        S.stream(model, ids[:, :1], ts[:, :1], S.init_stream(model, BATCH), implementation="numba")
+
+
+def test_cpu_kernel_functions_match_float64():
+    """The kernel's complex exponential, exponential, GELU and layer norm against float64 numpy."""
+    K = S.cpu_kernel
+    rng = np.random.default_rng(4)
+    lam = (-rng.uniform(0, 3, 256) + 1j * rng.normal(0, 40, 256)).astype(np.complex64)
+    e_re, e_im, bits = np.empty(256, np.float32), np.empty(256, np.float32), np.empty(256, np.int32)
+    for t in (0.0, 1e-4, 0.37, 8.0, 300.0):  # up to underflow and |θ| ~ 10^4
+        K._cexp(lam.real.copy(), lam.imag.copy(), np.float32(t), e_re, e_im, bits)
+        re, im = lam.real * np.float32(t), lam.imag * np.float32(t)  # the float32 arguments the kernel forms
+        ref = np.exp(re.astype(np.float64) + 1j * im.astype(np.float64))
+        assert np.max(np.abs(e_re + 1j * e_im - ref)) <= 1e-6 * max(np.max(np.abs(ref)), 1e-30) + 1e-37
+    x = rng.uniform(-80, 80, 4096).astype(np.float32)
+    got = x.copy()
+    K._exp_inplace(got, np.empty(4096, np.int32))
+    assert np.max(np.abs(got / np.exp(x.astype(np.float64)) - 1)) < 2e-6
+    y = rng.normal(0, 3, (13, 40)).astype(np.float32)
+    y64 = y.astype(np.float64)
+    gelu = 0.5 * y64 * (1 + np.tanh(np.sqrt(2 / np.pi) * (y64 + 0.044715 * y64**3)))
+    assert np.max(np.abs(K._gelu(y) - gelu)) < 2e-6 * np.max(np.abs(gelu))
+    y = y + rng.normal(0, 4, (13, 1)).astype(np.float32)  # per-row offsets
+    scale, bias = rng.normal(1, 0.3, 40).astype(np.float32), rng.normal(0, 0.5, 40).astype(np.float32)
+    y64 = y.astype(np.float64)
+    ref = (y64 - y64.mean(-1, keepdims=True)) / np.sqrt(y64.var(-1, keepdims=True) + 1e-6) * scale + bias
+    assert np.max(np.abs(K._layer_norm(y, scale, bias, 1e-6) - ref)) < 2e-5 * np.max(np.abs(ref))
 
 
 @pytest.fixture(scope="module")

@@ -59,7 +59,7 @@ import time
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Tuple
+from typing import Any, NamedTuple, Optional, Tuple
 
 import flax
 import flax.linen as nn
@@ -68,6 +68,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import modeling_flax_eventssm as modeling
+from . import streaming_cpu_kernel as cpu_kernel
 from .configuration_eventssm import EventSSMConfig
 
 BUCKETS = tuple(2**i for i in range(13))  # padded chunk lengths compiled for: 1, 2, 4, ..., 4096
@@ -326,26 +327,85 @@ class PackedConstants:
         return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
-_CONSTANTS = weakref.WeakKeyDictionary()  # model -> (params, batch_stats, packed constants)
+_CONSTANTS = weakref.WeakKeyDictionary()  # model -> (params, batch_stats, packed constants, {kind: derived})
 _PREPARE: dict = {}  # model fingerprint -> jitted _prepare
 
 
-def _constants(model, params=None, batch_stats=None) -> dict:
-    """Weights + derived constants for the step, cached per model while its weights objects stay the same."""
+def _cached_constants(model, params=None, batch_stats=None) -> list:
+    """[params, batch_stats, packed constants (the XLA step's), {} (the CPU kernel, made on first use)] for
+    the model's weights, cached per model while its weights objects stay the same."""
     params = model.params if params is None else params
     batch_stats = (model.batch_stats if batch_stats is None else batch_stats) or None  # {} -> None
     cached = _CONSTANTS.get(model)
     if cached is not None and cached[0] is params and cached[1] is batch_stats:
-        return cached[2]
+        return cached
     if model.config.norm == "batch" and not batch_stats:
         raise ValueError("this model uses batch norm but has no batch_stats; pass batch_stats= or load trained weights")
     variables = {"params": params, "batch_stats": batch_stats} if batch_stats else {"params": params}
     key = model_fingerprint(model)
     if key not in _PREPARE:
         _PREPARE[key] = jax.jit(functools.partial(_prepare, model.config, model.module.dtype))
-    consts = PackedConstants.pack(_PREPARE[key](variables))
-    _CONSTANTS[model] = (params, batch_stats, consts)
-    return consts
+    prepared = _PREPARE[key](variables)
+    cached = [params, batch_stats, PackedConstants.pack(prepared), {"prepared": prepared}]
+    _CONSTANTS[model] = cached
+    return cached
+
+
+def _constants(model, params=None, batch_stats=None) -> PackedConstants:
+    """The XLA step's constants (weights + derived) for the model's weights."""
+    return _cached_constants(model, params, batch_stats)[2]
+
+
+def _cpu_kernel(model, params=None, batch_stats=None):
+    """The CPU kernel (streaming_cpu_kernel.CpuStreamKernel) holding the model's weights (cached)."""
+    derived = _cached_constants(model, params, batch_stats)[3]
+    if "kernel" not in derived:
+        derived["kernel"] = cpu_kernel.CpuStreamKernel(model.config, derived.pop("prepared"),
+                                                       state_layout(model.config, model.module.dtype), _head(model))
+    return derived["kernel"]
+
+
+IMPLEMENTATIONS = ("auto", "xla", "cpu-kernel")
+
+
+class _Spec(NamedTuple):
+    """What `stream` reads of a model on every call (transformers' config attributes cost ~1 µs each)."""
+
+    head: str
+    gap_convention: str
+    vocab_size: int
+    time_unit_us: float
+    kernel_unsupported: Optional[str]  # why the CPU kernel cannot run the model (None: it can)
+
+
+_SPECS: dict = {}  # model fingerprint -> _Spec
+
+
+def _spec(model) -> _Spec:
+    key = model_fingerprint(model)
+    if key not in _SPECS:
+        cfg = model.config
+        _SPECS[key] = _Spec(_head(model), cfg.gap_convention, cfg.vocab_size, cfg.time_unit_us,
+                            cpu_kernel.unsupported_reason(model))
+    return _SPECS[key]
+
+
+@functools.lru_cache(maxsize=None)
+def _computes_on_cpu() -> bool:
+    return jax.default_backend() == "cpu"
+
+
+def _use_cpu_kernel(spec: _Spec, implementation: str) -> bool:
+    """Whether `stream` runs the CPU kernel: "auto" where it supports the model and JAX computes on the
+    CPU, "cpu-kernel" (or ValueError naming why not), "xla" never."""
+    if implementation == "xla":
+        return False
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
+    reason = spec.kernel_unsupported
+    if implementation == "cpu-kernel" and reason is not None:
+        raise ValueError(f"the CPU streaming kernel cannot run this model: {reason}; use implementation='xla'")
+    return reason is None and (implementation == "cpu-kernel" or _computes_on_cpu())
 
 
 # ================================================================================================
@@ -853,7 +913,7 @@ def _internal_events(config, ids, dt, n, state):
 
 
 def _plain_chunk(config, input_ids, timestamps, state):
-    """(ids, timestamps, Δt) for a chunk of plain integer arrays of one length ≥ 1 that passes every
+    """config: the model's config or its `_Spec`. (ids, timestamps, Δt) for a chunk of plain integer arrays of one length ≥ 1 that passes every
     check (ids in the vocabulary, time order also against the state): few numpy operations, as a live
     sensor loop calls this per chunk. None for anything else (the full path checks it and names the
     problem) and for gap_convention="after"."""
@@ -876,6 +936,8 @@ def _plain_chunk(config, input_ids, timestamps, state):
 
 
 def _check_buckets(buckets) -> tuple:
+    if buckets is BUCKETS:  # the default, already sorted and positive (stream calls this per chunk)
+        return BUCKETS
     sizes = tuple(sorted(set(int(b) for b in buckets))) if buckets is not None else ()
     if not sizes or sizes[0] < 1:
         raise ValueError(f"buckets must be positive chunk lengths, got {buckets!r}")
@@ -898,7 +960,7 @@ def _empty_output(model, state, batch):
 
 
 def stream(model, input_ids, timestamps, state: StreamState, params=None, batch_stats=None,
-           attention_mask=None, buckets=BUCKETS):
+           attention_mask=None, buckets=BUCKETS, implementation: str = "auto"):
     """Feed one chunk of events to the streams of `state`; returns (output, new_state).
 
     input_ids, timestamps: (B, L) token ids and int µs timestamps (or (L,) for a single stream), any
@@ -910,17 +972,20 @@ def stream(model, input_ids, timestamps, state: StreamState, params=None, batch_
     every event of the chunk (zeros where attention_mask is 0), as numpy arrays.
     buckets: the padded chunk lengths compiled for (one compilation each, at most); a chunk is padded to
     the smallest bucket that holds it, and a longer one is processed in pieces of the largest.
+    implementation: "auto" (the CPU kernel of `streaming_cpu_kernel` when JAX computes on the CPU and
+    the kernel covers the model, else the XLA step), "xla" or "cpu-kernel": the same numbers (parity
+    tests), states interchangeable; the CPU kernel needs no buckets (one compilation for every length).
     An empty chunk (L = 0) is a no-op: the state comes back unchanged with the current prediction
     (classification) or outputs of length 0 (next-event).
     Raises ValueError for a chunk before the state's last timestamp, ids outside the vocabulary,
     decreasing timestamps, a state of another model or batch size.
     """
-    head = _head(model)
-    cfg = model.config
+    spec = _spec(model)
+    head, cfg = spec.head, model.config
     buckets = _check_buckets(buckets)
     if not isinstance(state, StreamState):
         _check_state(model, state, None)  # TypeError naming what came instead
-    fast = _plain_chunk(cfg, input_ids, timestamps, state) if attention_mask is None else None
+    fast = _plain_chunk(spec, input_ids, timestamps, state) if attention_mask is None else None
     if fast is not None:  # the common case, checked in few numpy operations
         ids, ts, dts = fast
         tokens, (batch, length) = ids, ids.shape
@@ -935,6 +1000,25 @@ def stream(model, input_ids, timestamps, state: StreamState, params=None, batch_
             return _empty_output(model, state, batch), state
         dt = _gaps_before(cfg, ts, n, state)
         tokens, dts, counts, pending = _internal_events(cfg, ids, dt, n, state)
+    if _use_cpu_kernel(spec, implementation):
+        out, buffer, logits = _cpu_kernel(model, params, batch_stats)(state.buffer, state.logits, tokens, dts, counts)
+        device_state, pieces = (buffer, logits), [out]
+    else:
+        out, device_state, pieces = _xla_chunk(model, params, batch_stats, buckets, state, tokens, dts, counts)
+    last = ts[:, -1] if fast is not None else ts[np.arange(batch), np.maximum(n - 1, 0)]
+    new_state = StreamState(device_state[0], device_state[1], np.where(n > 0, last, state.last_timestamp).astype(np.int64),
+                            state.num_events + n, pending, state.fingerprint, state.model_name, state.layout)
+    if head == "classification":
+        return modeling.FlaxEventSSMSequenceClassifierOutput(logits=out), new_state
+    parts = [np.concatenate(p, axis=1) if len(pieces) > 1 else p[0] for p in zip(*pieces)]
+    return modeling.FlaxEventSSMNextEventPredictionOutput(
+        logits=parts[0], gap_mixture_logits=parts[1], gap_log_means=parts[2], gap_log_scales=parts[3]), new_state
+
+
+def _xla_chunk(model, params, batch_stats, buckets, state, tokens, dts, counts):
+    """The chunk through the jitted XLA step, in bucket-padded pieces: (last output, (buffer, logits),
+    next-event output pieces)."""
+    batch, length = tokens.shape
     consts = _constants(model, params, batch_stats)
     step = _step_for(model)
     device_state = (state.buffer, state.logits)
@@ -950,16 +1034,9 @@ def stream(model, input_ids, timestamps, state: StreamState, params=None, batch_
             piece_ids[:, :size], piece_dt[:, :size] = tokens[:, start:start + size], dts[:, start:start + size]
         piece_n = np.clip(counts - start, 0, size).astype(np.int32)
         out, device_state = step(consts, device_state, piece_ids, piece_dt, piece_n)
-        if head == "next-event":  # cut on the host: an eager slice would compile once per chunk length
+        if _head(model) == "next-event":  # cut on the host: an eager slice would compile once per chunk length
             pieces.append(tuple(np.asarray(o)[:, :size] for o in out))
-    last = ts[:, -1] if fast is not None else ts[np.arange(batch), np.maximum(n - 1, 0)]
-    new_state = StreamState(device_state[0], device_state[1], np.where(n > 0, last, state.last_timestamp).astype(np.int64),
-                            state.num_events + n, pending, state.fingerprint, state.model_name, state.layout)
-    if head == "classification":
-        return modeling.FlaxEventSSMSequenceClassifierOutput(logits=out), new_state
-    parts = [np.concatenate(p, axis=1) if len(pieces) > 1 else p[0] for p in zip(*pieces)]
-    return modeling.FlaxEventSSMNextEventPredictionOutput(
-        logits=parts[0], gap_mixture_logits=parts[1], gap_log_means=parts[2], gap_log_scales=parts[3]), new_state
+    return out, device_state, pieces
 
 
 # ================================================================================================
