@@ -454,6 +454,27 @@ def _step(w, g, blocks, stages, eps, buffer, tokens, dt, counts, logits, next_ou
     return new
 
 
+@_njit
+def plain_gaps(ids, timestamps, last_timestamp, num_events, vocab_size, time_unit_us):
+    """(ok, Δt) of a chunk of plain integer ids/µs timestamps (B, L), checked on the way: every id in
+    [0, vocab_size), times not decreasing, also from the state's last timestamp (rows that have seen
+    events). Δt = float32(float64 gap / time unit) (modeling.gaps_to_units); ok False at the first failed
+    check (the caller's full checks then name it). One pass, as a live loop calls it per chunk."""
+    batch, length = ids.shape
+    dt = np.empty((batch, length), F32)
+    for r in range(batch):
+        prev = last_timestamp[r] if num_events[r] > 0 else np.int64(timestamps[r, 0])
+        for i in range(length):
+            if ids[r, i] < 0 or ids[r, i] >= vocab_size:
+                return False, dt
+            gap = np.int64(timestamps[r, i]) - prev
+            if gap < 0:
+                return False, dt
+            dt[r, i] = F32(np.float64(gap) / time_unit_us)
+            prev = np.int64(timestamps[r, i])
+    return True, dt
+
+
 # ------------------------------------------------------------------------------------------------
 # Python side
 

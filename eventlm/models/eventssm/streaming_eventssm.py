@@ -913,10 +913,11 @@ def _internal_events(config, ids, dt, n, state):
 
 
 def _plain_chunk(config, input_ids, timestamps, state):
-    """config: the model's config or its `_Spec`. (ids, timestamps, Δt) for a chunk of plain integer arrays of one length ≥ 1 that passes every
-    check (ids in the vocabulary, time order also against the state): few numpy operations, as a live
-    sensor loop calls this per chunk. None for anything else (the full path checks it and names the
-    problem) and for gap_convention="after"."""
+    """(ids, timestamps, Δt) for a chunk of plain integer arrays of one length ≥ 1 that passes every
+    check (ids in the vocabulary, time order also against the state), checked in one compiled pass
+    (`streaming_cpu_kernel.plain_gaps`), as a live sensor loop calls this per chunk. None for anything
+    else (the full path checks it and names the problem) and for gap_convention="after".
+    config: the model's config or its `_Spec`."""
     if config.gap_convention != "before":
         return None
     ids, ts = np.asarray(input_ids), np.asarray(timestamps)
@@ -925,14 +926,9 @@ def _plain_chunk(config, input_ids, timestamps, state):
     if ids.ndim != 2 or ts.shape != ids.shape or ids.shape[1] == 0 or ids.dtype.kind not in "iu" \
             or ts.dtype.kind not in "iu" or ids.shape[0] != state.batch_size:
         return None
-    if ids.min() < 0 or ids.max() >= config.vocab_size:
-        return None
-    ts = ts.astype(np.int64, copy=False)
-    prev = np.where(state.num_events > 0, state.last_timestamp, ts[:, 0])
-    gaps = np.diff(ts, axis=1, prepend=prev[:, None])
-    if gaps.min() < 0:
-        return None
-    return ids, ts, modeling.gaps_to_units(gaps, config.time_unit_us)
+    ok, dt = cpu_kernel.plain_gaps(ids, ts, state.last_timestamp, state.num_events, config.vocab_size,
+                                   float(config.time_unit_us))
+    return (ids, ts, dt) if ok else None
 
 
 def _check_buckets(buckets) -> tuple:
