@@ -1,7 +1,7 @@
 """Benchmark EventSSM streaming: batch-1 per-event latency and chunked throughput with the state carried.
 
     python scripts/benchmark_streaming.py [--presets shd dvs-gesture] [--chunks 1 16 64 256]
-        [--events 120000] [--realdata ../shared/realdata] [--one-core]
+        [--events 120000] [--realdata ../shared/realdata] [--one-core] [--implementations cpu-kernel xla]
 
 Prints a table naming the machine (see eventlm/models/eventssm/streaming_benchmark.py for what is timed).
 """
@@ -23,13 +23,16 @@ def main(argv=None):
     realdata = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
     parser.add_argument("--realdata", type=Path, default=realdata, help="folder of real recordings (skipped when absent)")
     parser.add_argument("--one-core", action="store_true", help="pin the process to one CPU core")
+    parser.add_argument("--implementations", nargs="+", default=["auto"], choices=["auto", "cpu-kernel", "xla"],
+                        help="streaming step(s) to time (auto: the CPU kernel on CPU where it covers the model)")
     args = parser.parse_args(argv)
     if args.one_core:
         pin_to_one_core()
     realdata = args.realdata if args.realdata.is_dir() else None
     if realdata is None:
         print(f"(no real recordings at {args.realdata}: random streams only)")
-    results = benchmark_streaming(args.presets, realdata, args.chunks, args.events, args.latency_steps, args.max_chunks)
+    results = benchmark_streaming(args.presets, realdata, args.chunks, args.events, args.latency_steps, args.max_chunks,
+                                  implementations=args.implementations)
     print(format_table(results, machine_description()))
     return results
 

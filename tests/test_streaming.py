@@ -521,9 +521,11 @@ def test_benchmark_functions(cls_model):
 
     ids, ts = B.random_stream(cls_model.config, 64, seed=1)
     assert ids.max() < cls_model.config.vocab_size - 3 and (np.diff(ts) >= 0).all() and ts.dtype == np.int64
-    rows = B.benchmark_model(cls_model, {"random": (ids, ts)}, chunks=(8,), latency_steps=4, max_chunks=3)
-    assert [r[0] for r in rows] == ["1-event latency", "chunks of 8"]
-    assert rows[0][2]["p99_us"] >= rows[0][2]["p50_us"] > 0 and rows[1][2]["events_per_s"] > 0
+    rows = B.benchmark_model(cls_model, {"random": (ids, ts)}, chunks=(8,), latency_steps=4, max_chunks=3,
+                             implementations=("auto", "xla"))
+    assert [r[0] for r in rows] == ["1-event latency", "chunks of 8"] * 2
+    assert [r[2] for r in rows] == ["cpu-kernel"] * 2 + ["xla"] * 2  # auto runs the kernel on CPU
+    assert rows[0][3]["p99_us"] >= rows[0][3]["p50_us"] > 0 and rows[1][3]["events_per_s"] > 0
     table = B.format_table({"tiny": rows}, machine="test machine")
     assert "test machine" in table and "ev/s" in table and "p50" in table
 
@@ -537,7 +539,7 @@ def test_benchmark_script(capsys):
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     results = script.main(["--presets", "tiny", "--chunks", "4", "--events", "40", "--latency-steps", "3",
-                           "--max-chunks", "2", "--realdata", "/nonexistent"])
+                           "--max-chunks", "2", "--realdata", "/nonexistent", "--implementations", "cpu-kernel", "xla"])
     assert list(results) == ["tiny"] and "eventlm streaming benchmark" in capsys.readouterr().out
 
 

@@ -60,14 +60,15 @@ def _sync(out):
     jax.block_until_ready(out.logits)
 
 
-def per_event_latency(model, ids, ts, steps: int = 300, warmup: int = 20):
+def per_event_latency(model, ids, ts, steps: int = 300, warmup: int = 20, implementation: str = "auto"):
     """p50 / p99 µs (wall) and mean µs (CPU time of this process) of single-event `stream` steps."""
     state = streaming.init_stream(model, 1)
     n = min(steps + warmup, len(ids))
     wall, cpu = [], []
     for k in range(n):
         w, c = time.perf_counter(), time.process_time()
-        out, state = streaming.stream(model, ids[k:k + 1][None], ts[k:k + 1][None], state)
+        out, state = streaming.stream(model, ids[k:k + 1][None], ts[k:k + 1][None], state,
+                                      implementation=implementation)
         _sync(out)
         if k >= warmup:
             wall.append(time.perf_counter() - w)
@@ -77,7 +78,8 @@ def per_event_latency(model, ids, ts, steps: int = 300, warmup: int = 20):
             "cpu_us": float(np.mean(cpu) * 1e6)}
 
 
-def chunked_throughput(model, ids, ts, chunk: int, max_chunks: int = 400, warmup: int = 3):
+def chunked_throughput(model, ids, ts, chunk: int, max_chunks: int = 400, warmup: int = 3,
+                       implementation: str = "auto"):
     """Events/s of `stream` over consecutive chunks of `chunk` events with the state carried:
     chunk / median wall time per chunk, and events / CPU time of this process."""
     state = streaming.init_stream(model, 1)
@@ -86,7 +88,8 @@ def chunked_throughput(model, ids, ts, chunk: int, max_chunks: int = 400, warmup
     for k in range(count):
         a = k * chunk
         w, c = time.perf_counter(), time.process_time()
-        out, state = streaming.stream(model, ids[a:a + chunk][None], ts[a:a + chunk][None], state)
+        out, state = streaming.stream(model, ids[a:a + chunk][None], ts[a:a + chunk][None], state,
+                                      implementation=implementation)
         _sync(out)
         if k >= warmup:
             wall.append(time.perf_counter() - w)
@@ -97,19 +100,27 @@ def chunked_throughput(model, ids, ts, chunk: int, max_chunks: int = 400, warmup
 
 
 def benchmark_model(model, streams: dict, chunks: Sequence[int] = (1, 16, 64, 256), latency_steps: int = 300,
-                    max_chunks: int = 400):
-    """Rows (what, data, numbers) for one model over named (ids, ts) streams."""
+                    max_chunks: int = 400, implementations: Sequence[str] = ("auto",)):
+    """Rows (what, data, implementation, numbers) for one model over named (ids, ts) streams and
+    `stream` implementations ("auto", "cpu-kernel", "xla"; "auto" is named by what it ran)."""
     rows = []
-    for data, (ids, ts) in streams.items():
-        rows.append(("1-event latency", data, per_event_latency(model, ids, ts, latency_steps)))
-        for chunk in chunks:
-            rows.append((f"chunks of {chunk}", data, chunked_throughput(model, ids, ts, chunk, max_chunks)))
+    for implementation in implementations:
+        name = implementation
+        if implementation == "auto":
+            name = "cpu-kernel" if streaming._use_cpu_kernel(streaming._spec(model), "auto") else "xla"
+        for data, (ids, ts) in streams.items():
+            latency = per_event_latency(model, ids, ts, latency_steps, implementation=implementation)
+            rows.append(("1-event latency", data, name, latency))
+            for chunk in chunks:
+                rate = chunked_throughput(model, ids, ts, chunk, max_chunks, implementation=implementation)
+                rows.append((f"chunks of {chunk}", data, name, rate))
     return rows
 
 
 def benchmark_streaming(presets: Sequence[str] = ("shd", "dvs-gesture"), realdata_dir=None,
                         chunks: Sequence[int] = (1, 16, 64, 256), n_events: int = 120_000, latency_steps: int = 300,
-                        max_chunks: int = 400, seed: int = 0, config_overrides: Optional[dict] = None):
+                        max_chunks: int = 400, seed: int = 0, config_overrides: Optional[dict] = None,
+                        implementations: Sequence[str] = ("auto",)):
     """{preset: rows}: randomly initialised classification models of the presets (speed does not depend
     on the weights) on a random stream and on the realdata recordings of their kind."""
     results = {}
@@ -122,7 +133,7 @@ def benchmark_streaming(presets: Sequence[str] = ("shd", "dvs-gesture"), realdat
                 path = Path(realdata_dir) / rel
                 if path.is_file():
                     streams[rel] = recording_stream(config, path, REALDATA_FILES[rel][0], n_events)
-        results[preset] = benchmark_model(model, streams, chunks, latency_steps, max_chunks)
+        results[preset] = benchmark_model(model, streams, chunks, latency_steps, max_chunks, implementations)
     return results
 
 
@@ -131,14 +142,14 @@ def format_table(results: dict, machine: Optional[str] = None) -> str:
     machine = machine or machine_description()
     lines = [f"eventlm streaming benchmark (batch 1, state carried) on: {machine}, jax {jax.__version__} "
              f"({jax.default_backend()})", "",
-             f"{'preset':<12} {'data':<52} {'measure':<16} {'result':>36}"]
+             f"{'preset':<12} {'data':<52} {'step':<11} {'measure':<16} {'result':>36}"]
     for preset, rows in results.items():
-        for what, data, r in rows:
+        for what, data, implementation, r in rows:
             if "p50_us" in r:
                 value = f"p50 {r['p50_us']:,.0f} µs  p99 {r['p99_us']:,.0f} µs  cpu {r['cpu_us']:,.0f} µs"
             else:
                 value = f"{r['events_per_s']:>10,.0f} ev/s  {r['events_per_cpu_s']:>10,.0f} ev/cpu-s"
-            lines.append(f"{preset:<12} {data:<52} {what:<16} {value:>36}")
+            lines.append(f"{preset:<12} {data:<52} {implementation:<11} {what:<16} {value:>36}")
     return "\n".join(lines)
 
 
