@@ -199,47 +199,55 @@ def _advance(x_re, x_im, a_re, a_im, b_re, b_im):
         x_re[j] = re
 
 
+DECAY_SLOTS = 32  # per block and call: exp(Λ·s·Δt) of recent Δt values (event gaps repeat: µs timestamps)
+
+
 @_njit
-def _window_states(lam_re, lam_im, bu, rows, dt, stride, offset, x0):
-    """States after the last position of each window of `stride` positions (`offset` neutral positions
-    first), position i's input γB̃u_i being row rows[i] of `bu` (a token table at the first block):
-    x_w = exp(Λ·s·Σ_window Δt) ⊙ x_{w−1} + Σ_i exp(Λ·s·τ_i) ⊙ γB̃u_i, τ_i the time from position i
-    to its window's end (exp(0) = 1 is not computed)."""
-    m, p = dt.shape[0], lam_re.shape[0]
+def _decay_cache(p):
+    """(keys, re, im, bits scratch): a direct-mapped cache of exp(Λ·s·Δt) rows keyed by Δt's float32 bits."""
+    return (np.full(DECAY_SLOTS, -1, np.int64), np.empty((DECAY_SLOTS, p), F32), np.empty((DECAY_SLOTS, p), F32),
+            np.empty(1, F32), np.empty(p, np.int32))
+
+
+@_njit
+def _decay_slot(lam_re, lam_im, t, keys, table_re, table_im, scratch, kbits):
+    """The cache slot holding exp(Λ·s·t) (computed with _cexp on a miss: the same numbers either way)."""
+    scratch[0] = t
+    bits = np.int64(scratch.view(np.int32)[0]) & np.int64(0xFFFFFFFF)
+    slot = ((bits * np.int64(2654435761)) >> np.int64(16)) & np.int64(DECAY_SLOTS - 1)
+    if keys[slot] != bits:
+        _cexp(lam_re, lam_im, t, table_re[slot], table_im[slot], kbits)
+        keys[slot] = bits
+    return slot
+
+
+@_njit
+def _recurrence(lam_re, lam_im, bu, rows, dt, stride, keep_first, x0):
+    """x_i = exp(Λ·s·Δt_i) ⊙ x_{i−1} + γB̃u_i over positions i < len(rows) from x0, input i being row
+    rows[i] of `bu` (a token table at the first block). Returns the states after the last position of
+    each window of `stride` (the model's window_end_states; every position for stride 1) and, with
+    keep_first, after each window's first position (else the same array)."""
+    m, p = rows.shape[0], lam_re.shape[0]
     num = (m + stride - 1) // stride
-    out = np.empty((num, 2 * p), F32)
-    e_re, e_im, kbits = np.empty(p, F32), np.empty(p, F32), np.empty(p, np.int32)
-    b_re, b_im = np.empty(p, F32), np.empty(p, F32)
+    last = np.empty((num, 2 * p), F32)
+    first = np.empty((num, 2 * p), F32) if keep_first else last
+    keys, table_re, table_im, scratch, kbits = _decay_cache(p)
     x_re, x_im = x0[:p].copy(), x0[p:].copy()
-    for win in range(num):
-        b_re[:] = 0.0
-        b_im[:] = 0.0
-        tau = F32(0.0)
-        for j in range(stride - 1, -1, -1):
-            i = win * stride + j - offset
-            if i < 0 or i >= m:
-                continue
-            row = bu[rows[i]]
-            if tau == 0:
-                b_re += row[:p]
-                b_im += row[p:]
-            else:
-                _cexp(lam_re, lam_im, tau, e_re, e_im, kbits)
-                _cmul_add(b_re, b_im, e_re, e_im, row[:p], row[p:])
-            tau += dt[i]
-        _cexp(lam_re, lam_im, tau, e_re, e_im, kbits)
-        _advance(x_re, x_im, e_re, e_im, b_re, b_im)
-        out[win, :p] = x_re
-        out[win, p:] = x_im
-    return out
-
-
-@_njit
-def _cmul_add(acc_re, acc_im, a_re, a_im, b_re, b_im):
-    """acc += a ⊙ b (complex, as real and imaginary rows)."""
-    for j in range(acc_re.shape[0]):
-        acc_re[j] += a_re[j] * b_re[j] - a_im[j] * b_im[j]
-        acc_im[j] += a_re[j] * b_im[j] + a_im[j] * b_re[j]
+    for i in range(m):
+        row = bu[rows[i]]
+        if dt[i] == 0:  # exp(0) = 1
+            x_re += row[:p]
+            x_im += row[p:]
+        else:
+            slot = _decay_slot(lam_re, lam_im, dt[i], keys, table_re, table_im, scratch, kbits)
+            _advance(x_re, x_im, table_re[slot], table_im[slot], row[:p], row[p:])
+        if keep_first and i % stride == 0:
+            first[i // stride, :p] = x_re
+            first[i // stride, p:] = x_im
+        if i % stride == stride - 1 or i == m - 1:
+            last[i // stride, :p] = x_re
+            last[i // stride, p:] = x_im
+    return last, first
 
 
 @_njit
@@ -340,9 +348,7 @@ def _row_step(w, g, blocks, stages, eps, row, tokens, dt, n, logits_out, next_ou
             else:
                 u, bu, skip_in = _block_inputs(w, g, blk, seq, seq_tok, False, eps[0])
                 rows = np.arange(m)
-            last_states = _window_states(lam_re, lam_im, bu, rows, seq_dt, stride, 0, x0)
-            kept = _window_states(lam_re, lam_im, bu, rows, seq_dt, stride, stride - 1, x0) \
-                if g[KEEP_FIRST] == 1 else last_states
+            last_states, kept = _recurrence(lam_re, lam_im, bu, rows, seq_dt, stride, g[KEEP_FIRST] == 1, x0)
             mode, keep_first, tp_eps = g[POOL_MODE], g[KEEP_FIRST] == 1, F32(eps[1])
             y = _output(w, blk, kept, _pool(u, rows, seq_dt, stride, mode, keep_first, tp_eps))
             out = _gated_output(w, blk, y, _pool(skip_in, rows, seq_dt, stride, mode, keep_first, tp_eps))
@@ -376,18 +382,7 @@ def _row_step(w, g, blocks, stages, eps, row, tokens, dt, n, logits_out, next_ou
             x, x_dt, n_valid, n_final = out[:valid], w_dt[:valid], valid, closed
         else:  # stride 1: the recurrence over the positions from the committed state
             u, bu, skip_in = _block_inputs(w, g, blk, x, toks, stage_zero, eps[0])
-            states = np.empty((n_valid, 2 * p), F32)
-            e_re, e_im, kbits = np.empty(p, F32), np.empty(p, F32), np.empty(p, np.int32)
-            x_re, x_im = x0[:p].copy(), x0[p:].copy()
-            for k in range(n_valid):
-                if x_dt[k] == 0:  # exp(0) = 1
-                    x_re += bu[k, :p]
-                    x_im += bu[k, p:]
-                else:
-                    _cexp(lam_re, lam_im, x_dt[k], e_re, e_im, kbits)
-                    _advance(x_re, x_im, e_re, e_im, bu[k, :p], bu[k, p:])
-                states[k, :p] = x_re
-                states[k, p:] = x_im
+            states = _recurrence(lam_re, lam_im, bu, np.arange(n_valid), x_dt, 1, False, x0)[0]
             if n_final > 0:
                 row[blk[STATE_OFF]:blk[STATE_OFF] + 2 * p] = states[n_final - 1]
             x = _gated_output(w, blk, _output(w, blk, states, u), skip_in)
