@@ -176,6 +176,20 @@ def test_bucketing_bounds_the_compile_count():
         S.stream(model, ids[:, :1], ts[:, :1], state, buckets=())
 
 
+# kernel-covered configurations the parity cases run only with zoh (XLA only): batch norm, gap after
+KERNEL_CASES = {
+    "cls-batch-async-after-last-first-conj": ("cls", dict(norm="batch", gap_convention="after", pooling_mode="last",
+                                                          pooling_keep="first", conj_sym=True)),
+    "ne-batch-dirac-stride1": ("ne", dict(norm="batch", discretization="dirac", pooling_stride=1, num_stages=1)),
+}
+
+
+@pytest.mark.parametrize("name", list(KERNEL_CASES))
+def test_cpu_kernel_equals_the_xla_step_batch_norm(name):
+    head, overrides = KERNEL_CASES[name]
+    test_cpu_kernel_equals_the_xla_step((name, head, make_model(head, seed=3, **overrides)))
+
+
 def test_cpu_kernel_equals_the_xla_step(case):
     """Same outputs and the same state rows chunk by chunk (random chunkings, both heads, every case the
     kernel covers), and the two implementations continue each other's states."""

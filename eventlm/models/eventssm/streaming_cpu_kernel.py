@@ -2,10 +2,13 @@
 
 `streaming_eventssm` runs a chunk as one XLA program. On the CPU, XLA executes such a program as
 ~170–200 separate operations at ≈ 1 µs of executor overhead each, so a small chunk costs ≥ 150 µs
-whatever its size. This module computes the same chunk step (the same formulas, the same flat state
-row, `StateLayout`) as one numba function over plain numpy arrays: no per-operation overhead, no
-padding to a bucket, one compilation for every model and chunk length (all sizes are runtime values).
-The parity tests hold it to the XLA step (outputs and state rows) and, through it, to the full forward.
+whatever its size. This module computes the same chunk step (the same model weights and derived
+constants, the same flat state row, `StateLayout`) as one numba function over plain numpy arrays: no
+per-operation overhead, no padding to a bucket, one compilation for every model and chunk length (all
+sizes are runtime values). Being sequential, it runs pooling windows by the plain recurrence
+x_i = exp(Λ·s·Δt_i) ⊙ x_{i−1} + γB̃u_i and keeps the states at window ends (the XLA step sums each
+window in closed form for parallelism: equal up to rounding). The tests hold it to the XLA step chunk
+by chunk (outputs and state rows, ≤ 1e-5) and to the full forward.
 
 What it reads: the step's constants (`streaming_eventssm._prepare`: B̃/C̃ as contiguous real
 matrices, Λ·s as a pair, γ folded into B̃ and the token tables) packed into one float32 array with an
@@ -57,7 +60,7 @@ WIN_IN, WIN_DT, WIN_COUNT = range(3)
 # Globals (`g`):
 (TABLE_U, TABLE_BU, EMB, NUM_BLOCKS, NUM_STAGES, NORM_AFFINE, POOL_MODE, KEEP_FIRST, READOUT_REF, CLS_POOL,
  CLS_W, CLS_B, NUM_LABELS, HIDDEN, RO_SUM, RO_WEIGHT, RO_LAST, RO_TIME, WIDTH, TOTAL_STRIDE, HEAD_NEXT,
- LOCAL_W, LOCAL_B, HN_SCALE, HN_BIAS, TOK_W, TOK_B, GAP_W, GAP_B, VOCAB, MIXTURE, ROW_SIZE) = range(32)
+ LOCAL_W, LOCAL_B, HN_SCALE, HN_BIAS, TOK_W, TOK_B, GAP_W, GAP_B, VOCAB, MIXTURE) = range(31)
 POOL_MODES = {"avg": 0, "timepool": 1, "last": 2}
 CLS_POOLS = {"mean": 0, "timepool": 1, "last": 2}
 
@@ -527,7 +530,7 @@ class CpuStreamKernel:
                 h_in, h_out, p_local, stride, stage, layer, state_stages[stage].ssm_states[layer],
             ])
         stages = [[st.window_inputs, st.window_time_deltas, st.window_count] for st in state_stages]
-        g = np.zeros(32, np.int64)
+        g = np.zeros(31, np.int64)
         g[TABLE_U], g[TABLE_BU] = put(constants["table_u"]), put(constants["table_bu"])
         g[EMB] = put(backbone["embed"]["embedding"])
         g[NUM_BLOCKS], g[NUM_STAGES] = len(blocks), cfg.num_stages
@@ -536,7 +539,7 @@ class CpuStreamKernel:
         g[HIDDEN], g[WIDTH], g[TOTAL_STRIDE] = cfg.hidden_size, cfg.output_hidden_size, cfg.total_stride
         g[RO_SUM], g[RO_WEIGHT], g[RO_LAST], g[RO_TIME] = (readout.weighted_sum, readout.weight, readout.last_hidden,
                                                            readout.total_time)
-        g[ROW_SIZE], g[VOCAB] = layout.size, cfg.vocab_size
+        g[VOCAB] = cfg.vocab_size
         self.head = head
         if head == "classification":
             g[CLS_POOL], g[NUM_LABELS] = CLS_POOLS[cfg.classifier_pooling], cfg.num_labels
