@@ -36,7 +36,8 @@ in closed form, the pooling sums written out, a fast complex exponential, comple
 around B̃/C̃/D held as contiguous matrices (γ folded into B̃), layer-norm statistics from one matmul.
 Tiny chunks cost little compute; the floor there is XLA's per-operation overhead (≈ 1 µs for each of
 the step's ~150–200 operations) and the dispatch of the call, which is why the device state is one flat
-buffer per stream (`StateLayout`).
+buffer per stream (`StateLayout`), and why on the CPU `stream` runs the same step as one numba function
+(`streaming_cpu_kernel`, same state row, `implementation="auto"`), 2–5× faster than the XLA step.
 
 Time: timestamps are int µs; the gaps are differenced on the host in int64 and converted exactly as
 the full forward does ((float64 gap / time_unit_us) → float32). With gap_convention="after" (converted
@@ -114,8 +115,9 @@ class ReadoutState:
 class StreamState:
     """Immutable stream state of a batch of event streams for one model (see the module docstring).
 
-    Device part: `buffer` (B, N) float32, each row one stream's `StageState`s (per-stage SSM states and
-    open pooling windows) and `ReadoutState` packed flat (`StateLayout`: a jitted call pays per array
+    Device part: `buffer` (B, N) float32 (a jax array after the XLA step, numpy after the CPU kernel; either
+    step reads both), each row one stream's `StageState`s (per-stage SSM states and open pooling windows)
+    and `ReadoutState` packed flat (`StateLayout`: a jitted call pays per array
     it returns, ~3 µs each, more than the step's compute at small chunks); `stages` / `readout` unpack
     them (for inspection). `logits`: the classification prediction given everything so far (None for
     next-event models).
