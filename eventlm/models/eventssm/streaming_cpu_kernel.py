@@ -175,6 +175,18 @@ def _gelu(x):
 
 
 @_njit
+def _touch(table, rows, sink):
+    """Load one value per cache line of the rows `rows` of `table` (independent loads, so the memory
+    system fetches them in parallel) before the loops that read them one after the other."""
+    total = F32(0.0)
+    for i in range(rows.shape[0]):
+        row = table[rows[i]]
+        for j in range(0, row.shape[0], 16):
+            total += row[j]
+    sink[0] = total  # (keeps the loads)
+
+
+@_njit
 def _block_inputs(w, g, blk, x, tokens, stage_zero, eps):
     """(u, B̃u as [re | im] rows, skip input): token tables at the first block, else norm(x) and u·B."""
     h, p2 = blk[H_IN], 2 * blk[P]
@@ -348,6 +360,10 @@ def _row_step(w, g, blocks, stages, eps, row, tokens, dt, n, logits_out, next_ou
                 bu = w[g[TABLE_BU]:g[TABLE_BU] + vocab * 2 * p].reshape((vocab, 2 * p))
                 skip_in = w[g[EMB]:g[EMB] + vocab * h].reshape((vocab, h))
                 rows = seq_tok
+                sink = np.empty(1, F32)
+                _touch(bu, rows, sink)
+                _touch(u, rows, sink)
+                _touch(skip_in, rows, sink)
             else:
                 u, bu, skip_in = _block_inputs(w, g, blk, seq, seq_tok, False, eps[0])
                 rows = np.arange(m)
