@@ -362,8 +362,9 @@ def _cpu_kernel(model, params=None, batch_stats=None):
     """The CPU kernel (streaming_cpu_kernel.CpuStreamKernel) holding the model's weights (cached)."""
     derived = _cached_constants(model, params, batch_stats)[3]
     if "kernel" not in derived:
-        derived["kernel"] = cpu_kernel.CpuStreamKernel(model.config, derived.pop("prepared"),
+        derived["kernel"] = cpu_kernel.CpuStreamKernel(model.config, derived["prepared"],
                                                        state_layout(model.config, model.module.dtype), _head(model))
+        del derived["prepared"]  # (the kernel holds its own copy)
     return derived["kernel"]
 
 
