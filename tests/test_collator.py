@@ -201,6 +201,30 @@ def test_benchmark_functions_run_on_small_streams(capsys):
     assert "M ev/s CPU" in table and "tokenize" in table
 
 
+def test_pin_to_one_core_pins_every_thread():
+    """Threads started before the call (BLAS and XLA workers start at import) end up on the one core too;
+    run in a child process so that the test process keeps its cores."""
+    import os
+    import subprocess
+    import sys
+
+    if not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs Linux and at least two usable cores")
+    code = (
+        "import os, threading, time\n"
+        "from pathlib import Path\n"
+        "from eventlm.data.benchmark import pin_to_one_core\n"
+        "stop = threading.Event(); t = threading.Thread(target=stop.wait); t.start(); time.sleep(0.05)\n"
+        "core = pin_to_one_core()\n"
+        "masks = {int(d.name): os.sched_getaffinity(int(d.name)) for d in Path('/proc/self/task').iterdir()}\n"
+        "stop.set(); t.join()\n"
+        "assert len(masks) >= 2 and all(m == {core} for m in masks.values()), (core, masks)\n"
+        "print('pinned', core, len(masks))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.startswith("pinned"), result.stderr[-2000:]
+
+
 def test_benchmark_script_main(realdata, capsys):
     import importlib.util
     from pathlib import Path

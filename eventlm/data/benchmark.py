@@ -40,11 +40,18 @@ def machine_description() -> str:
 
 
 def pin_to_one_core() -> Optional[int]:
-    """Run this process on one CPU core (Linux); returns the core, or None where unsupported."""
+    """Run this process on one CPU core (Linux); returns the core, or None where unsupported. Every
+    thread is pinned: sched_setaffinity(0) moves only the calling one, and BLAS / XLA start their
+    worker threads at import."""
     if not hasattr(os, "sched_setaffinity"):
         return None
     core = min(os.sched_getaffinity(0))
-    os.sched_setaffinity(0, {core})
+    tasks = Path("/proc/self/task")
+    for tid in ([int(t.name) for t in tasks.iterdir()] if tasks.is_dir() else []) + [0]:
+        try:
+            os.sched_setaffinity(tid, {core})
+        except OSError:  # a thread that ended meanwhile
+            pass
     return core
 
 
