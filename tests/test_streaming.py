@@ -187,15 +187,19 @@ KERNEL_CASES = {
 @pytest.mark.parametrize("name", list(KERNEL_CASES))
 def test_cpu_kernel_equals_the_xla_step_batch_norm(name):
     head, overrides = KERNEL_CASES[name]
-    test_cpu_kernel_equals_the_xla_step((name, head, make_model(head, seed=3, **overrides)))
+    check_kernel_against_xla(name, head, make_model(head, seed=3, **overrides))
 
 
 def test_cpu_kernel_equals_the_xla_step(case):
-    """Same outputs and the same state rows chunk by chunk (random chunkings, both heads, every case the
-    kernel covers), and the two implementations continue each other's states."""
     name, head, model = case
     if "cpu-kernel" not in implementations(model):
         pytest.skip("zoh: the XLA step only (tested above)")
+    check_kernel_against_xla(name, head, model)
+
+
+def check_kernel_against_xla(name, head, model):
+    """Same outputs and the same state rows chunk by chunk (random chunkings, both heads, every case the
+    kernel covers), and the two implementations continue each other's states."""
     ids, ts = random_stream(seed=5 + len(name))
     states = {impl: S.init_stream(model, BATCH) for impl in ("xla", "cpu-kernel")}
     mixed, pos = S.init_stream(model, BATCH), 0

@@ -75,14 +75,7 @@ def _cexp(lam_re, lam_im, t, out_re, out_im, kbits):
     vectorises the loop): exp(x) = 2^k·e^r (Cody-Waite, Cephes expf polynomial, 2^k from its exponent
     bits), cos/sin after θ = k'·π/2 + r (Cephes sinf/cosf), as the XLA step's exp_pair."""
     for p in range(lam_re.shape[0]):
-        x = min(max(lam_re[p] * t, F32(-87.0)), F32(88.0))
-        fk = math.floor(x * F32(1.44269504088896341) + F32(0.5))
-        r = x - fk * F32(0.693359375) - fk * F32(-2.12194440e-4)
-        r2 = r * r
-        e = ((((F32(1.9875691500e-4) * r + F32(1.3981999507e-3)) * r + F32(8.3334519073e-3)) * r
-              + F32(4.1665795894e-2)) * r + F32(1.6666665459e-1)) * r + F32(5.0000001201e-1)
-        m = e * r2 + r + F32(1.0)
-        kbits[p] = (np.int32(fk) + np.int32(127)) << np.int32(23)
+        m, kbits[p] = _exp_parts(lam_re[p] * t)
         th = lam_im[p] * t
         k = math.floor(th * F32(0.6366197723675814) + F32(0.5))
         q = ((th - k * F32(1.5703125)) - k * F32(4.837512969970703125e-4)) - k * F32(7.54978995489188216e-8)
@@ -105,16 +98,23 @@ def _cexp(lam_re, lam_im, t, out_re, out_im, kbits):
 
 
 @_fast
+def _exp_parts(x):
+    """exp(x) = m·2^k for float32 x (clamped to [−87, 88]): (m, the float32 bits of 2^k). Cody-Waite
+    reduction x = k·ln2 + r and the Cephes expf polynomial for e^r; the caller multiplies by 2^k in a
+    second loop, reading the bits as float32 (kept apart so that both loops vectorise)."""
+    v = min(max(x, F32(-87.0)), F32(88.0))
+    fk = math.floor(v * F32(1.44269504088896341) + F32(0.5))
+    r = v - fk * F32(0.693359375) - fk * F32(-2.12194440e-4)
+    e = ((((F32(1.9875691500e-4) * r + F32(1.3981999507e-3)) * r + F32(8.3334519073e-3)) * r
+          + F32(4.1665795894e-2)) * r + F32(1.6666665459e-1)) * r + F32(5.0000001201e-1)
+    return e * r * r + r + F32(1.0), (np.int32(fk) + np.int32(127)) << np.int32(23)
+
+
+@_fast
 def _exp_inplace(x, kbits):
     """x ← exp(x) elementwise for a flat float32 array (the real part of `_cexp`; vectorised)."""
     for i in range(x.shape[0]):
-        v = min(max(x[i], F32(-87.0)), F32(88.0))
-        fk = math.floor(v * F32(1.44269504088896341) + F32(0.5))
-        r = v - fk * F32(0.693359375) - fk * F32(-2.12194440e-4)
-        e = ((((F32(1.9875691500e-4) * r + F32(1.3981999507e-3)) * r + F32(8.3334519073e-3)) * r
-              + F32(4.1665795894e-2)) * r + F32(1.6666665459e-1)) * r + F32(5.0000001201e-1)
-        x[i] = e * r * r + r + F32(1.0)
-        kbits[i] = (np.int32(fk) + np.int32(127)) << np.int32(23)
+        x[i], kbits[i] = _exp_parts(x[i])
     scale = kbits.view(np.float32)
     for i in range(x.shape[0]):
         x[i] *= scale[i]
@@ -187,20 +187,22 @@ def _touch(table, rows, sink):
 
 
 @_njit
+def _token_tables(w, g, p, h):
+    """The first block's per-token tables as (V, ·) views of the packed weights: γB̃·norm(E) (V, 2p),
+    norm(E) (V, h) and the embedding E (V, h)."""
+    vocab = g[VOCAB]
+    return (w[g[TABLE_BU]:g[TABLE_BU] + vocab * 2 * p].reshape((vocab, 2 * p)),
+            w[g[TABLE_U]:g[TABLE_U] + vocab * h].reshape((vocab, h)),
+            w[g[EMB]:g[EMB] + vocab * h].reshape((vocab, h)))
+
+
+@_njit
 def _block_inputs(w, g, blk, x, tokens, stage_zero, eps):
     """(u, B̃u as [re | im] rows, skip input): token tables at the first block, else norm(x) and u·B."""
     h, p2 = blk[H_IN], 2 * blk[P]
     if stage_zero:
-        m = tokens.shape[0]
-        u = np.empty((m, h), F32)
-        bu = np.empty((m, p2), F32)
-        skip = np.empty((m, h), F32)
-        for i in range(m):
-            t = tokens[i]
-            u[i] = w[g[TABLE_U] + t * h:g[TABLE_U] + (t + 1) * h]
-            bu[i] = w[g[TABLE_BU] + t * p2:g[TABLE_BU] + (t + 1) * p2]
-            skip[i] = w[g[EMB] + t * h:g[EMB] + (t + 1) * h]
-        return u, bu, skip
+        table_bu, table_u, embedding = _token_tables(w, g, blk[P], h)
+        return table_u[tokens], table_bu[tokens], embedding[tokens]
     u = _norm(w, blk, x, eps, g[NORM_AFFINE] == 1)
     return u, np.dot(u, w[blk[B_OFF]:blk[B_OFF] + h * p2].reshape((h, p2))), x
 
@@ -342,29 +344,24 @@ def _row_step(w, g, blocks, stages, eps, row, tokens, dt, n, logits_out, next_ou
             seq_dt = np.empty(m, F32)
             seq_dt[:count] = row[st[WIN_DT]:st[WIN_DT] + count]
             seq_dt[count:] = x_dt[:n_valid]
-            if stage_zero:
+            if stage_zero:  # the inputs are rows of the token tables: read in place
                 seq_tok = np.empty(m, np.int64)
                 for i in range(count):
                     seq_tok[i] = np.int64(row[st[WIN_IN] + i])
                 seq_tok[count:] = toks[:n_valid]
                 seq = np.zeros((0, 0), F32)
-            else:
-                h_in = blk[H_IN]
-                seq = np.empty((m, h_in), F32)
-                seq[:count] = row[st[WIN_IN]:st[WIN_IN] + count * h_in].reshape((count, h_in))
-                seq[count:] = x[:n_valid]
-                seq_tok = toks
-            if stage_zero:  # the inputs are rows of the token tables: read in place
-                h, vocab = blk[H_IN], g[VOCAB]
-                u = w[g[TABLE_U]:g[TABLE_U] + vocab * h].reshape((vocab, h))
-                bu = w[g[TABLE_BU]:g[TABLE_BU] + vocab * 2 * p].reshape((vocab, 2 * p))
-                skip_in = w[g[EMB]:g[EMB] + vocab * h].reshape((vocab, h))
+                bu, u, skip_in = _token_tables(w, g, p, blk[H_IN])
                 rows = seq_tok
                 sink = np.empty(1, F32)
                 _touch(bu, rows, sink)
                 _touch(u, rows, sink)
                 _touch(skip_in, rows, sink)
             else:
+                h_in = blk[H_IN]
+                seq = np.empty((m, h_in), F32)
+                seq[:count] = row[st[WIN_IN]:st[WIN_IN] + count * h_in].reshape((count, h_in))
+                seq[count:] = x[:n_valid]
+                seq_tok = toks
                 u, bu, skip_in = _block_inputs(w, g, blk, seq, seq_tok, False, eps[0])
                 rows = np.arange(m)
             last_states, kept = _recurrence(lam_re, lam_im, bu, rows, seq_dt, stride, g[KEEP_FIRST] == 1, x0)
@@ -444,10 +441,8 @@ def _row_step(w, g, blocks, stages, eps, row, tokens, dt, n, logits_out, next_ou
             win = (residual + i + 1) // total - 1
             features[i] = x[win] if win >= 0 else last
     if total > 1:
-        emb = np.empty((n, hidden), F32)
-        for i in range(n):
-            emb[i] = w[g[EMB] + toks[i] * hidden:g[EMB] + (toks[i] + 1) * hidden]
-        features += _dense(w, emb, g[LOCAL_W], g[LOCAL_B], hidden, width)
+        embedding = _token_tables(w, g, blocks[0, P], hidden)[2]
+        features += _dense(w, embedding[toks], g[LOCAL_W], g[LOCAL_B], hidden, width)
     if n_final > 0:
         last[:] = x[n_final - 1]
     features = _layer_norm(features, w[g[HN_SCALE]:g[HN_SCALE] + width], w[g[HN_BIAS]:g[HN_BIAS] + width], eps[0])
@@ -469,24 +464,23 @@ def _step(w, g, blocks, stages, eps, buffer, tokens, dt, counts, logits, next_ou
 
 
 @_njit
-def plain_gaps(ids, timestamps, last_timestamp, num_events, vocab_size, time_unit_us):
-    """(ok, Δt) of a chunk of plain integer ids/µs timestamps (B, L), checked on the way: every id in
-    [0, vocab_size), times not decreasing, also from the state's last timestamp (rows that have seen
-    events). Δt = float32(float64 gap / time unit) (modeling.gaps_to_units); ok False at the first failed
-    check (the caller's full checks then name it). One pass, as a live loop calls it per chunk."""
+def checked_gaps(ids, timestamps, last_timestamp, num_events, vocab_size):
+    """(ok, gaps in µs (B, L) int64) of a chunk of plain integer ids/µs timestamps, checked on the way:
+    every id in [0, vocab_size), times not decreasing, also from the state's last timestamp (rows that
+    have seen events); ok False at the first failed check (the caller's full checks then name it). One
+    pass, as a live loop calls it per chunk."""
     batch, length = ids.shape
-    dt = np.empty((batch, length), F32)
+    gaps = np.empty((batch, length), np.int64)
     for r in range(batch):
         prev = last_timestamp[r] if num_events[r] > 0 else np.int64(timestamps[r, 0])
         for i in range(length):
             if ids[r, i] < 0 or ids[r, i] >= vocab_size:
-                return False, dt
-            gap = np.int64(timestamps[r, i]) - prev
-            if gap < 0:
-                return False, dt
-            dt[r, i] = F32(np.float64(gap) / time_unit_us)
+                return False, gaps
+            gaps[r, i] = np.int64(timestamps[r, i]) - prev
+            if gaps[r, i] < 0:
+                return False, gaps
             prev = np.int64(timestamps[r, i])
-    return True, dt
+    return True, gaps
 
 
 # ------------------------------------------------------------------------------------------------
@@ -511,13 +505,13 @@ class CpuStreamKernel:
     def __init__(self, cfg, constants: dict, layout, head: str):
         from .streaming_eventssm import _block_names  # the block order of the XLA step
 
-        pieces, self._size = [], 0
+        pieces, size = [], 0
 
         def put(array) -> int:  # offset of a float32 copy of `array` in the packed weights
-            array = np.ascontiguousarray(np.asarray(array, np.float32)).ravel()
-            pieces.append(array)
-            self._size += array.size
-            return self._size - array.size
+            nonlocal size
+            pieces.append(np.ascontiguousarray(np.asarray(array, np.float32)).ravel())
+            size += pieces[-1].size
+            return size - pieces[-1].size
 
         variables = constants["variables"]
         params = variables["params"]
@@ -573,7 +567,6 @@ class CpuStreamKernel:
         self.blocks = np.asarray(blocks, np.int64)
         self.stages = np.asarray(stages, np.int64)
         self.eps = np.array([cfg.layer_norm_eps, cfg.timepool_eps], np.float64)
-        self.cfg = cfg
 
     def __call__(self, buffer, logits, tokens, dt, counts):
         """(outputs, new buffer, new logits) for a chunk: buffer (B, N) float32 state rows, logits (B,

@@ -918,7 +918,7 @@ def _internal_events(config, ids, dt, n, state):
 def _plain_chunk(config, input_ids, timestamps, state):
     """(ids, timestamps, Δt) for a chunk of plain integer arrays of one length ≥ 1 that passes every
     check (ids in the vocabulary, time order also against the state), checked in one compiled pass
-    (`streaming_cpu_kernel.plain_gaps`), as a live sensor loop calls this per chunk. None for anything
+    (`streaming_cpu_kernel.checked_gaps`), as a live sensor loop calls this per chunk. None for anything
     else (the full path checks it and names the problem) and for gap_convention="after".
     config: the model's config or its `_Spec`."""
     if config.gap_convention != "before":
@@ -929,9 +929,8 @@ def _plain_chunk(config, input_ids, timestamps, state):
     if ids.ndim != 2 or ts.shape != ids.shape or ids.shape[1] == 0 or ids.dtype.kind not in "iu" \
             or ts.dtype.kind not in "iu" or ids.shape[0] != state.batch_size:
         return None
-    ok, dt = cpu_kernel.plain_gaps(ids, ts, state.last_timestamp, state.num_events, config.vocab_size,
-                                   float(config.time_unit_us))
-    return (ids, ts, dt) if ok else None
+    ok, gaps = cpu_kernel.checked_gaps(ids, ts, state.last_timestamp, state.num_events, config.vocab_size)
+    return (ids, ts, modeling.gaps_to_units(gaps, config.time_unit_us)) if ok else None
 
 
 def _check_buckets(buckets) -> tuple:
