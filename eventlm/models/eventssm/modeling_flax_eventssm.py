@@ -40,6 +40,7 @@ import numpy as np
 import optax
 from scipy.linalg import block_diag
 
+from ...modeling_events import GAP_LOG_SCALE_RANGE
 from ...modeling_flax_utils import FlaxPreTrainedModel, ModelOutput
 from .configuration_eventssm import EventSSMConfig
 
@@ -653,7 +654,7 @@ class EventSSMNextEventHead(nn.Module):
         logits = flat_dense(nn.Dense(cfg.vocab_size, dtype=self.dtype, name="token_logits"), features)
         k = cfg.num_mixture_components
         gap = flat_dense(nn.Dense(3 * k, dtype=self.dtype, name="gap_params"), features).astype(jnp.float32)
-        return logits, gap[..., :k], gap[..., k : 2 * k], jnp.clip(gap[..., 2 * k :], -12.0, 5.0)
+        return logits, gap[..., :k], gap[..., k : 2 * k], jnp.clip(gap[..., 2 * k :], *GAP_LOG_SCALE_RANGE)
 
 
 def next_event_loss(logits, mixture_logits, log_means, log_scales, labels, time_deltas, mask, config):

@@ -29,6 +29,8 @@ from typing import Optional
 import jax
 import numpy as np
 
+from ...modeling_events import GAP_LOG_SCALE_RANGE
+
 try:  # optional at import time: without numba `stream` uses the XLA step
     import numba
 except ImportError:  # pragma: no cover - numba is an install requirement
@@ -450,7 +452,7 @@ def _row_step(w, g, blocks, stages, eps, row, tokens, dt, n, logits_out, next_ou
     next_out[:n, :vocab] = _dense(w, features, g[TOK_W], g[TOK_B], width, vocab)
     gap = _dense(w, features, g[GAP_W], g[GAP_B], width, 3 * k)
     next_out[:n, vocab:vocab + 2 * k] = gap[:, :2 * k]
-    next_out[:n, vocab + 2 * k:] = np.minimum(np.maximum(gap[:, 2 * k:], F32(-7.0)), F32(7.0))
+    next_out[:n, vocab + 2 * k:] = np.minimum(np.maximum(gap[:, 2 * k:], F32(eps[2])), F32(eps[3]))
 
 
 @_njit
@@ -566,7 +568,7 @@ class CpuStreamKernel:
         self.globals = g
         self.blocks = np.asarray(blocks, np.int64)
         self.stages = np.asarray(stages, np.int64)
-        self.eps = np.array([cfg.layer_norm_eps, cfg.timepool_eps], np.float64)
+        self.eps = np.array([cfg.layer_norm_eps, cfg.timepool_eps, *GAP_LOG_SCALE_RANGE], np.float64)
 
     def __call__(self, buffer, logits, tokens, dt, counts):
         """(outputs, new buffer, new logits) for a chunk: buffer (B, N) float32 state rows, logits (B,

@@ -68,6 +68,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ...modeling_events import GAP_LOG_SCALE_RANGE
 from . import modeling_flax_eventssm as modeling
 from . import streaming_cpu_kernel as cpu_kernel
 from .configuration_eventssm import EventSSMConfig
@@ -740,7 +741,7 @@ def _next_event_outputs(cfg, dtype, consts, readout, residual, h, n_final, token
     k = cfg.num_mixture_components
     gap = _dense(3 * k, dtype, head["gap_params"], features).astype(jnp.float32)
     last = jnp.where(n_final > 0, h[jnp.maximum(n_final - 1, 0)], readout.last_hidden)
-    outs = (logits, gap[..., :k], gap[..., k : 2 * k], jnp.clip(gap[..., 2 * k :], -7.0, 7.0))
+    outs = (logits, gap[..., :k], gap[..., k : 2 * k], jnp.clip(gap[..., 2 * k :], *GAP_LOG_SCALE_RANGE))
     valid = (i < n)[:, None]
     return tuple(jnp.where(valid, o, 0) for o in outs), readout.replace(last_hidden=last)
 
