@@ -112,6 +112,17 @@ class _BaseAutoModel:
         return model_class.from_pretrained(folder, config=config, **kwargs)
 
 
+    @classmethod
+    def model_classes(cls, model_type: str) -> list:
+        """Every class this Auto class knows for `model_type`: the built-in one, then a registered one."""
+        out = []
+        if model_type in cls._mapping_names:
+            out.append(getattr(importlib.import_module(MODEL_TYPES[model_type][2]), cls._mapping_names[model_type]))
+        if model_type in cls._extra:
+            out.append(cls._extra[model_type])
+        return out
+
+
 class AutoModel(_BaseAutoModel):
     """The bare backbone (hidden states): FlaxEventSSMModel for model_type "eventssm"."""
 
@@ -131,6 +142,60 @@ class AutoModelForNextEventPrediction(_BaseAutoModel):
 
     _mapping_names = MODEL_FOR_NEXT_EVENT_PREDICTION_MAPPING_NAMES
     _extra: dict = {}
+
+
+def auto_class_for_task(task):
+    """The Auto class of a task: "classification", "next-event", or None (the bare backbone)."""
+    table = {None: AutoModel, "classification": AutoModelForSequenceClassification,
+             "next-event": AutoModelForNextEventPrediction}
+    if task not in table:
+        raise ValueError(f"unknown task {task!r}; eventlm's tasks are 'classification' and 'next-event'")
+    return table[task]
+
+
+def model_class_for_config(config_dict: dict, source="the model"):
+    """The class a saved model is loaded with: the one its config.json's `architectures` names (written by
+    save_pretrained), among the classes registered for its `model_type`. None when `architectures` is absent
+    (a folder saved by eventlm 0.1); ValueError for an unknown type or class."""
+    model_type = config_dict.get("model_type")
+    if model_type not in MODEL_TYPES and not any(model_type in a._extra for a in _ALL):
+        raise ValueError(f"{source} has model_type {model_type!r}; known model types: {AutoModel._known_types()}")
+    names = config_dict.get("architectures") or []
+    if not names:
+        return None
+    for auto_class in _ALL:
+        for model_class in auto_class.model_classes(model_type):
+            if model_class.__name__ == names[0]:
+                return model_class
+    raise ValueError(f"{source} names the architecture {names[0]!r}, which is not registered for model_type "
+                     f"{model_type!r}; register it with eventlm.AutoModel....register(config_class, model_class)")
+
+
+def load_pretrained(pretrained_model_name_or_path, task=None, **kwargs):
+    """Load a saved model with the class its config.json records (`architectures`), or, with `task`, the
+    Auto class of that task (e.g. a next-event checkpoint as a classifier). Folders saved before
+    `architectures` was written (eventlm 0.1) get the task of the head their weights hold, with a warning."""
+    from .modeling_events import task_of_weights
+    from .modeling_flax_utils import read_config_dict, resolve_pretrained_folder
+
+    if task is not None:
+        return auto_class_for_task(task).from_pretrained(pretrained_model_name_or_path, **kwargs)
+    hub_options = ("revision", "cache_dir", "force_download", "local_files_only", "token")
+    folder = resolve_pretrained_folder(pretrained_model_name_or_path,
+                                       **{k: kwargs[k] for k in hub_options if k in kwargs})
+    model_class = model_class_for_config(read_config_dict(folder), source=str(folder / "config.json"))
+    if model_class is None:
+        legacy_task = task_of_weights(folder)
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "%s has no 'architectures' (saved by eventlm 0.1): loading it as a %s model from the head its weights "
+            "hold; save it again to record the class", folder / "config.json", legacy_task)
+        return auto_class_for_task(legacy_task).from_pretrained(folder, **kwargs)
+    return model_class.from_pretrained(folder, **kwargs)
+
+
+_ALL = (AutoModel, AutoModelForSequenceClassification, AutoModelForNextEventPrediction)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -161,5 +226,8 @@ __all__ = [
     "AutoModelForSequenceClassification",
     "AutoModelForNextEventPrediction",
     "MODEL_TYPES",
+    "auto_class_for_task",
+    "load_pretrained",
+    "model_class_for_config",
     "register_with_transformers",
 ]

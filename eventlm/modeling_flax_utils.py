@@ -292,7 +292,7 @@ class FlaxPreTrainedModel:
 
     config_class = None
     module_class = None
-    base_model_prefix = "eventssm"
+    base_model_prefix = "model"  # the backbone's name in the variables; each model family sets its own
     main_input_name = "input_ids"
 
     def __init__(self, config, input_shape=(1, 16), seed: int = 0, dtype=jnp.float32, _do_init: bool = True):
@@ -429,9 +429,12 @@ class FlaxPreTrainedModel:
         variables = self._variables_for(params, batch_stats)
         tensors = flatten_variables(variables)
 
+        config = copy.deepcopy(self.config)  # the model's own config stays as it is
+        config.architectures = [type(self).__name__]  # the loaders pick the class from this (as transformers)
+
         def write(tmp: Path) -> None:
             safetensors_flax.save_file(tensors, tmp / WEIGHTS_NAME, metadata={"format": "flax"})
-            self.config.save_pretrained(tmp)
+            config.save_pretrained(tmp)
             if model_card is not None:
                 (tmp / MODEL_CARD_NAME).write_text(str(model_card), encoding="utf-8")
 

@@ -874,6 +874,9 @@ def prepare_inputs(config: EventSSMConfig, input_ids, timestamps, attention_mask
     return ids, dt, mask
 
 
+SSM_PARAM_NAMES = ("B", "Lambda_re", "Lambda_im")  # the paper's "ssm" optimizer group
+
+
 class FlaxEventSSMPreTrainedModel(FlaxPreTrainedModel):
     """Shared machinery of the three EventSSM models: weights init, input checks, the jitted call.
 
@@ -886,6 +889,16 @@ class FlaxEventSSMPreTrainedModel(FlaxPreTrainedModel):
     config_class = EventSSMConfig
     base_model_prefix = "eventssm"
     main_input_name = "input_ids"
+    task = None  # "classification" | "next-event" for the head models
+
+    def param_groups(self, params=None):
+        """Optimizer group of every parameter, a pytree like `params`: "ssm" for the S5 parameters B,
+        Lambda_re and Lambda_im (the paper's SSM learning rate, no weight decay: the reference's groups;
+        log_step, C, D and the norms are not in it), "regular" for every other one."""
+        def label(path, _):
+            return "ssm" if getattr(path[-1], "key", None) in SSM_PARAM_NAMES else "regular"
+
+        return jax.tree_util.tree_map_with_path(label, self.params if params is None else params)
 
     def init_weights(self, rng, input_shape) -> dict:
         ids = jnp.zeros(input_shape, jnp.int32)
@@ -976,6 +989,7 @@ class FlaxEventSSMForSequenceClassification(FlaxEventSSMPreTrainedModel):
     """EventSSM with a masked pooled readout and a linear classifier; labels int (B,) or soft (B, C)."""
 
     module_class = FlaxEventSSMForSequenceClassificationModule
+    task = "classification"
 
     def _check_labels(self, labels, shape):
         if is_traced(labels):
@@ -1004,6 +1018,7 @@ class FlaxEventSSMForNextEventPrediction(FlaxEventSSMPreTrainedModel):
     the model shifts them; negative labels are ignored)."""
 
     module_class = FlaxEventSSMForNextEventPredictionModule
+    task = "next-event"
 
     def _check_labels(self, labels, shape):
         if is_traced(labels):
