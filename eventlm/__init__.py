@@ -21,6 +21,7 @@ _EXPORTS = {
     "FlaxEventSSMForSequenceClassification": "eventlm.models.eventssm.modeling_flax_eventssm",
     "FlaxEventSSMForNextEventPrediction": "eventlm.models.eventssm.modeling_flax_eventssm",
     "FlaxPreTrainedModel": "eventlm.modeling_flax_utils",
+    "FlaxEventPreTrainedModel": "eventlm.modeling_events",
     "AutoModel": "eventlm.auto",
     "AutoModelForSequenceClassification": "eventlm.auto",
     "AutoModelForNextEventPrediction": "eventlm.auto",

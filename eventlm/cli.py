@@ -127,7 +127,7 @@ register_command("pretrain", "eventlm.cli:pretrain", "next-event pretraining (ru
 register_command("evaluate", "eventlm.cli:evaluate", "evaluate a trained model (run_evaluation)")
 register_command("convert-dataset", "eventlm.cli:convert_dataset", "event folder / tonic dataset -> Hub dataset")
 # added by other parts of eventlm; listed here so that `eventlm --help` shows where they go
-register_command("stream", "eventlm.models.eventssm.streaming_eventssm:main",
+register_command("stream", "eventlm.streaming:main",
                  "run a model event chunk by event chunk on a recording")
 register_command("convert-checkpoint", "eventlm.models.eventssm.convert_original_eventssm_checkpoint:main",
                  "convert a checkpoint of the reference event-ssm code")

@@ -429,7 +429,7 @@ class FlaxPreTrainedModel:
         variables = self._variables_for(params, batch_stats)
         tensors = flatten_variables(variables)
 
-        config = copy.deepcopy(self.config)  # the model's own config stays as it is
+        config = self.config
         config.architectures = [type(self).__name__]  # the loaders pick the class from this (as transformers)
 
         def write(tmp: Path) -> None:

@@ -184,6 +184,18 @@ class EventSSMConfig(PretrainedConfig):
         """Events per position of the last stage."""
         return self.pooling_stride ** self.num_stages
 
+    def block_plan(self):
+        """(stage, layer, name, h_in, h_out, state_size, stride) of every block, in order: the one plan the
+        model, its streaming step and the CPU kernel build from (name: the block's variables subtree)."""
+        plan, h_in = [], self.hidden_size
+        for stage in range(self.num_stages):
+            h_out, p = self.stage_hidden_size(stage), self.stage_state_size(stage)
+            for layer in range(self.num_layers_per_stage):
+                stride = self.pooling_stride if layer == 0 else 1
+                plan.append((stage, layer, f"stage{stage}_block{layer}", h_in, h_out, p, stride))
+                h_in = h_out
+        return plan
+
     def stage_hidden_size(self, stage: int) -> int:
         return self.hidden_size * self.hidden_expansion_factor ** stage
 

@@ -629,11 +629,9 @@ def convert_checkpoint(
     n = sum(np.asarray(v).size for v in _flatten(variables["params"], "p").values())
     logger.info("converted %s (%s, step %s) into %s: %d parameters", info["path"], info["format"], info["step"],
                 folder, n)
-    if push_to_hub:
-        from ...training.card import push_folder_to_hub
-
-        push_folder_to_hub(folder, hub_model_id or folder.resolve().name, token=token, private=private,
-                           commit_message=f"Convert original EventSSM checkpoint ({reference_config})")
+    if push_to_hub:  # the whole folder (config, weights, tokenizer, card), as save_pretrained(push_to_hub=True)
+        model._upload(folder, hub_model_id or folder.resolve().name, token=token, private=private,
+                      commit_message=f"Convert original EventSSM checkpoint ({reference_config})")
     return folder
 
 

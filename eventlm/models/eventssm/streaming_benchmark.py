@@ -22,7 +22,7 @@ import numpy as np
 
 from ...data.benchmark import REALDATA_FILES, machine_description
 from . import modeling_flax_eventssm as modeling
-from . import streaming_eventssm as streaming
+from ... import streaming
 from .configuration_eventssm import EventSSMConfig
 
 PRESET_DATA = {  # which recordings of ../shared/realdata feed which preset (events as they come, tokens remapped)
@@ -107,7 +107,7 @@ def benchmark_model(model, streams: dict, chunks: Sequence[int] = (1, 16, 64, 25
     for implementation in implementations:
         name = implementation
         if implementation == "auto":
-            name = "cpu-kernel" if streaming._use_cpu_kernel(streaming._spec(model), "auto") else "xla"
+            name = "cpu-kernel" if streaming.streamer_for(model).use_cpu_kernel("auto") else "xla"
         for data, (ids, ts) in streams.items():
             latency = per_event_latency(model, ids, ts, latency_steps, implementation=implementation)
             rows.append(("1-event latency", data, name, latency))

@@ -465,39 +465,21 @@ def _step(w, g, blocks, stages, eps, buffer, tokens, dt, counts, logits, next_ou
     return new
 
 
-@_njit
-def checked_gaps(ids, timestamps, last_timestamp, num_events, vocab_size):
-    """(ok, gaps in µs (B, L) int64) of a chunk of plain integer ids/µs timestamps, checked on the way:
-    every id in [0, vocab_size), times not decreasing, also from the state's last timestamp (rows that
-    have seen events); ok False at the first failed check (the caller's full checks then name it). One
-    pass, as a live loop calls it per chunk."""
-    batch, length = ids.shape
-    gaps = np.empty((batch, length), np.int64)
-    for r in range(batch):
-        prev = last_timestamp[r] if num_events[r] > 0 else np.int64(timestamps[r, 0])
-        for i in range(length):
-            if ids[r, i] < 0 or ids[r, i] >= vocab_size:
-                return False, gaps
-            gaps[r, i] = np.int64(timestamps[r, i]) - prev
-            if gaps[r, i] < 0:
-                return False, gaps
-            prev = np.int64(timestamps[r, i])
-    return True, gaps
-
-
 # ------------------------------------------------------------------------------------------------
 # Python side
 
 
-def unsupported_reason(model) -> Optional[str]:
-    """Why this model's streaming step cannot run as the CPU kernel (None when it can)."""
-    cfg = model.config
+def unsupported_reason(cfg, dtype=None) -> Optional[str]:
+    """Why the streaming step of a model (its config and compute dtype; or the model) cannot run as the
+    CPU kernel (None when it can)."""
+    if hasattr(cfg, "module"):  # a model
+        cfg, dtype = cfg.config, cfg.module.dtype
     if numba is None:
         return "numba is not installed"
     if cfg.discretization == "zoh":
         return "zoh discretization (γ depends on Δt) runs on the XLA step"
-    if np.dtype(model.module.dtype) != np.float32:
-        return f"compute dtype {np.dtype(model.module.dtype)} (the kernel computes in float32)"
+    if np.dtype(dtype) != np.float32:
+        return f"compute dtype {np.dtype(dtype)} (the kernel computes in float32)"
     return None
 
 
@@ -505,8 +487,6 @@ class CpuStreamKernel:
     """The packed weights of one model for `_step`; call with numpy arrays (see `__call__`)."""
 
     def __init__(self, cfg, constants: dict, layout, head: str):
-        from .streaming_eventssm import _block_names  # the block order of the XLA step
-
         pieces, size = [], 0
 
         def put(array) -> int:  # offset of a float32 copy of `array` in the packed weights
@@ -522,7 +502,7 @@ class CpuStreamKernel:
         state_stages, readout = offsets
         affine = cfg.norm == "batch"
         blocks = []
-        for stage, layer, name, h_in, h_out, p, stride in _block_names(cfg):
+        for stage, layer, name, h_in, h_out, p, stride in cfg.block_plan():
             c = constants["blocks"][name]
             p_local = np.asarray(c["lam_step"]).shape[-1]
             if affine:  # (x − μ)·rsqrt(σ² + ε)·scale + bias = x·a + (bias − μ·a)

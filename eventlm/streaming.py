@@ -1,0 +1,985 @@
+"""Event-by-event streaming and event-stream generation for every event model (the shared driver).
+
+    state = init_stream(model, batch_size=1)          # or model.init_stream(1)
+    for ids, ts in sensor_chunks():                   # any chunk length ≥ 1
+        out, state = stream(model, ids, ts, state)    # state in, state out
+        print(out.logits)                             # the prediction given everything so far
+    events = generate(next_event_model, num_events=10_000, temperature=1.0, seed=0, tokenizer=tok)
+
+The state is an explicit, immutable pytree (`StreamState`); `stream` returns a new one and never changes
+the one passed in, so a state can be kept, copied or branched (generation does).
+
+Written once here: the chunk checks (vocabulary, time order, also against the state), the gaps (int64 µs
+→ float32 model units, the full forward's rule), gap_convention="after" (the newest event waits for its
+gap), bucketing of chunk lengths, the state object and its flat layout, the running classification
+readout and the next-event head over the backbone's outputs, generation, and `eventlm stream`.
+
+A model family supplies a `Streamer` subclass (named by the model class's `streamer_class`): its
+backbone's state template, its per-weights constants (`prepare`) and one chunk of its backbone
+(`backbone_chunk`: last-stage outputs, how many of them are final, the new backbone state); optionally a
+CPU kernel of the whole step (EventSSM has one). One streamer is built per (model, params, batch_stats)
+and kept on the model object with the model's compiled steps (no module-level caches).
+
+Chunk lengths are bucketed to powers of two on the XLA step (padded, with a validity count inside the
+chunk), so the number of compilations stays ≤ len(BUCKETS) per model and batch size; longer chunks are cut.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import hashlib
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple, Optional
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .modeling_events import (HEAD_NAMES, GAP_LOG_SCALE_RANGE, NextEventPredictionOutput, SequenceClassifierOutput,
+                              banned_tokens, check_inputs, gaps_to_units, lognormal_mixture_nll, sample_next_event,
+                              total_stride)
+
+try:  # the chunk check runs compiled where numba is installed (an install requirement), else in numpy
+    import numba
+except ImportError:  # pragma: no cover
+    numba = None
+
+BUCKETS = tuple(2**i for i in range(13))  # padded chunk lengths compiled for: 1, 2, 4, ..., 4096
+# how many times a streaming step was traced (compiled), per model fingerprint: a diagnostic counter (the
+# compile-count bound of the tests), not a cache
+TRACE_COUNTS: collections.Counter = collections.Counter()
+IMPLEMENTATIONS = ("auto", "xla", "cpu-kernel")
+
+
+# ================================================================================================
+# The state
+# ================================================================================================
+
+
+@flax.struct.dataclass
+class ReadoutState:
+    """Running readout over final last-stage positions: Σ h·w, Σ w (w = 1 for mean, Δt + eps for
+    timepool), the last final hidden state (the "last" readout and the next-event context), and the total
+    time Σ Δt (the reference timepool readout's divisor)."""
+
+    weighted_sum: jax.Array
+    weight: jax.Array
+    last_hidden: jax.Array
+    total_time: jax.Array
+
+
+@flax.struct.dataclass
+class StreamState:
+    """Immutable stream state of a batch of event streams for one model (see the module docstring).
+
+    Device part: `buffer` (B, N) float32 (a jax array after the XLA step, numpy after the CPU kernel; either
+    step reads both), each row one stream's backbone state (EventSSM: per-stage SSM states and open pooling
+    windows) and `ReadoutState` packed flat (`StateLayout`: a jitted call pays per array it returns, ~3 µs
+    each, more than the step's compute at small chunks); `stages` / `readout` unpack them (for inspection). `logits`: the classification prediction given everything so far (None for
+    next-event models).
+    Host part (numpy, exact): `last_timestamp` (B,) int64 µs of the newest event, `num_events` (B,)
+    int64 events seen, `pending_token` (B,) int32 (gap_convention="after": the event waiting for its
+    gap, −1 for none). `fingerprint` / `model_name` identify the model the state belongs to.
+    """
+
+    buffer: jax.Array
+    logits: Optional[jax.Array]
+    last_timestamp: np.ndarray
+    num_events: np.ndarray
+    pending_token: np.ndarray
+    fingerprint: str = flax.struct.field(pytree_node=False, default="")
+    model_name: str = flax.struct.field(pytree_node=False, default="")
+    layout: Any = flax.struct.field(pytree_node=False, default=None)
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.last_timestamp.shape[0])
+
+    @property
+    def stages(self):
+        """The backbone's state (EventSSM: per-stage states), unpacked from `buffer` (numpy, batch first)."""
+        return self.layout.unpack_numpy(self.buffer)[0]
+
+    @property
+    def readout(self) -> ReadoutState:
+        """The running readout, unpacked from `buffer` (numpy, batch axis first)."""
+        return self.layout.unpack_numpy(self.buffer)[1]
+
+
+class StateLayout:
+    """Where each array of one stream's (backbone state, readout) tree lies in its flat float32 row. The tree
+    is real (complex states are stored as pairs); integers (token ids < 2^24, counts) and bfloat16 values are stored as
+    float32 (exact). `pack` / `unpack` run inside jit on one row."""
+
+    def __init__(self, template):
+        leaves, self.treedef = jax.tree_util.tree_flatten(template)
+        self.entries, offset = [], 0
+        for leaf in leaves:
+            shape, dtype = tuple(leaf.shape), np.dtype(leaf.dtype)
+            size = int(np.prod(shape, dtype=np.int64))
+            self.entries.append((offset, size, shape, dtype))
+            offset += size
+        self.size = offset
+
+    def pack(self, tree) -> jax.Array:
+        return jnp.concatenate([jnp.ravel(leaf).astype(jnp.float32) for leaf in jax.tree_util.tree_leaves(tree)])
+
+    def unpack(self, row):
+        leaves = [row[a:a + n].astype(dtype).reshape(shape) for a, n, shape, dtype in self.entries]
+        return jax.tree_util.tree_unflatten(self.treedef, leaves)
+
+    def unpack_numpy(self, buffer):
+        """(stages, readout) of a (B, N) buffer as numpy arrays with the batch axis first."""
+        buffer = np.asarray(buffer)
+        leaves = [buffer[:, a:a + n].astype(dtype).reshape((buffer.shape[0],) + shape)
+                  for a, n, shape, dtype in self.entries]
+        return jax.tree_util.tree_unflatten(self.treedef, leaves)
+
+
+
+
+# ================================================================================================
+# Model identity
+# ================================================================================================
+
+_IGNORED_CONFIG_KEYS = ("_name_or_path", "transformers_version", "architectures", "dtype", "torch_dtype")
+
+
+def model_fingerprint(model) -> str:
+    """Short hash of the model class, its dtype and every config value that shapes the computation
+    (kept on the model per config object: replace model.config rather than editing it in place)."""
+    cached = model.__dict__.get("_fingerprint")
+    if cached is not None and cached[0] is model.config:
+        return cached[1]
+    config = {k: v for k, v in model.config.to_dict().items() if k not in _IGNORED_CONFIG_KEYS}
+    text = json.dumps([type(model).__name__, str(np.dtype(model.module.dtype)), config], sort_keys=True, default=str)
+    fingerprint = hashlib.sha256(text.encode()).hexdigest()[:16]
+    model.__dict__["_fingerprint"] = (model.config, fingerprint)
+    return fingerprint
+
+
+def _model_name(model) -> str:
+    cfg = model.config
+    return f"{type(model).__name__}({cfg.model_type}, vocab_size={cfg.vocab_size}, {model_fingerprint(model)})"
+
+
+# ================================================================================================
+# The streamer: one per (model, weights); the family's backbone step plus the shared heads
+# ================================================================================================
+
+
+@functools.lru_cache(maxsize=None)
+def _computes_on_cpu() -> bool:
+    return jax.default_backend() == "cpu"
+
+
+def _resolve(target: str):
+    import importlib
+
+    module, name = target.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def streamer_for(model, params=None, batch_stats=None) -> "Streamer":
+    """The model's streamer for these weights (its own by default), built on first use and kept on the
+    model while the weights objects stay the same; its compiled steps are kept per model config."""
+    if getattr(model, "task", None) not in HEAD_NAMES:
+        raise TypeError(f"streaming needs a model with a head (…ForSequenceClassification or "
+                        f"…ForNextEventPrediction), got {type(model).__name__}")
+    params = model.params if params is None else params
+    batch_stats = (model.batch_stats if batch_stats is None else batch_stats) or None  # {} -> None
+    kept = model.__dict__.get("_streamer")
+    if kept is not None and kept.params is params and kept.batch_stats is batch_stats \
+            and kept.config is model.config:
+        return kept
+    target = getattr(model, "streamer_class", None)
+    if target is None:
+        raise TypeError(f"{type(model).__name__} has no streaming step (its model family sets no streamer_class)")
+    cls = _resolve(target) if isinstance(target, str) else target
+    streamer = cls(model, params, batch_stats)
+    model.__dict__["_streamer"] = streamer
+    return streamer
+
+
+class Streamer:
+    """The streaming step of one model with one set of weights.
+
+    Built once per (model, params, batch_stats) by `streamer_for`: the state layout, the per-weights
+    constants (packed for the XLA step), the jitted XLA step (shared by every streamer of the same model
+    and config: compiled once) and, where the family has one, its CPU kernel. A family subclasses it and
+    supplies `backbone_state_template`, `prepare`, `backbone_chunk` (and optionally `make_cpu_kernel`,
+    `cpu_kernel_unsupported`); the readout, the next-event head and the step's plumbing are here.
+    """
+
+    def __init__(self, model, params, batch_stats):
+        cfg = self.config = model.config
+        self.dtype, self.task = model.module.dtype, model.task
+        self.params, self.batch_stats = params, batch_stats
+        self.fingerprint, self.model_name = model_fingerprint(model), _model_name(model)
+        # what `stream` reads per call, as plain attributes (a transformers config attribute costs ~1 µs)
+        self.gap_convention = getattr(cfg, "gap_convention", "before")
+        self.vocab_size, self.time_unit_us = cfg.vocab_size, cfg.time_unit_us
+        if cfg.vocab_size >= 2**24:
+            raise ValueError(f"streaming keeps token ids as float32, exact below 2^24; vocab_size={cfg.vocab_size}")
+        width = self.output_width()
+        spec = jax.ShapeDtypeStruct
+        readout = ReadoutState(spec((width,), np.float32), spec((), np.float32), spec((width,), self.dtype),
+                               spec((), np.float32))
+        self.layout = StateLayout((self.backbone_state_template(), readout))
+        compiled = model.__dict__.get("_streaming_compiled")
+        if compiled is None or compiled["fingerprint"] != self.fingerprint:
+            compiled = {"fingerprint": self.fingerprint, "prepare": jax.jit(self.prepare)}
+            model.__dict__["_streaming_compiled"] = compiled
+        self.compiled = compiled  # the model's compiled functions: prepare, step, generation blocks
+        variables = {"params": params, "batch_stats": batch_stats} if batch_stats else {"params": params}
+        self.check_variables(variables)
+        self.prepared = compiled["prepare"](variables)
+        self.constants = PackedConstants.pack(self.prepared)
+        if "step" not in compiled:
+            compiled["step"] = self._jitted_step()
+        self.step = compiled["step"]
+        self.cpu_kernel_unsupported = self.cpu_kernel_reason()
+        self._cpu_kernel = None
+
+    # -- supplied by the model family ---------------------------------------------------------------
+    def output_width(self) -> int:
+        """Width of the backbone's last-stage outputs."""
+        return int(getattr(self.config, "output_hidden_size", self.config.hidden_size))
+
+    def backbone_state_template(self):
+        """One stream's backbone state as a pytree of jax.ShapeDtypeStruct (no batch axis)."""
+        raise NotImplementedError
+
+    def prepare(self, variables) -> dict:
+        """Per-weights constants of the step (jitted once per model); must hold "variables"."""
+        return {"variables": variables}
+
+    def backbone_chunk(self, consts, state, tokens, dt, n) -> "BackboneChunk":
+        """One chunk of one stream (tokens, dt (L,), n valid) through the backbone from `state`."""
+        raise NotImplementedError
+
+    def check_variables(self, variables) -> None:
+        """ValueError when the weights cannot stream (e.g. batch norm without running statistics)."""
+
+    def cpu_kernel_reason(self) -> Optional[str]:
+        """Why the family's CPU kernel cannot run this model (None: it can)."""
+        return "this model family has no CPU streaming kernel"
+
+    def make_cpu_kernel(self):
+        """A callable (buffer, logits, tokens, dt, counts) -> (outputs, buffer, logits); see `stream`."""
+        raise NotImplementedError
+
+    # -- shared --------------------------------------------------------------------------------------
+    @property
+    def cpu_kernel(self):
+        if self._cpu_kernel is None:
+            self._cpu_kernel = self.make_cpu_kernel()
+        return self._cpu_kernel
+
+    def use_cpu_kernel(self, implementation: str) -> bool:
+        """Whether `stream` runs the CPU kernel: "auto" where it supports the model and JAX computes on the
+        CPU, "cpu-kernel" (or ValueError naming why not), "xla" never."""
+        if implementation == "xla":
+            return False
+        if implementation not in IMPLEMENTATIONS:
+            raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
+        reason = self.cpu_kernel_unsupported
+        if implementation == "cpu-kernel" and reason is not None:
+            raise ValueError(f"the CPU streaming kernel cannot run this model: {reason}; use implementation='xla'")
+        return reason is None and (implementation == "cpu-kernel" or _computes_on_cpu())
+
+    def row_step(self, consts, device_state, ids, dt, n):
+        """One chunk of one stream: (outputs, new device state). device_state: (its row of the state
+        buffer, its logits); ids, dt (L,), n valid events (scalar)."""
+        cfg, dtype = self.config, self.dtype
+        consts = consts.unpack() if isinstance(consts, PackedConstants) else consts
+        row, logits = device_state
+        backbone_state, readout = self.layout.unpack(row)
+        length = ids.shape[0]
+        ids, dt = at_least_rows(ids, 2), at_least_rows(dt, 2)  # one-row matmuls: see at_least_rows
+        valid = jnp.arange(ids.shape[0]) < n
+        tokens = jnp.where(valid, jnp.clip(ids, 0, cfg.vocab_size - 1), 0).astype(jnp.int32)
+        dt = jnp.where(valid, dt, 0.0)
+        out = self.backbone_chunk(consts, backbone_state, tokens, dt, n)
+        readout = readout.replace(total_time=readout.total_time + jnp.sum(dt))
+        if self.task == "classification":
+            logits, readout = _classification_readout(cfg, dtype, consts, readout, out.hidden, out.time_deltas,
+                                                      out.mask, out.num_final)
+            return logits, (self.layout.pack((out.state, readout)), logits)
+        outs, readout = _next_event_outputs(cfg, dtype, consts, readout, out.residual, out.hidden, out.num_final,
+                                            out.embeds, n)
+        return tuple(o[:length] for o in outs), (self.layout.pack((out.state, readout)), logits)
+
+    def _jitted_step(self):
+        """The jitted, batch-vmapped step (traces counted in TRACE_COUNTS[fingerprint])."""
+        fingerprint, row = self.fingerprint, self.row_step
+
+        def step(consts, device_state, ids, dt, n):
+            TRACE_COUNTS[fingerprint] += 1  # runs once per trace, never per call
+            return jax.vmap(row, in_axes=(None, 0, 0, 0, 0))(consts, device_state, ids, dt, n)
+
+        return jax.jit(step)
+
+
+class BackboneChunk(NamedTuple):
+    """What a family's `backbone_chunk` returns for one chunk of one stream: the last-stage outputs
+    (positions, F), their Δt and validity, how many of them are final (all their events arrived; the
+    rest are provisional and are not committed), the events since the last final position before this
+    chunk (`residual`, for the next-event head's causal rule), the chunk's event embeddings (L, H)
+    (zero past n; read by the next-event head where the backbone pools) and the new backbone state."""
+
+    hidden: Any
+    time_deltas: Any
+    mask: Any
+    num_final: Any
+    residual: Any
+    embeds: Any
+    state: Any
+
+
+def at_least_rows(x, rows):
+    """x padded along axis 0 to at least `rows` rows (zeros): XLA's CPU backend fuses a one-row matmul
+    with all its producers into a loop that recomputes them for every output (≈20x slower)."""
+    return jnp.pad(x, [(0, max(rows - x.shape[0], 0))] + [(0, 0)] * (x.ndim - 1))
+
+
+def layer_norm(x, scale, bias, eps, dtype):
+    """flax's LayerNorm over the last axis (float32 statistics, var = E[x²] − E[x]² clipped at 0), with
+    both means from one matmul: XLA's CPU row reductions take five operations per norm."""
+    x32 = x.astype(jnp.float32)
+    ones = jnp.full((x.shape[-1], 1), 1.0 / x.shape[-1], jnp.float32)
+    stats = jnp.stack([x32, x32 * x32]) @ ones  # (2, …, 1): E[x], E[x²]
+    mean, var = stats[0], jnp.maximum(stats[1] - stats[0] ** 2, 0.0)
+    return ((x32 - mean) * jax.lax.rsqrt(var + eps) * scale + bias).astype(dtype)
+
+
+def dense(features, dtype, params, x):
+    """nn.Dense(features) applied with the given weights."""
+    return nn.Dense(features, dtype=dtype).apply({"params": params}, x)
+
+
+@flax.struct.dataclass
+class PackedConstants:
+    """The step's constants as few arrays: the vectors concatenated into one flat buffer per dtype, the
+    matrices and token tables as they are. jit pays a dispatch cost per argument array, which for ~100
+    weight arrays is most of a single-event step. `unpack()` (inside jit) gives the tree back."""
+
+    buffers: tuple
+    spec: tuple = flax.struct.field(pytree_node=False)  # (treedef, dtypes, entries): static, hashable
+
+    @classmethod
+    def pack(cls, tree) -> "PackedConstants":
+        """Vectors go into the flat buffers; matrices (read by matmuls, which would copy a slice) stay apart."""
+        leaves, treedef = jax.tree_util.tree_flatten(tree)
+        groups, own, entries = {}, [], []
+        for leaf in leaves:
+            if leaf.ndim >= 2:
+                entries.append(("own", len(own), 0, ()))
+                own.append(leaf)
+            else:
+                group = groups.setdefault(str(leaf.dtype), [])
+                entries.append(("flat", str(leaf.dtype), sum(x.size for x in group), tuple(leaf.shape)))
+                group.append(leaf)
+        dtypes = tuple(sorted(groups))  # concatenated on the host: eager jnp ops would compile per shape
+        flats = tuple(jnp.asarray(np.concatenate([np.asarray(x).ravel() for x in groups[d]])) for d in dtypes)
+        return cls((flats, tuple(own)), (treedef, dtypes, tuple(entries)))
+
+    def unpack(self):
+        treedef, dtypes, entries = self.spec
+        flats, own = self.buffers
+        leaves = [own[a] if kind == "own" else
+                  flats[dtypes.index(a)][offset:offset + int(np.prod(shape))].reshape(shape)
+                  for kind, a, offset, shape in entries]
+        return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+
+# ================================================================================================
+# The shared heads over the backbone's outputs
+# ================================================================================================
+
+
+def _classification_readout(cfg, dtype, consts, readout, h, h_dt, mask, n_final):
+    """Running masked readout (the model's mean | timepool | last) and the classifier's logits."""
+    positions = jnp.arange(h.shape[0])
+    final = positions < n_final
+    provisional = mask & ~final
+    mode = cfg.classifier_pooling
+    w = jnp.ones_like(h_dt) if mode == "mean" else h_dt + cfg.timepool_eps
+    last = jnp.where(n_final > 0, h[jnp.maximum(n_final - 1, 0)], readout.last_hidden)
+    total_time = readout.total_time
+    weighted_sum = readout.weighted_sum + jnp.sum(h * (w * final)[:, None], axis=0)
+    weight = readout.weight + jnp.sum(w * final)
+    if mode == "last":
+        has_prov = jnp.any(provisional)
+        pooled = jnp.where(has_prov, h[jnp.argmax(provisional)], last)
+    else:
+        num = weighted_sum + jnp.sum(h * (w * provisional)[:, None], axis=0)
+        norm = weight + jnp.sum(w * provisional)
+        if mode == "timepool" and cfg.readout_convention == "reference":
+            norm = total_time
+        pooled = num / jnp.where(norm > 0, norm, 1.0)
+    logits = dense(cfg.num_labels, dtype, consts["variables"]["params"][HEAD_NAMES["classification"]], pooled)
+    new = readout.replace(weighted_sum=weighted_sum, weight=weight, last_hidden=last)
+    return logits, new
+
+
+def _next_event_outputs(cfg, dtype, consts, readout, residual, h, n_final, embeds, n):
+    """The model's next-event head (modeling_events.NextEventHead) for every event of the chunk: event k
+    reads the last-stage position complete at k (this chunk's h, or the kept last one) plus local_proj of
+    its own embedding (embeds: the chunk's event embeddings, zero past n)."""
+    head = consts["variables"]["params"][HEAD_NAMES["next-event"]]
+    width = h.shape[-1]
+    i = jnp.arange(embeds.shape[0])
+    stride = total_stride(cfg)
+    if stride == 1:
+        features = h
+    else:
+        window = (residual + i + 1) // stride - 1  # index into this chunk's positions; −1: the kept one
+        context = jnp.where((window >= 0)[:, None], jnp.take(h, jnp.maximum(window, 0), axis=0), readout.last_hidden)
+        features = context + dense(width, dtype, head["local_proj"], embeds)
+    features = nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=dtype).apply({"params": head["norm"]}, features)
+    logits = dense(cfg.vocab_size, dtype, head["token_logits"], features)
+    k = cfg.num_mixture_components
+    gap = dense(3 * k, dtype, head["gap_params"], features).astype(jnp.float32)
+    last = jnp.where(n_final > 0, h[jnp.maximum(n_final - 1, 0)], readout.last_hidden)
+    outs = (logits, gap[..., :k], gap[..., k : 2 * k], jnp.clip(gap[..., 2 * k :], *GAP_LOG_SCALE_RANGE))
+    valid = (i < n)[:, None]
+    return tuple(jnp.where(valid, o, 0) for o in outs), readout.replace(last_hidden=last)
+
+
+
+# ================================================================================================
+# Public API: init_stream, stream
+# ================================================================================================
+
+
+def init_stream(model, batch_size: int = 1, params=None) -> StreamState:
+    """A fresh stream state for `batch_size` parallel streams of `model` (no event seen yet: all zeros)."""
+    streamer = streamer_for(model, params)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    b = int(batch_size)
+    buffer = jnp.asarray(np.zeros((b, streamer.layout.size), np.float32))  # from numpy: no per-shape compile
+    logits = None
+    if streamer.task == "classification":  # before any event the readout is zero: the classifier's bias
+        bias = np.asarray((model.params if params is None else params)[HEAD_NAMES["classification"]]["bias"])
+        logits = jnp.asarray(np.broadcast_to(bias, (b, model.config.num_labels)))
+    return StreamState(buffer, logits, np.zeros(b, np.int64), np.zeros(b, np.int64), np.full(b, -1, np.int32),
+                       streamer.fingerprint, streamer.model_name, streamer.layout)
+
+
+def _check_state(streamer, state, batch):
+    if not isinstance(state, StreamState):
+        raise TypeError(f"state must be a StreamState from init_stream(model, ...), got {type(state).__name__}")
+    if state.fingerprint != streamer.fingerprint:
+        raise ValueError(
+            f"this stream state was made for another model ({state.model_name}, fingerprint {state.fingerprint}); "
+            f"this model is {streamer.model_name} (fingerprint {streamer.fingerprint}). Start a new one with "
+            "init_stream(model, batch_size)"
+        )
+    if batch != state.batch_size:
+        raise ValueError(
+            f"the chunk holds {batch} stream(s) (input_ids.shape[0]) but the state was made for batch_size="
+            f"{state.batch_size}; pass one row per stream of the state or init_stream(model, batch_size={batch})"
+        )
+
+
+def _as_chunk(config, input_ids, timestamps, attention_mask):
+    """Checked numpy (ids int64 (B, L), timestamps int64 (B, L), valid counts (B,))."""
+    ids, ts = np.asarray(input_ids), np.asarray(timestamps)
+    if ids.ndim == 1 and ts.ndim == 1:  # one stream
+        ids, ts = ids[None], ts[None]
+        attention_mask = None if attention_mask is None else np.asarray(attention_mask)[None]
+    if ts.size and ts.dtype.kind not in "iu":
+        raise ValueError(f"timestamps must be integer µs, got dtype {ts.dtype} (convert with np.int64(...))")
+    if ids.size == 0 and ids.dtype.kind not in "iu":
+        ids = ids.astype(np.int64)
+    if ts.size == 0:
+        ts = ts.astype(np.int64)
+    check_inputs(config, ids, ts, attention_mask)
+    n = (ids.shape[1] * np.ones(ids.shape[0], np.int64) if attention_mask is None else
+         np.sum(np.asarray(attention_mask) != 0, axis=1).astype(np.int64))
+    return ids.astype(np.int64), ts.astype(np.int64), n
+
+
+def _gaps_before(config, ts, n, state):
+    """Δt before each event (float32, model units) from int64 µs, against the state's last timestamp;
+    ValueError when a chunk starts before it."""
+    batch, length = ts.shape
+    seen = state.num_events > 0
+    first = ts[:, 0] if length else np.zeros(batch, np.int64)
+    early = seen & (n > 0) & (first < state.last_timestamp)
+    if early.any():
+        row = int(np.flatnonzero(early)[0])
+        raise ValueError(
+            f"stream {row}: the chunk starts at timestamp {int(first[row])} µs, before the state's last timestamp "
+            f"{int(state.last_timestamp[row])} µs; events must arrive in time order (equal timestamps are fine)"
+        )
+    prev = np.where(seen, state.last_timestamp, first)
+    gaps = np.diff(np.concatenate([prev[:, None], ts], axis=1), axis=1)
+    valid = np.arange(length)[None, :] < n[:, None]
+    return np.where(valid, gaps_to_units(gaps, config.time_unit_us), np.float32(0.0))
+
+
+def _internal_events(config, ids, dt, n, state):
+    """(tokens, Δt, counts, new pending) the backbone reads. gap_convention="before": the events as they
+    are. "after": event k carries the gap to event k+1, so the newest event waits in `pending_token`."""
+    if getattr(config, "gap_convention", "before") == "before":
+        return ids, dt, n, state.pending_token
+    batch, length = ids.shape
+    has = state.pending_token >= 0
+    full_ids = np.concatenate([np.maximum(state.pending_token, 0)[:, None].astype(np.int64), ids], axis=1)
+    full_dt = np.concatenate([np.zeros((batch, 1), np.float32), dt], axis=1)
+    start = (~has).astype(np.int64)  # skip the empty pending slot
+    count = np.where(n > 0, n + has - 1, 0)  # events that now know their gap
+    idx = np.minimum(start[:, None] + np.arange(length)[None, :], length)
+    tokens = np.take_along_axis(full_ids, idx, axis=1)
+    gaps = np.take_along_axis(full_dt, np.minimum(idx + 1, length), axis=1)
+    gaps = np.where(np.arange(length)[None, :] < count[:, None], gaps, 0.0).astype(np.float32)
+    last = np.take_along_axis(ids, np.maximum(n - 1, 0)[:, None], axis=1)[:, 0] if length else state.pending_token
+    pending = np.where(n > 0, last, state.pending_token).astype(np.int32)
+    return tokens, gaps, np.maximum(count, 0), pending
+
+
+def _plain_chunk(config, input_ids, timestamps, state):
+    """(ids, timestamps, Δt) for a chunk of plain integer arrays of one length ≥ 1 that passes every
+    check (ids in the vocabulary, time order also against the state), checked in one compiled pass
+    (`checked_gaps`), as a live sensor loop calls this per chunk. None for anything else (the full path
+    checks it and names the problem) and for gap_convention="after". config: the model's config or its
+    streamer (which holds gap_convention, vocab_size, time_unit_us as plain attributes)."""
+    if config.gap_convention != "before":
+        return None
+    ids, ts = np.asarray(input_ids), np.asarray(timestamps)
+    if ids.ndim == 1 and ts.ndim == 1:
+        ids, ts = ids[None], ts[None]
+    if ids.ndim != 2 or ts.shape != ids.shape or ids.shape[1] == 0 or ids.dtype.kind not in "iu" \
+            or ts.dtype.kind not in "iu" or ids.shape[0] != state.batch_size:
+        return None
+    ok, gaps = checked_gaps(ids, ts, state.last_timestamp, state.num_events, config.vocab_size)
+    return (ids, ts, gaps_to_units(gaps, config.time_unit_us)) if ok else None
+
+
+def _check_buckets(buckets) -> tuple:
+    if buckets is BUCKETS:  # the default, already sorted and positive (stream calls this per chunk)
+        return BUCKETS
+    sizes = tuple(sorted(set(int(b) for b in buckets))) if buckets is not None else ()
+    if not sizes or sizes[0] < 1:
+        raise ValueError(f"buckets must be positive chunk lengths, got {buckets!r}")
+    return sizes
+
+
+def _bucket(length: int, buckets: tuple) -> int:
+    """The smallest bucket ≥ length (the largest one for longer pieces): the padded length compiled for."""
+    return next((b for b in buckets if b >= length), buckets[-1])
+
+
+def _empty_output(model, state, batch):
+    cfg = model.config
+    if state.logits is not None:
+        return SequenceClassifierOutput(logits=state.logits)
+    k = cfg.num_mixture_components
+    z = lambda d: np.zeros((batch, 0, d), np.float32)  # noqa: E731
+    return NextEventPredictionOutput(logits=z(cfg.vocab_size), gap_mixture_logits=z(k), gap_log_means=z(k),
+                                     gap_log_scales=z(k))
+
+
+def stream(model, input_ids, timestamps, state: StreamState, params=None, batch_stats=None,
+           attention_mask=None, buckets=BUCKETS, implementation: str = "auto"):
+    """Feed one chunk of events to the streams of `state`; returns (output, new_state).
+
+    input_ids, timestamps: (B, L) token ids and int µs timestamps (or (L,) for a single stream), any
+    L ≥ 0, in time order and not before the state's last timestamp; attention_mask (B, L) optional
+    (valid events first) lets the streams of a batch receive different numbers of events.
+    Output: classification models → SequenceClassifierOutput, logits (B, num_labels) given every event
+    so far (what the full forward gives on the whole prefix); next-event models →
+    NextEventPredictionOutput with logits (B, L, vocab) and the gap mixture (B, L, K) for
+    every event of the chunk (zeros where attention_mask is 0), as numpy arrays.
+    buckets: the padded chunk lengths compiled for (one compilation each, at most); a chunk is padded to
+    the smallest bucket that holds it, and a longer one is processed in pieces of the largest.
+    implementation: "auto" (the model family's CPU kernel when it has one covering the model and JAX
+    computes on the CPU, else the XLA step), "xla" or "cpu-kernel": the same numbers (parity tests),
+    states interchangeable; a CPU kernel needs no buckets.
+    An empty chunk (L = 0) is a no-op: the state comes back unchanged with the current prediction
+    (classification) or outputs of length 0 (next-event).
+    Raises ValueError for a chunk before the state's last timestamp, ids outside the vocabulary,
+    decreasing timestamps, a state of another model or batch size.
+    """
+    streamer = streamer_for(model, params, batch_stats)
+    head, cfg = streamer.task, model.config
+    buckets = _check_buckets(buckets)
+    if not isinstance(state, StreamState):
+        _check_state(streamer, state, None)  # TypeError naming what came instead
+    fast = _plain_chunk(streamer, input_ids, timestamps, state) if attention_mask is None else None
+    if fast is not None:  # the common case, checked in few numpy operations
+        ids, ts, dts = fast
+        tokens, (batch, length) = ids, ids.shape
+        n = counts = np.full(batch, length, np.int64)
+        pending = state.pending_token
+        _check_state(streamer, state, batch)
+    else:
+        ids, ts, n = _as_chunk(cfg, input_ids, timestamps, attention_mask)
+        batch, length = ids.shape
+        _check_state(streamer, state, batch)
+        if length == 0:
+            return _empty_output(model, state, batch), state
+        dt = _gaps_before(cfg, ts, n, state)
+        tokens, dts, counts, pending = _internal_events(cfg, ids, dt, n, state)
+    if streamer.use_cpu_kernel(implementation):
+        out, buffer, logits = streamer.cpu_kernel(state.buffer, state.logits, tokens, dts, counts)
+        device_state, pieces = (buffer, logits), [out]
+    else:
+        out, device_state, pieces = _xla_chunk(streamer, buckets, state, tokens, dts, counts)
+    last = ts[:, -1] if fast is not None else ts[np.arange(batch), np.maximum(n - 1, 0)]
+    new_state = StreamState(device_state[0], device_state[1], np.where(n > 0, last, state.last_timestamp).astype(np.int64),
+                            state.num_events + n, pending, state.fingerprint, state.model_name, state.layout)
+    if head == "classification":
+        return SequenceClassifierOutput(logits=out), new_state
+    parts = [np.concatenate(p, axis=1) if len(pieces) > 1 else p[0] for p in zip(*pieces)]
+    return NextEventPredictionOutput(
+        logits=parts[0], gap_mixture_logits=parts[1], gap_log_means=parts[2], gap_log_scales=parts[3]), new_state
+
+
+def _xla_chunk(streamer, buckets, state, tokens, dts, counts):
+    """The chunk through the jitted XLA step, in bucket-padded pieces: (last output, (buffer, logits),
+    next-event output pieces)."""
+    batch, length = tokens.shape
+    consts, step = streamer.constants, streamer.step
+    device_state = (state.buffer, state.logits)
+    pieces, out = [], None
+    for start in range(0, length, buckets[-1]):
+        size = min(buckets[-1], length - start)
+        bucket = _bucket(size, buckets)
+        if bucket == size == length:  # no padding
+            piece_ids, piece_dt = tokens.astype(np.int32), dts
+        else:
+            piece_ids = np.zeros((batch, bucket), np.int32)
+            piece_dt = np.zeros((batch, bucket), np.float32)
+            piece_ids[:, :size], piece_dt[:, :size] = tokens[:, start:start + size], dts[:, start:start + size]
+        piece_n = np.clip(counts - start, 0, size).astype(np.int32)
+        out, device_state = step(consts, device_state, piece_ids, piece_dt, piece_n)
+        if streamer.task == "next-event":  # cut on the host: an eager slice would compile once per chunk length
+            pieces.append(tuple(np.asarray(o)[:, :size] for o in out))
+    return out, device_state, pieces
+
+
+
+def _njit(func):
+    return numba.njit(cache=True, nogil=True)(func) if numba is not None else func
+
+
+@_njit
+def checked_gaps(ids, timestamps, last_timestamp, num_events, vocab_size):
+    """(ok, gaps in µs (B, L) int64) of a chunk of plain integer ids/µs timestamps, checked on the way:
+    every id in [0, vocab_size), times not decreasing, also from the state's last timestamp (rows that
+    have seen events); ok False at the first failed check (the caller's full checks then name it). One
+    pass, as a live loop calls it per chunk."""
+    batch, length = ids.shape
+    gaps = np.empty((batch, length), np.int64)
+    for r in range(batch):
+        prev = last_timestamp[r] if num_events[r] > 0 else np.int64(timestamps[r, 0])
+        for i in range(length):
+            if ids[r, i] < 0 or ids[r, i] >= vocab_size:
+                return False, gaps
+            gaps[r, i] = np.int64(timestamps[r, i]) - prev
+            if gaps[r, i] < 0:
+                return False, gaps
+            prev = np.int64(timestamps[r, i])
+    return True, gaps
+
+
+# ================================================================================================
+# Generation
+# ================================================================================================
+
+
+def _generator(streamer, block: int):
+    """Jitted: `block` events, each sampled from the previous prediction and fed back as a 1-event chunk
+    (compiled once per model and block, kept with the model's streaming step)."""
+    compiled = streamer.compiled
+    if ("generate", block) in compiled:
+        return compiled[("generate", block)]
+    cfg = streamer.config
+    banned = banned_tokens(cfg)
+    row = streamer.row_step
+
+    def run(consts, device_state, prediction, key, temperature, offset):
+        def one(carry, i):
+            device_state, prediction = carry
+            token, gap = sample_next_event(jax.random.fold_in(key, offset + i), *prediction, temperature,
+                                           cfg.time_unit_us, banned)
+            dt = gap.astype(jnp.float32) / jnp.float32(cfg.time_unit_us)  # exact for gaps < 2^24 µs
+            outs, device_state = jax.vmap(row, in_axes=(None, 0, 0, 0, 0))(
+                consts, device_state, token[None, None], dt[None, None], jnp.ones((1,), jnp.int32))
+            return (device_state, tuple(o[0, 0] for o in outs)), (token, gap)
+
+        (device_state, prediction), (tokens, gaps) = jax.lax.scan(one, (device_state, prediction), jnp.arange(block))
+        return device_state, prediction, tokens, gaps
+
+    compiled[("generate", block)] = jax.jit(run)
+    return compiled[("generate", block)]
+
+
+def _prompt_arrays(model, prompt, tokenizer):
+    """(ids, timestamps) int64 of the prompt: None → [bos] at t = 0 (how pretraining windows start);
+    (ids, timestamps) or a dict with input_ids / timestamps; raw events when a tokenizer is given."""
+    cfg = model.config
+    if prompt is None:
+        if cfg.bos_token_id is None:
+            raise ValueError("generate without a prompt starts from the bos token, but config.bos_token_id is None")
+        return np.array([cfg.bos_token_id], np.int64), np.array([0], np.int64)
+    if isinstance(prompt, dict) and "input_ids" in prompt:
+        ids, ts = prompt["input_ids"], prompt["timestamps"]
+    elif isinstance(prompt, (tuple, list)) and len(prompt) == 2 and not isinstance(prompt[0], dict):
+        ids, ts = prompt
+    elif tokenizer is not None:  # raw events: bos + events, as pretraining saw them
+        ids, ts, _ = tokenizer.encode_stream(prompt, add_special_tokens=True)
+        ids, ts = ids[:-1], ts[:-1]  # no eos: the stream goes on
+    else:
+        raise ValueError("prompt must be (input_ids, timestamps), a dict with input_ids/timestamps, or raw events "
+                         "together with tokenizer=")
+    ids, ts = np.asarray(ids).reshape(-1), np.asarray(ts).reshape(-1)
+    if ids.size == 0:
+        raise ValueError("the prompt holds no events; pass prompt=None to start from the bos token")
+    return ids, ts
+
+
+def generate(model, num_events: int, temperature: float = 1.0, seed: int = 0, tokenizer=None, prompt=None,
+             params=None, return_state: bool = False, block: int = 64):
+    """Sample `num_events` events, one by one, from a next-event model with the stream state.
+
+    Each event's token and gap are drawn from the prediction after the previous one (see
+    `sample_next_event`: temperature T scales the token and component logits and the log-normal scales;
+    T = 0 is greedy; pad/bos/eos are never drawn) and fed back as a one-event chunk.
+    prompt: None (start from the bos token at t = 0), (input_ids, timestamps), a dict of those, or raw
+    events (with tokenizer=). Returns the generated events only (not the prompt): with a tokenizer,
+    `tokenizer.decode(ids, timestamps)`, a structured array with t, x, y, p; without, (ids int32,
+    timestamps int64 µs). Timestamps continue from the prompt's last one. return_state=True also returns
+    the stream state after the last generated event. Same seed, same events.
+    """
+    if getattr(model, "task", None) != "next-event":
+        raise TypeError(f"generate needs a next-event prediction model (…ForNextEventPrediction), got {type(model).__name__}")
+    if isinstance(num_events, bool) or not isinstance(num_events, (int, np.integer)) or num_events < 0:
+        raise ValueError(f"num_events must be a non-negative integer, got {num_events!r}")
+    if not np.isfinite(temperature) or temperature < 0:
+        raise ValueError(f"temperature must be ≥ 0 (0: greedy), got {temperature!r}")
+    ids, ts = _prompt_arrays(model, prompt, tokenizer)
+    state = init_stream(model, 1, params=params)
+    out, state = stream(model, ids[None], ts[None], state, params=params)
+    prediction = tuple(o[0, -1] for o in (out.logits, out.gap_mixture_logits, out.gap_log_means, out.gap_log_scales))
+    streamer = streamer_for(model, params)
+    consts, run = streamer.constants, _generator(streamer, block)
+    device_state, key = (state.buffer, state.logits), jax.random.PRNGKey(seed)
+    tokens, gaps = [], []
+    for offset in range(0, num_events, block):
+        device_state, prediction, tok, gap = run(consts, device_state, prediction, key, jnp.float32(temperature),
+                                                 jnp.int32(offset))
+        tokens.append(np.asarray(tok)), gaps.append(np.asarray(gap))
+    tokens = np.concatenate(tokens)[:num_events] if tokens else np.zeros(0, np.int32)
+    gaps = np.concatenate(gaps)[:num_events].astype(np.int64) if gaps else np.zeros(0, np.int64)
+    times = int(state.last_timestamp[0]) + np.cumsum(gaps)
+    result = tokenizer.decode(tokens, times) if tokenizer is not None else (tokens.astype(np.int32), times)
+    if not return_state:
+        return result
+    if num_events % block:  # the last block ran past num_events: replay the exact events on the state
+        _, state = stream(model, tokens[None], times[None], state, params=params)
+    else:
+        state = state.replace(buffer=device_state[0], logits=device_state[1],
+                              last_timestamp=np.array([times[-1] if num_events else state.last_timestamp[0]]),
+                              num_events=state.num_events + num_events)
+    return result, state
+
+
+
+# ================================================================================================
+# `eventlm stream MODEL RECORDING`: a recording played as if it were live
+# ================================================================================================
+
+
+def load_streaming_model(model_name_or_path, **kwargs):
+    """(model, task) for a saved model folder or Hub repo id, with the class its config.json records."""
+    from .auto import load_pretrained
+
+    model = load_pretrained(str(model_name_or_path), **kwargs)
+    if model.task is None:
+        raise ValueError(f"{model_name_or_path} is a bare backbone ({type(model).__name__}); streaming needs a model "
+                         "with a classification or next-event head")
+    return model, model.task
+
+
+def _streaming_tokenizer(model, model_name_or_path, sensor_size, tokenizer=None):
+    """The model folder's tokenizer if it has one, else one built from the recording's sensor."""
+    from .tokenization_events import CONFIG_NAME, EventTokenizer
+
+    if tokenizer is None:
+        folder = Path(str(model_name_or_path))
+        if (folder / CONFIG_NAME).is_file():
+            tokenizer = EventTokenizer.from_pretrained(folder)
+        else:
+            tokenizer = EventTokenizer(sensor_size=sensor_size)
+    elif not isinstance(tokenizer, EventTokenizer):
+        tokenizer = EventTokenizer.from_pretrained(tokenizer)
+    if tokenizer.vocab_size != model.config.vocab_size:
+        raise ValueError(
+            f"the tokenizer ({tokenizer!r}) has {tokenizer.vocab_size} tokens but the model's vocab_size is "
+            f"{model.config.vocab_size}; save the model's tokenizer into its folder or pass tokenizer="
+        )
+    return tokenizer
+
+
+@dataclass
+class StreamRun:
+    """What `run_stream` measured: per printed step the stream time (s), events so far, and the
+    prediction (class probabilities, or the running next-event NLL per event); events/s of the model."""
+
+    times: np.ndarray
+    num_events: np.ndarray
+    predictions: np.ndarray
+    events_per_second: float
+    final: Any
+    labels: Optional[list] = None
+
+
+@functools.partial(jax.jit, static_argnames=("resolution",))
+def _chunk_nll(prev, fields, ids, dt, has_prev, resolution):
+    """(Σ NLL, prediction after the chunk) for one stream's chunk: NLL (token + gap, nats) of each event
+    under the prediction before it (`prev`, from the previous chunk, for the first event; none at the
+    stream's start, has_prev False). fields: the chunk's (logits, mixture logits, log means, log scales)."""
+    logits, mix, means, scales = (jnp.concatenate([p, f[0, :-1]], axis=0) for p, f in zip(prev, fields))
+    token = -jnp.take_along_axis(jax.nn.log_softmax(logits.astype(jnp.float32)), ids[:, None], axis=1)[:, 0]
+    nll = token + lognormal_mixture_nll(dt, mix, means, scales, resolution)
+    counted = (jnp.arange(ids.shape[0]) > 0) | has_prev
+    return jnp.sum(jnp.where(counted, nll, 0.0)), tuple(f[0, -1:] for f in fields)
+
+
+def run_stream(model_name_or_path, recording_path, chunk_size: int = 256, plot=None, format: Optional[str] = None,
+               tokenizer=None, realtime: bool = False, max_events: Optional[int] = None, lines: int = 20,
+               file=None, **reader_options) -> StreamRun:
+    """Run a saved model over a recording as if it came live from the sensor, chunk by chunk with the
+    stream state, printing the running prediction and the model's events/s.
+
+    model_name_or_path: a folder (or Hub repo id) saved by save_pretrained, with a classification or
+    next-event head; its tokenizer_config.json is used when present, else a tokenizer for the recording's
+    sensor. recording_path / format / reader_options: what eventlm.data.readers.read_events reads.
+    chunk_size: events per chunk. realtime: wait so that no chunk is processed before its last event's
+    time (a replay at the recording's pace). plot: a path to save the prediction over time (png/pdf/svg).
+    lines: about how many progress lines to print. Returns a StreamRun.
+    """
+    from .data.readers import read_events
+
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    file = sys.stdout if file is None else file
+    recording = read_events(recording_path, format=format, **reader_options)
+    model, head = load_streaming_model(model_name_or_path)
+    tokenizer = _streaming_tokenizer(model, model_name_or_path, recording.sensor_size, tokenizer)
+    ids, ts, _ = tokenizer.encode_stream(recording.events)
+    if max_events is not None:
+        ids, ts = ids[:max_events], ts[:max_events]
+    if len(ids) == 0:
+        raise ValueError(f"{recording_path} holds no events to stream")
+    cfg = model.config
+    labels = [cfg.id2label.get(i, str(i)) for i in range(cfg.num_labels)] if head == "classification" else None
+    print(f"streaming {len(ids):,} events of {recording_path} ({recording.sensor_size}) through "
+          f"{type(model).__name__} in chunks of {chunk_size}", file=file)
+    state = init_stream(model, 1)
+    num_chunks = -(-len(ids) // chunk_size)
+    every = max(1, num_chunks // max(lines, 1))
+    times, counts, preds, busy, nll_sum, prev = [], [], [], 0.0, 0.0, None
+    start_wall = time.perf_counter()
+    for k in range(num_chunks):
+        c_ids, c_ts = ids[k * chunk_size:(k + 1) * chunk_size], ts[k * chunk_size:(k + 1) * chunk_size]
+        if realtime:  # the sensor has not produced this chunk before its last event's time
+            time.sleep(max(0.0, (c_ts[-1] - ts[0]) / 1e6 - (time.perf_counter() - start_wall)))
+        t = time.perf_counter()
+        out, new_state = stream(model, c_ids[None], c_ts[None], state)
+        jax.block_until_ready(out.logits)
+        busy += time.perf_counter() - t
+        if head == "classification":
+            pred = np.asarray(jax.nn.softmax(out.logits[0]))
+        else:
+            dt = _gaps_before(cfg, c_ts[None], np.array([len(c_ids)]), state)[0]
+            fields = (out.logits, out.gap_mixture_logits, out.gap_log_means, out.gap_log_scales)
+            has_prev = prev is not None
+            prev = prev if has_prev else tuple(np.zeros((1,) + f.shape[2:], np.float32) for f in fields)
+            total, prev = _chunk_nll(prev, fields, c_ids.astype(np.int32), dt, has_prev, 1.0 / cfg.time_unit_us)
+            nll_sum += float(total)
+            pred = np.array([nll_sum / max(int(new_state.num_events[0]) - 1, 1)])
+        state = new_state
+        seen = int(state.num_events[0])
+        times.append((c_ts[-1] - ts[0]) / 1e6), counts.append(seen), preds.append(pred)
+        if (k + 1) % every == 0 or k == num_chunks - 1:
+            what = (f"{labels[int(np.argmax(pred))]} (p={pred.max():.2f})" if head == "classification" else
+                    f"next token {int(np.argmax(prev[0][0]))}, NLL/event {pred[0]:.3f}")
+            print(f"t={times[-1]:9.3f} s  events={seen:>10,}  {what}  |  {seen / busy:,.0f} events/s", file=file)
+    result = StreamRun(np.array(times), np.array(counts), np.stack(preds), seen / busy, out, labels)
+    if plot is not None:
+        _plot_stream(result, head, plot, recording_path)
+    return result
+
+
+def main(argv=None) -> int:
+    """`eventlm stream MODEL RECORDING [options]` (registered in eventlm/cli.py)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="eventlm stream",
+        description="Run a saved event model over a recording as if it came live from the sensor: chunk by "
+                    "chunk with the stream state, printing the running prediction and events/s.")
+    parser.add_argument("model", help="model folder saved by save_pretrained (or a Hub repo id)")
+    parser.add_argument("recording", help="a recording eventlm.data.readers.read_events can read")
+    parser.add_argument("--chunk-size", type=int, default=256, help="events per chunk (default 256)")
+    parser.add_argument("--plot", default=None, help="save the prediction over time to this image (png, pdf, svg)")
+    parser.add_argument("--format", default=None, help="read_events format (default: from the file)")
+    parser.add_argument("--reader-options", default=None, help='read_events options as JSON, e.g. \'{"channels": 64}\'')
+    parser.add_argument("--sensor-size", type=int, nargs=3, metavar=("W", "H", "P"), help="the recording's sensor")
+    parser.add_argument("--tokenizer", default=None, help="tokenizer folder / preset (default: the model folder's)")
+    parser.add_argument("--realtime", action="store_true", help="replay at the recording's pace")
+    parser.add_argument("--max-events", type=int, default=None, help="stop after this many events")
+    parser.add_argument("--lines", type=int, default=20, help="about how many progress lines to print")
+    args = parser.parse_args(None if argv is None else list(argv))
+    options = json.loads(args.reader_options) if args.reader_options else {}
+    if args.sensor_size:
+        options["sensor_size"] = tuple(args.sensor_size)
+    run_stream(args.model, args.recording, chunk_size=args.chunk_size, plot=args.plot, format=args.format,
+               tokenizer=args.tokenizer, realtime=args.realtime, max_events=args.max_events, lines=args.lines,
+               **options)
+    if args.plot:
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def _plot_stream(run: StreamRun, head: str, path, title) -> Path:
+    from .training.plots import _pyplot, _save
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4))
+    if head == "classification":
+        top = np.argsort(run.predictions.max(axis=0))[::-1][:5]
+        for c in top:
+            ax.plot(run.times, run.predictions[:, c], label=run.labels[c])
+        ax.set_ylabel("probability")
+        ax.legend(loc="upper left", fontsize=8)
+    else:
+        ax.plot(run.times, run.predictions[:, 0])
+        ax.set_ylabel("NLL per event so far (nats)")
+    ax.set_xlabel("stream time (s)")
+    ax.set_title(f"{Path(str(title)).name}: prediction over time ({run.events_per_second:,.0f} events/s)")
+    try:
+        return _save(fig, path)
+    finally:
+        plt.close(fig)
+
+
+__all__ = [
+    "StreamState", "ReadoutState", "StateLayout", "PackedConstants", "Streamer", "BackboneChunk", "streamer_for",
+    "init_stream", "stream", "generate", "sample_next_event", "run_stream", "StreamRun", "load_streaming_model",
+    "main", "model_fingerprint", "checked_gaps", "TRACE_COUNTS", "BUCKETS", "IMPLEMENTATIONS",
+]
