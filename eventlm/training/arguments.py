@@ -155,11 +155,15 @@ class TrainingArguments:
     per_device_eval_batch_size: Optional[int] = field(default=None, metadata={"help": "Eval batch per device (preset)."})
     gradient_accumulation_steps: Optional[int] = field(default=None, metadata={"help": "Micro-batches per update (preset)."})
     ssm_base_lr: Optional[float] = field(default=None, metadata={
-        "help": "SSM learning rate per sample (B, Lambda); the rate is this x global batch (preset)."})
-    lr_factor: Optional[float] = field(default=None, metadata={"help": "Other parameters' rate = lr_factor x SSM rate."})
+        "help": "Base learning rate per sample (the rate is this x global batch), of every parameter group the "
+                "model names besides 'regular' (EventSSM: 'ssm', i.e. B and Lambda) (preset)."})
+    lr_factor: Optional[float] = field(default=None, metadata={
+        "help": "The 'regular' group's rate (every parameter the model puts in no group of its own) = lr_factor x "
+                "base rate."})
     scale_lr_with_batch: bool = field(default=True, metadata={"help": "Multiply ssm_base_lr by the global batch."})
-    weight_decay: Optional[float] = field(default=None, metadata={"help": "Weight decay of the non-SSM parameters."})
-    ssm_weight_decay: Optional[float] = field(default=None, metadata={"help": "Weight decay of B and Lambda."})
+    weight_decay: Optional[float] = field(default=None, metadata={"help": "Weight decay of the 'regular' group."})
+    ssm_weight_decay: Optional[float] = field(default=None, metadata={
+        "help": "Weight decay of the model's other groups (EventSSM: 'ssm', B and Lambda)."})
     warmup_epochs: Optional[float] = field(default=None, metadata={"help": "Linear warm-up length in epochs."})
     lr_scheduler_type: Optional[str] = field(default=None, metadata={"help": "cosine | constant (after warm-up)."})
     adam_beta1: float = 0.9

@@ -1,28 +1,29 @@
-"""The paper's optimizer: AdamW in two parameter groups, warm-up then cosine, gradient accumulation.
+"""The paper's optimizer: AdamW in the model's parameter groups, warm-up then cosine, gradient accumulation.
 
-Group "ssm": the S5 parameters B, Lambda_re and Lambda_im at the SSM learning rate, without weight decay
-(as the reference event-ssm code does: log_step, C, D and the norms are *not* in this group).
-Group "regular": every other parameter at lr_factor x the SSM rate, with weight decay.
-The SSM rate is scaled with the global batch: lr = ssm_base_lr x per-device batch x devices x accumulation.
+The model names the group of every parameter (`model.param_groups(params)`, a pytree of names). The group
+"regular" trains at lr_factor x the base rate with weight_decay; every other group the model names (EventSSM:
+"ssm", its S5 parameters B, Lambda_re, Lambda_im, as the reference event-ssm code) at the base rate with
+ssm_weight_decay. The base rate is scaled with the global batch: lr = ssm_base_lr x per-device batch x devices
+x accumulation. (The argument names keep the paper's "ssm" for compatibility with existing configurations.)
 """
 
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import jax
 import optax
 
-SSM_PARAM_NAMES = ("B", "Lambda_re", "Lambda_im")
+REGULAR = "regular"  # the group at lr_factor x the base rate, with weight_decay
 
 
-def param_labels(params, ssm_names=SSM_PARAM_NAMES):
-    """A pytree like `params` with "ssm" on leaves named B / Lambda_re / Lambda_im and "regular" elsewhere."""
+def param_labels(params, model=None):
+    """The optimizer group of every leaf of `params`: model.param_groups(params); without a model, the groups
+    of the default model type (the first of eventlm.auto.MODEL_TYPES), whose rule reads only `params`."""
+    if model is None:
+        from ..auto import MODEL_TYPES, AutoModel
 
-    def label(path, _):
-        name = getattr(path[-1], "key", getattr(path[-1], "name", None)) if path else None
-        return "ssm" if name in ssm_names else "regular"
-
-    return jax.tree_util.tree_map_with_path(label, params)
+        return AutoModel.model_class_for(next(iter(MODEL_TYPES))).param_groups(None, params)
+    return model.param_groups(params)
 
 
 def scaled_learning_rate(ssm_base_lr: float, global_batch_size: int) -> float:
@@ -51,15 +52,19 @@ def learning_rate_schedule(peak: float, total_steps: int, warmup_steps: int, sch
 
 @dataclass
 class OptimizerSetup:
-    """The optax transformation and the two groups' schedules (for logging the learning rate)."""
+    """The optax transformation and the schedules of the base and the regular rate (for logging)."""
 
     tx: optax.GradientTransformation
-    schedules: Dict[str, Callable]
+    schedules: Dict[str, Callable]  # "base", "regular"
     accumulation_steps: int
-    spec: Tuple = ()  # the hyperparameters it was built from (equal specs build equal transformations)
+    spec: Tuple = ()  # the hyperparameters it was built from (equal specs + equal groups: equal transformations)
+    logged: str = "base"  # the rate logged as learning_rate: "regular" when every group is regular
 
     def learning_rates(self, update_step: int) -> Dict[str, float]:
         return {name: float(fn(update_step)) for name, fn in self.schedules.items()}
+
+    def learning_rate(self, update_step: int) -> float:
+        return float(self.schedules[self.logged](update_step))
 
 
 def create_optimizer(
@@ -75,33 +80,47 @@ def create_optimizer(
     b2: float = 0.999,
     eps: float = 1e-8,
     max_grad_norm: Optional[float] = None,
+    labels: Any = None,
 ) -> OptimizerSetup:
-    """AdamW in the paper's two groups. total_steps / warmup_steps count optimizer updates (micro-batches /
-    accumulation_steps); with accumulation_steps > 1 the gradients of k micro-batches are averaged by
-    optax.MultiSteps before one update."""
+    """AdamW per parameter group: "regular" at lr_factor x ssm_lr with weight_decay, every other group at ssm_lr
+    with ssm_weight_decay. labels: the group of every parameter, a pytree like the params (model.param_groups())
+    or a function of them (default: param_labels). total_steps / warmup_steps count optimizer updates
+    (micro-batches / accumulation_steps); with accumulation_steps > 1 the gradients of k micro-batches are
+    averaged by optax.MultiSteps before one update."""
     if accumulation_steps < 1:
         raise ValueError(f"gradient_accumulation_steps must be >= 1, got {accumulation_steps}")
+    labels = param_labels if labels is None else labels
     schedules = {
-        "ssm": learning_rate_schedule(ssm_lr, total_steps, warmup_steps, schedule),
-        "regular": learning_rate_schedule(ssm_lr * lr_factor, total_steps, warmup_steps, schedule),
+        "base": learning_rate_schedule(ssm_lr, total_steps, warmup_steps, schedule),
+        REGULAR: learning_rate_schedule(ssm_lr * lr_factor, total_steps, warmup_steps, schedule),
     }
-    groups = {
-        "ssm": optax.adamw(schedules["ssm"], b1=b1, b2=b2, eps=eps, weight_decay=ssm_weight_decay),
-        "regular": optax.adamw(schedules["regular"], b1=b1, b2=b2, eps=eps, weight_decay=weight_decay),
-    }
-    tx = optax.multi_transform(groups, param_labels)
+
+    def group(name):
+        rate, decay = (schedules[REGULAR], weight_decay) if name == REGULAR else (schedules["base"], ssm_weight_decay)
+        return optax.adamw(rate, b1=b1, b2=b2, eps=eps, weight_decay=decay)
+
+    def partition(tree):  # one AdamW per group the labels of `tree` name
+        tree_labels = labels(tree) if callable(labels) else labels
+        names = sorted(set(jax.tree_util.tree_leaves(tree_labels)))
+        return optax.multi_transform({name: group(name) for name in names}, tree_labels)
+
+    tx = optax.GradientTransformation(
+        lambda params: partition(params).init(params),
+        lambda updates, state, params=None: partition(updates).update(updates, state, params))
     if max_grad_norm:
         tx = optax.chain(optax.clip_by_global_norm(max_grad_norm), tx)
     if accumulation_steps > 1:
         tx = optax.MultiSteps(tx, every_k_schedule=accumulation_steps)
     spec = (ssm_lr, total_steps, warmup_steps, lr_factor, weight_decay, ssm_weight_decay, schedule,
             accumulation_steps, b1, b2, eps, max_grad_norm)
-    return OptimizerSetup(tx=tx, schedules=schedules, accumulation_steps=accumulation_steps, spec=spec)
+    all_regular = not callable(labels) and set(jax.tree_util.tree_leaves(labels)) == {REGULAR}
+    return OptimizerSetup(tx=tx, schedules=schedules, accumulation_steps=accumulation_steps, spec=spec,
+                          logged=REGULAR if all_regular else "base")
 
 
-def count_groups(params) -> Tuple[int, int]:
-    """(number of parameters in the ssm group, in the regular group)."""
-    sizes = {"ssm": 0, "regular": 0}
-    for label, leaf in zip(jax.tree_util.tree_leaves(param_labels(params)), jax.tree_util.tree_leaves(params)):
-        sizes[label] += int(leaf.size)
-    return sizes["ssm"], sizes["regular"]
+def count_groups(params, model=None) -> Tuple[int, int]:
+    """(number of parameters in the model's own groups, in the regular group)."""
+    sizes = [0, 0]
+    for label, leaf in zip(jax.tree_util.tree_leaves(param_labels(params, model)), jax.tree_util.tree_leaves(params)):
+        sizes[label == REGULAR] += int(leaf.size)
+    return sizes[0], sizes[1]

@@ -226,7 +226,8 @@ class Trainer:
             lr, total_steps=updates, warmup_steps=warmup, lr_factor=args.lr_factor,
             weight_decay=args.weight_decay, ssm_weight_decay=args.ssm_weight_decay,
             schedule=args.lr_scheduler_type, accumulation_steps=accumulation, b1=args.adam_beta1,
-            b2=args.adam_beta2, eps=args.adam_epsilon, max_grad_norm=args.max_grad_norm or None)
+            b2=args.adam_beta2, eps=args.adam_epsilon, max_grad_norm=args.max_grad_norm or None,
+            labels=self.model.param_groups())
 
     # ------------------------------------------------------------------ state and steps
     def init_state(self):
@@ -530,7 +531,7 @@ class Trainer:
     def _log_train(self, window, step, epoch) -> None:
         record = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
         update = step // self.args.gradient_accumulation_steps
-        record["learning_rate"] = self.optimizer.learning_rates(update)["ssm"]
+        record["learning_rate"] = self.optimizer.learning_rate(update)
         self.logger.log("train", step, record, epoch=epoch)
 
     def _evaluate_during_training(self, step, epoch, position) -> Dict[str, float]:
