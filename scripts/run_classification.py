@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Train (or fine-tune) an EventSSM sequence classifier; select on validation, evaluate on test.
+"""Train (or fine-tune) an event sequence classifier (EventSSM by default); select on validation, evaluate on test.
 
     python scripts/run_classification.py                       # the embedded synthetic dataset, a few minutes on CPU
     python scripts/run_classification.py --preset shd --dataset_name someone/shd-events --output_dir out/shd

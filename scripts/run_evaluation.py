@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Evaluate a trained EventSSM (a folder or Hub repo id) on a dataset's test split.
+"""Evaluate a trained eventlm model (a folder or Hub repo id; its class from config.json) on a test split.
 
     python scripts/run_evaluation.py --model_name_or_path someone/eventssm-shd --dataset_name someone/shd-events
     python scripts/run_evaluation.py --model_name_or_path out/classification      # the embedded synthetic dataset

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Pretrain an EventSSM by next-event prediction on unlabelled events (the next event's channel and gap).
+"""Pretrain an event model by next-event prediction on unlabelled events (the next event's channel and gap).
 
     python scripts/run_next_event_pretraining.py --dataset_name my/recordings --preset tiny --output_dir out/pt
     python scripts/run_next_event_pretraining.py --recordings a.aedat b.aedat --recording_format nas \\

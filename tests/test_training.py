@@ -386,6 +386,34 @@ def tiny_trainer(output_dir, rows=None, eval_rows=None, parallel=None, task="cla
                    eval_rows, collator, parallel=parallel, task=task)
 
 
+def test_trainer_takes_task_and_optimizer_groups_from_the_model(tmp_path):
+    """The task comes from model.task (no task=, no collator); the optimizer groups from model.param_groups:
+    a model whose parameters are all "regular" trains them at the regular rate, which is the logged one."""
+    from eventlm.modeling_events import FlaxEventPreTrainedModel
+    from eventlm.models.eventssm.modeling_flax_eventssm import (FlaxEventSSMForNextEventPrediction,
+                                                                FlaxEventSSMForSequenceClassification)
+    from eventlm.training.trainer import Trainer
+
+    class AllRegular(FlaxEventSSMForNextEventPrediction):
+        param_groups = FlaxEventPreTrainedModel.param_groups  # every parameter "regular"
+
+    args = tiny_args(tmp_path, warmup_epochs=0.0)
+    for cls, task, groups, logged in ((FlaxEventSSMForSequenceClassification, "classification", {"regular", "ssm"},
+                                       "base"), (AllRegular, "next-event", {"regular"}, "regular")):
+        model = cls(tiny_config(tiny_tokenizer()), seed=0)
+        trainer = Trainer(model, args, tiny_rows(16))
+        assert trainer.task.name == task and trainer.metric_name == trainer.task.default_metric
+        setup = trainer.create_optimizer()
+        state = setup.tx.init(model.params)
+        assert set(state.inner_states) == groups
+        assert setup.learning_rate(1) == setup.learning_rates(1)[logged]
+    grads = jax.tree_util.tree_map(jnp.ones_like, model.params)  # AdamW's first step: -lr (1 + weight_decay p)
+    updates, _ = jax.jit(setup.tx.update)(grads, state, model.params)
+    lr = setup.learning_rates(0)["regular"]
+    for u, p in zip(jax.tree_util.tree_leaves(updates), jax.tree_util.tree_leaves(model.params)):
+        np.testing.assert_allclose(np.asarray(u), -lr * (1 + args.weight_decay * np.asarray(p)), rtol=1e-4, atol=1e-9)
+
+
 def train_losses(output_dir):
     return [r["loss"] for r in read_jsonl(Path(output_dir) / "metrics.jsonl") if r["split"] == "train"]
 

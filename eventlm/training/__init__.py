@@ -1,4 +1,5 @@
-"""eventlm.training: the loop (both heads), optimizer groups, data parallelism, checkpoints, metrics, cards.
+"""eventlm.training: the loop, tasks (classification, next-event), optimizer groups, data parallelism,
+checkpoints, metrics, cards.
 
     from eventlm.training import Trainer, TrainingArguments, train
     from eventlm.training import run_classification, run_next_event_pretraining, run_evaluation
@@ -11,6 +12,8 @@ from eventlm._lazy import lazy_exports
 _EXPORTS = {
     "Trainer": ".trainer",
     "EvalOutput": ".trainer",
+    "TASKS": ".tasks",
+    "task_for": ".tasks",
     "train": ".trainer",
     "TrainingArguments": ".arguments",
     "ModelArguments": ".arguments",

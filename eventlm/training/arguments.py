@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-# The paper's settings per task. "model": EventSSMConfig.from_preset name plus overrides; "tokenizer":
-# EventTokenizer preset; "data"/"training": DataArguments / TrainingArguments fields.
-# Learning rates are per sample: lr = ssm_base_lr x global batch (scale_lr_with_batch).
+# The paper's settings per task. "model": the model_type (eventlm.auto.MODEL_TYPES), its config's from_preset
+# name and overrides; "tokenizer": EventTokenizer preset; "data"/"training": DataArguments / TrainingArguments
+# fields. Learning rates are per sample: lr = ssm_base_lr x global batch (scale_lr_with_batch).
 TASK_PRESETS: Dict[str, Dict[str, dict]] = {
     "shd": {
-        "model": {"preset": "shd"},
+        "model": {"model_type": "eventssm", "preset": "shd"},
         "tokenizer": "shd",
         "data": dict(validation_split_percentage=10.0, pad_to_multiple_of=1024, augment=True,
                      augmentation_preset="shd"),
@@ -34,7 +34,7 @@ TASK_PRESETS: Dict[str, Dict[str, dict]] = {
                          ssm_weight_decay=0.0, lr_scheduler_type="cosine", gradient_accumulation_steps=1),
     },
     "ssc": {
-        "model": {"preset": "ssc"},
+        "model": {"model_type": "eventssm", "preset": "ssc"},
         "tokenizer": "ssc",
         "data": dict(validation_split_percentage=10.0, pad_to_multiple_of=1024, augment=True,
                      augmentation_preset="ssc"),
@@ -43,7 +43,7 @@ TASK_PRESETS: Dict[str, Dict[str, dict]] = {
                          ssm_weight_decay=0.0, lr_scheduler_type="cosine", gradient_accumulation_steps=1),
     },
     "dvs-gesture": {
-        "model": {"preset": "dvs-gesture"},
+        "model": {"model_type": "eventssm", "preset": "dvs-gesture"},
         "tokenizer": "dvs-gesture",
         # training on 65,536-event slices with 50 % overlap; evaluation on whole recordings
         "data": dict(validation_split_percentage=20.0, pad_to_multiple_of=65536, slice_events=65536,
@@ -54,7 +54,7 @@ TASK_PRESETS: Dict[str, Dict[str, dict]] = {
     },
     # the reference's tutorial settings (configs/task/tutorial.yaml with configs/model/shd/tiny.yaml)
     "tiny": {
-        "model": {"preset": "tiny"},
+        "model": {"model_type": "eventssm", "preset": "tiny"},
         "tokenizer": "shd",
         "data": dict(validation_split_percentage=10.0, pad_to_multiple_of=256, augment=False),
         "training": dict(num_train_epochs=5, per_device_train_batch_size=16, per_device_eval_batch_size=16,
@@ -63,7 +63,7 @@ TASK_PRESETS: Dict[str, Dict[str, dict]] = {
     },
     # the README's main job: the embedded synthetic dataset on 2 CPU cores in a few minutes
     "synthetic": {
-        "model": {"preset": "tiny", "overrides": dict(
+        "model": {"model_type": "eventssm", "preset": "tiny", "overrides": dict(
             hidden_size=32, state_size=32, num_ssm_blocks=4, num_stages=1, num_layers_per_stage=2,
             pooling_stride=4, pooling_mode="timepool", classifier_pooling="timepool", dropout=0.1)},
         "tokenizer": "shd",

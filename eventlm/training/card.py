@@ -10,6 +10,7 @@ import huggingface_hub
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..resources import data_dir
+from .tasks import task_for
 
 logger = logging.getLogger(__name__)
 
@@ -17,17 +18,6 @@ MODEL_CARD_TEMPLATE = "model_card.md"
 # never uploaded: checkpoints (training state), TensorBoard logs, hidden temp files
 PUSH_IGNORE = ["checkpoints", "checkpoints/*", "runs", "runs/*", ".*", "*/.*", "**/.*"]
 
-_TASKS = {
-    "classification": dict(task_type="other", task_name="Event stream classification",
-                           auto_class="AutoModelForSequenceClassification",
-                           description="classification of event streams"),
-    "next-event": dict(task_type="other", task_name="Next-event prediction",
-                       auto_class="AutoModelForNextEventPrediction",
-                       description="next-event prediction (the next event's channel and time gap)"),
-}
-_MODEL_KEYS = ("hidden_size", "state_size", "num_ssm_blocks", "num_stages", "num_layers_per_stage",
-               "pooling_stride", "pooling_mode", "discretization", "norm", "dropout", "classifier_pooling",
-               "vocab_size", "num_labels", "time_unit_us")
 _TRAIN_KEYS = ("num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
                "ssm_base_lr", "lr_factor", "weight_decay", "ssm_weight_decay", "warmup_epochs",
                "lr_scheduler_type", "seed")
@@ -60,7 +50,7 @@ def sensor_tags(tokenizer) -> List[str]:
 
 def build_model_card(
     model,
-    task: str,
+    task,
     metrics: Dict[str, Any],
     *,
     model_name: str,
@@ -77,45 +67,56 @@ def build_model_card(
     license: Optional[str] = "apache-2.0",
 ) -> ModelCard:
     """A ModelCard with YAML metadata (library_name eventlm, tags, datasets, model-index with the measured
-    metrics) and a body from model_cards/model_card.md. `metrics`: the final evaluation ("eval_accuracy",
-    "eval_loss", ... on `dataset_split`); extra_results: more rows for the results table (e.g. validation)."""
-    if task not in _TASKS:
-        raise ValueError(f"task must be one of {sorted(_TASKS)}, got {task!r}")
-    info = _TASKS[task]
+    metrics) and a body from model_cards/model_card.md. task: "classification" | "next-event" (or a Task);
+    `metrics`: the final evaluation ("eval_accuracy", "eval_loss", ... on `dataset_split`); extra_results: more
+    rows for the results table (e.g. validation). Tags and settings come from the model and its config."""
+    from ..auto import auto_class_for_task
+
+    task = task_for(task)
+    info = task.card
     dataset_id = dataset_name or "eventlm-synthetic"
-    wanted = ("accuracy", "loss") if task == "classification" else ("loss", "token_nll", "time_nll")
     eval_results = []
     rows = []
-    for key in wanted:
+    for key in task.card_metrics:
         value = metrics.get(f"eval_{key}")
         if isinstance(value, (int, float)):
             eval_results.append(EvalResult(
                 task_type=info["task_type"], task_name=info["task_name"], dataset_type=dataset_id,
                 dataset_name=dataset_id, dataset_split=dataset_split, metric_type=key,
-                metric_name=key if task == "classification" else f"{key} (nats/event)", metric_value=round(float(value), 6)))
+                metric_name=key + task.metric_unit, metric_value=round(float(value), 6)))
             rows.append({"split": dataset_split, "metric": key, "value": _fmt(float(value))})
     for key, value in (extra_results or {}).items():
         split, _, metric = key.partition("_")
         if isinstance(value, (int, float)):
             rows.append({"split": split, "metric": metric, "value": _fmt(value)})
-    tags = ["eventlm", "eventssm", "state-space-model", "neuromorphic", "event-based", "jax", "flax",
-            *sensor_tags(tokenizer)]
+    tags = ["eventlm", model.config.model_type, "neuromorphic", "event-based", "jax", "flax", *sensor_tags(tokenizer)]
     card_data = ModelCardData(
         library_name="eventlm", license=license, tags=tags, datasets=[dataset_id] if dataset_name else None,
         metrics=[r.metric_type for r in eval_results] or None, model_name=model_name,
         base_model=base_model, eval_results=eval_results or None)
     config = model.config
-    model_settings = [(k, _fmt(getattr(config, k))) for k in _MODEL_KEYS if getattr(config, k, None) is not None]
+    model_settings = [(k, _fmt(getattr(config, k))) for k in dict.fromkeys(
+        (*config_card_keys(config), *task.card_config_keys)) if getattr(config, k, None) is not None]
     training_settings = [(k, _fmt(getattr(training_args, k))) for k in _TRAIN_KEYS
                          if training_args is not None and getattr(training_args, k, None) not in (None, -1)]
     template = data_dir("model_cards") / MODEL_CARD_TEMPLATE
     return ModelCard.from_template(
         card_data, template_path=str(template), model_name=model_name, repo_id=repo_id or model_name,
-        dataset_name=dataset_name, task=task,
-        dataset_display=f"`{dataset_name}`" if dataset_name else "the embedded synthetic dataset (eventlm.data.synthetic)", task_description=info["description"], auto_class=info["auto_class"],
+        dataset_name=dataset_name, task=task.name,
+        dataset_display=f"`{dataset_name}`" if dataset_name else "the embedded synthetic dataset (eventlm.data.synthetic)",
+        task_description=info["description"], auto_class=auto_class_for_task(task.name).__name__,
         base_model=base_model, results_table=rows, baseline_text=baseline_text, curves_image=curves_image,
         confusion_image=confusion_image, model_settings=model_settings, training_settings=training_settings,
         num_parameters=f"{model.num_parameters():,}", versions=_versions())
+
+
+def config_card_keys(config) -> List[str]:
+    """The model settings a card lists: the config's `card_config_keys` where it names them, else every field
+    its class adds to PretrainedConfig."""
+    from transformers import PretrainedConfig
+
+    keys = getattr(config, "card_config_keys", None)
+    return list(keys) if keys is not None else [k for k in config.to_dict() if k not in PretrainedConfig().to_dict()]
 
 
 def files_to_push(folder) -> List[str]:
@@ -131,7 +132,7 @@ def files_to_push(folder) -> List[str]:
 
 
 def push_folder_to_hub(folder, repo_id: str, token: Optional[str] = None, private: Optional[bool] = None,
-                       commit_message: str = "Upload EventSSM trained with eventlm"):
+                       commit_message: str = "Upload a model trained with eventlm"):
     """create_repo (exist_ok) + upload_folder of the model folder: weights, config, tokenizer, card,
     results and pictures; checkpoints and TensorBoard logs stay local."""
     repo = huggingface_hub.create_repo(repo_id, token=token, private=private, exist_ok=True)

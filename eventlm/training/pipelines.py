@@ -25,8 +25,9 @@ from .arguments import (TASK_PRESETS, DataArguments, ModelArguments, TrainingArg
                         resolve_presets)
 from .card import build_model_card, push_folder_to_hub
 from .metrics import save_results, write_json_atomic
-from .plots import plot_confusion_matrix, plot_training_curves
+from .plots import plot_training_curves
 from .sharding import initialize_distributed, split_for_host
+from .tasks import TASKS, task_for
 from .trainer import CHECKPOINT_DIR, Trainer
 
 logger = logging.getLogger(__name__)
@@ -237,22 +238,6 @@ def label_info(datasets_: Dict[str, Any], label_column: str) -> Tuple[int, Dict[
     return top + 1, {i: str(i) for i in range(top + 1)}
 
 
-def check_labels(dataset, split: str, label_column: str, num_labels: int) -> None:
-    """Every label must be an integer in [0, num_labels)."""
-    labels = np.asarray(dataset[label_column])
-    if labels.ndim != 1:
-        raise ValueError(f"the {split!r} split's {label_column!r} column must hold one class per sample")
-    if labels.dtype.kind not in "iu":
-        raise ValueError(f"the {split!r} split's {label_column!r} column holds {labels.dtype}, not integer classes")
-    bad = np.flatnonzero((labels < 0) | (labels >= num_labels))
-    if bad.size:
-        i = int(bad[0])
-        raise ValueError(
-            f"the {split!r} split has label {int(labels[i])} at row {i}, outside 0..{num_labels - 1} "
-            f"(num_labels={num_labels}); {bad.size} row(s) are affected"
-        )
-
-
 def check_vocabulary(config, tokenizer) -> None:
     """The model must embed every token the tokenizer can emit."""
     if config.vocab_size < tokenizer.vocab_size:
@@ -276,8 +261,7 @@ def load_tokenizer(model_args: ModelArguments, data_args: DataArguments, sensor_
     the recordings), else the preset's."""
     from ..tokenization_events import EventTokenizer
 
-    hub = dict(cache_dir=model_args.cache_dir, revision=model_args.revision, token=model_args.token,
-               local_files_only=model_args.local_files_only)
+    hub = hub_options(model_args)
     if model_args.tokenizer_name:
         return EventTokenizer.from_pretrained(model_args.tokenizer_name, **hub)
     if model_args.model_name_or_path:
@@ -301,9 +285,16 @@ def load_tokenizer(model_args: ModelArguments, data_args: DataArguments, sensor_
     return EventTokenizer.from_pretrained(preset_name)
 
 
+def hub_options(model_args: ModelArguments) -> Dict[str, Any]:
+    """The Hub options of from_pretrained from the model arguments."""
+    return dict(revision=model_args.revision, cache_dir=model_args.cache_dir, token=model_args.token,
+                local_files_only=model_args.local_files_only)
+
+
 def new_config(model_args: ModelArguments, tokenizer, **fields):
-    """EventSSMConfig of the preset, sized to the tokenizer, with --config_overrides applied."""
-    from ..models.eventssm.configuration_eventssm import EventSSMConfig
+    """The preset's config (its model_type's config class, from_preset where the preset names one), sized to
+    the tokenizer, with --config_overrides applied."""
+    from ..auto import _config_class
 
     spec = TASK_PRESETS[model_args.preset]["model"]
     values = dict(spec.get("overrides", {}))
@@ -311,22 +302,22 @@ def new_config(model_args: ModelArguments, tokenizer, **fields):
                   bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     values.update(fields)
     values.update(parse_config_overrides(model_args.config_overrides))
-    return EventSSMConfig.from_preset(spec["preset"], **values)
+    config_class = _config_class(spec["model_type"])
+    return config_class.from_preset(spec["preset"], **values) if "preset" in spec else config_class(**values)
 
 
 def load_model(model_class, model_args: ModelArguments, tokenizer, seed: int, **config_fields):
     """A new model from the preset, or --model_name_or_path with `config_fields` (e.g. num_labels) applied;
-    a checkpoint of another head keeps its backbone and gets a new head."""
+    a checkpoint of another head keeps its backbone and gets a new head. model_class: a model class or the
+    Auto class of the job's task (eventlm.auto.auto_class_for_task)."""
     if model_args.model_name_or_path:
         overrides = dict(config_fields)
         if "id2label" in overrides:  # num_labels follows id2label (setting both warns in transformers)
             overrides.pop("num_labels", None)
         overrides.update(parse_config_overrides(model_args.config_overrides))
-        return model_class.from_pretrained(
-            model_args.model_name_or_path, revision=model_args.revision, cache_dir=model_args.cache_dir,
-            token=model_args.token, local_files_only=model_args.local_files_only, seed=seed,
-            ignore_mismatched_sizes=True, **overrides)
-    return model_class(new_config(model_args, tokenizer, **config_fields), seed=seed)
+        return model_class.from_pretrained(model_args.model_name_or_path, seed=seed, ignore_mismatched_sizes=True,
+                                           **hub_options(model_args), **overrides)
+    return model_class.from_config(new_config(model_args, tokenizer, **config_fields), seed=seed)
 
 
 def make_augment(data_args: DataArguments, tokenizer, num_labels: Optional[int]):
@@ -397,35 +388,30 @@ def _save_results(output_dir, split: str, metrics: Dict[str, Any]) -> None:
         save_results(output_dir, split, metrics)
 
 
-def _finish_outputs(trainer: Trainer, model, tokenizer, training_args, model_args, data_args, task: str,
-                    eval_metrics: Dict[str, Any], eval_split: str, confusion=None, class_names=None,
+def _finish_outputs(trainer: Trainer, model, tokenizer, training_args, model_args, data_args,
+                    eval_metrics: Dict[str, Any], eval_split: str, evaluation=None,
                     baseline_text: Optional[str] = None) -> None:
     """save_pretrained of model and tokenizer, pictures, model card, optional push (main process only)."""
     if not _is_main():
         return
-    out = Path(training_args.output_dir)
+    out, task = Path(training_args.output_dir), trainer.task
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    curves = plot_training_curves(trainer.logger.records(), out / "training_curves.png",
-                                  metrics=("loss", "accuracy") if task == "classification" else ("loss", "token_nll", "time_nll"))
-    confusion_png = None
-    if confusion is not None:
-        write_json_atomic(out / "confusion_matrix.json", {"split": eval_split, "labels": class_names,
-                                                          "matrix": confusion.tolist()})
-        confusion_png = plot_confusion_matrix(confusion, out / "confusion_matrix.png", class_names,
-                                              title=f"confusion matrix ({eval_split})")
-    validation = {k: v for k, v in eval_metrics.items()
-                  if k in ("validation_accuracy", "validation_loss", "validation_token_nll", "validation_time_nll")}
+    curves = plot_training_curves(trainer.logger.records(), out / "training_curves.png", metrics=task.curve_metrics)
+    picture = task.save_plots(out, evaluation, model.config, eval_split)
+    shown = {f"validation_{m}" for m in task.curve_metrics}
+    validation = {k: v for k, v in eval_metrics.items() if k in shown}
     card = build_model_card(
         model, task, eval_metrics, model_name=training_args.hub_model_id or out.resolve().name,
         repo_id=training_args.hub_model_id, dataset_name=data_args.dataset_name, dataset_split=eval_split,
         tokenizer=tokenizer, training_args=training_args, base_model=model_args.model_name_or_path,
         baseline_text=baseline_text, extra_results=validation,
-        curves_image=curves.name if curves else None, confusion_image=confusion_png.name if confusion_png else None)
+        curves_image=curves.name if curves else None, confusion_image=picture.name if picture else None)
     card.save(str(out / "README.md"))
     if training_args.push_to_hub:
         repo_id = training_args.hub_model_id or out.resolve().name
-        push_folder_to_hub(out, repo_id, token=training_args.hub_token, private=training_args.hub_private_repo)
+        push_folder_to_hub(out, repo_id, token=training_args.hub_token, private=training_args.hub_private_repo,
+                           commit_message=f"Upload {type(model).__name__} trained with eventlm")
 
 
 def _print_summary(lines: List[str]) -> None:
@@ -454,27 +440,28 @@ def run_classification(model_args: ModelArguments, data_args: DataArguments,
                        training_args: TrainingArguments) -> Dict[str, Any]:
     """Train (or fine-tune) a sequence classifier, select on validation, evaluate once on test, save the
     model folder with its card. Returns all_results (train_*, validation_*, eval_* on the test split)."""
-    from ..models.eventssm.modeling_flax_eventssm import FlaxEventSSMForSequenceClassification
+    from ..auto import auto_class_for_task
 
-    resume = _prepare(model_args, data_args, training_args, "classification")
+    task = TASKS["classification"]
+    resume = _prepare(model_args, data_args, training_args, task.name)
     splits = load_event_datasets(data_args, model_args, training_args.seed)
     require_train_split(splits, data_args)
-    label = data_args.label_column_name
+    label = task.label_column(data_args)
     for name, ds in splits.items():
         check_event_columns(ds, name, label)
     num_labels, id2label = label_info(splits, label)
     for name, ds in splits.items():
-        check_labels(ds, name, label, num_labels)
+        task.check_labels(ds, name, label, num_labels)
     tokenizer = load_tokenizer(model_args, data_args)
-    model = load_model(FlaxEventSSMForSequenceClassification, model_args, tokenizer, training_args.seed,
+    model = load_model(auto_class_for_task(task.name), model_args, tokenizer, training_args.seed,
                        num_labels=num_labels, id2label=id2label, label2id={v: k for k, v in id2label.items()})
     check_vocabulary(model.config, tokenizer)
     if model.config.num_labels != num_labels:
         raise ValueError(f"the model has {model.config.num_labels} labels, the dataset {num_labels}")
-    collator = make_collator(tokenizer, data_args, "classification", num_labels)
+    collator = make_collator(tokenizer, data_args, task.name, num_labels)
     train_split = split_for_host(slice_training_split(splits["train"], data_args)) if training_args.do_train else None
     trainer = Trainer(model, training_args, train_split, split_for_host(splits["validation"]), collator,
-                      augment=make_augment(data_args, tokenizer, num_labels), task="classification")
+                      augment=make_augment(data_args, tokenizer, num_labels), task=task)
     results: Dict[str, Any] = {}
     try:
         logger.info("model: %s parameters; train %d, validation %d, test %d samples; %s",
@@ -485,13 +472,12 @@ def run_classification(model_args: ModelArguments, data_args: DataArguments,
             best = trainer.evaluate(split_for_host(splits["validation"]), prefix="validation")
             results.update(best.metrics)
         eval_split = "test" if "test" in splits else "validation"
-        confusion = None
+        final = None
         if training_args.do_eval:
             if eval_split != "test":
                 logger.warning("no test split: the final evaluation uses the validation split")
             final = trainer.evaluate(split_for_host(splits[eval_split]), prefix="eval")
             final.metrics["eval_split"] = eval_split
-            confusion = final.confusion_matrix
             results.update(final.metrics)
         baseline_text = None
         if data_args.dataset_name is None and "test" in splits:
@@ -507,8 +493,8 @@ def run_classification(model_args: ModelArguments, data_args: DataArguments,
         if "validation_accuracy" in results:
             _save_results(training_args.output_dir, "validation",
                          {k: v for k, v in results.items() if k.startswith("validation_")})
-        _finish_outputs(trainer, model, tokenizer, training_args, model_args, data_args, "classification", results,
-                        eval_split, confusion, [id2label[i] for i in range(num_labels)], baseline_text)
+        _finish_outputs(trainer, model, tokenizer, training_args, model_args, data_args, results, eval_split, final,
+                        baseline_text)
     finally:
         trainer.close()
     lines = [f"output: {training_args.output_dir}"]
@@ -559,23 +545,24 @@ def run_next_event_pretraining(model_args: ModelArguments, data_args: DataArgume
                                training_args: TrainingArguments) -> Dict[str, Any]:
     """Pretrain by next-event prediction (no labels) on a dataset or on windows of raw recordings; reports
     NLL per event (token and time parts) on validation beside a unigram / exponential-gap baseline."""
-    from ..models.eventssm.modeling_flax_eventssm import FlaxEventSSMForNextEventPrediction
+    from ..auto import auto_class_for_task
 
+    task = TASKS["next-event"]
     if training_args.metric_for_best_model is None:
-        training_args.metric_for_best_model = "loss"
-    resume = _prepare(model_args, data_args, training_args, "next-event")
+        training_args.metric_for_best_model = task.default_metric
+    resume = _prepare(model_args, data_args, training_args, task.name)
     splits = load_event_datasets(data_args, model_args, training_args.seed)
     sensor_size = splits.pop("sensor_size", None)
     require_train_split(splits, data_args)
     for name, ds in splits.items():
         check_event_columns(ds, name)
     tokenizer = load_tokenizer(model_args, data_args, sensor_size=sensor_size)
-    model = load_model(FlaxEventSSMForNextEventPrediction, model_args, tokenizer, training_args.seed)
+    model = load_model(auto_class_for_task(task.name), model_args, tokenizer, training_args.seed)
     check_vocabulary(model.config, tokenizer)
-    collator = make_collator(tokenizer, data_args, "next-event")
+    collator = make_collator(tokenizer, data_args, task.name)
     train_split = split_for_host(slice_training_split(splits["train"], data_args)) if training_args.do_train else None
     trainer = Trainer(model, training_args, train_split, split_for_host(splits["validation"]), collator,
-                      augment=None, task="next-event")
+                      augment=None, task=task)
     results: Dict[str, Any] = {}
     try:
         logger.info("model: %s parameters; train %d, validation %d windows; %s", f"{model.num_parameters():,}",
@@ -595,8 +582,8 @@ def run_next_event_pretraining(model_args: ModelArguments, data_args: DataArgume
             text = (f"Context-free baseline on the same events (unigram token frequencies + exponential gaps): "
                     f"{results['baseline_nll']:.4f} nats/event (token {results['baseline_token_nll']:.4f}, "
                     f"time {results['baseline_time_nll']:.4f}).")
-        _finish_outputs(trainer, model, tokenizer, training_args, model_args, data_args, "next-event", results,
-                        eval_split, baseline_text=text)
+        _finish_outputs(trainer, model, tokenizer, training_args, model_args, data_args, results, eval_split,
+                        baseline_text=text)
     finally:
         trainer.close()
     lines = [f"output: {training_args.output_dir}"]
@@ -611,58 +598,31 @@ def run_next_event_pretraining(model_args: ModelArguments, data_args: DataArgume
     return results
 
 
-def model_head(model_args: ModelArguments) -> str:
-    """"classification" or "next-event": which head the saved weights of --model_name_or_path carry."""
-    from safetensors import safe_open
-
-    from ..modeling_flax_utils import WEIGHTS_NAME, resolve_pretrained_folder
-
-    folder = resolve_pretrained_folder(model_args.model_name_or_path, revision=model_args.revision,
-                                       cache_dir=model_args.cache_dir, token=model_args.token,
-                                       local_files_only=model_args.local_files_only)
-    path = Path(folder) / WEIGHTS_NAME
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: {folder} is not a model saved by save_pretrained")
-    with safe_open(str(path), framework="numpy") as f:
-        keys = list(f.keys())
-    if any(k.startswith("params.classifier") for k in keys):
-        return "classification"
-    if any(k.startswith("params.next_event_head") for k in keys):
-        return "next-event"
-    raise ValueError(f"{path} holds no classification or next-event head (only a backbone?); evaluate a model "
-                     f"trained with run_classification or run_next_event_pretraining")
-
-
 def run_evaluation(model_args: ModelArguments, data_args: DataArguments,
                    training_args: TrainingArguments) -> Dict[str, Any]:
     """Evaluate --model_name_or_path on the test split (classification: accuracy, loss, confusion matrix;
     next-event: NLL per event). Writes eval_results.json (+ confusion matrix) into output_dir."""
-    from ..models.eventssm import modeling_flax_eventssm as modeling
+    from ..auto import load_pretrained
 
     if not model_args.model_name_or_path:
         raise ValueError("run_evaluation needs --model_name_or_path (a model folder or Hub repo id)")
-    task = model_head(model_args)
-    model_class = (modeling.FlaxEventSSMForSequenceClassification if task == "classification"
-                   else modeling.FlaxEventSSMForNextEventPrediction)
     resolve_presets(model_args, data_args, training_args)
     training_args.output_dir = training_args.output_dir or DEFAULT_OUTPUT_DIRS["evaluation"]
     initialize_distributed()
+    model = load_pretrained(model_args.model_name_or_path, **hub_options(model_args))  # the class config.json names
+    task = task_for(model)
     Path(training_args.output_dir).mkdir(parents=True, exist_ok=True)
     splits = load_event_datasets(data_args, model_args, training_args.seed)
     splits.pop("sensor_size", None)
-    label = data_args.label_column_name if task == "classification" else None
+    label = task.label_column(data_args)
     split_name = "test" if "test" in splits else "validation"
     dataset = splits[split_name]
     check_event_columns(dataset, split_name, label)
     tokenizer = load_tokenizer(model_args, data_args)
-    model = model_class.from_pretrained(model_args.model_name_or_path, revision=model_args.revision,
-                                        cache_dir=model_args.cache_dir, token=model_args.token,
-                                        local_files_only=model_args.local_files_only)
     check_vocabulary(model.config, tokenizer)
-    num_labels = model.config.num_labels if task == "classification" else None
-    if task == "classification":
-        check_labels(dataset, split_name, label, num_labels)
-    collator = make_collator(tokenizer, data_args, task, num_labels)
+    num_labels = task.num_labels(model.config)
+    task.check_labels(dataset, split_name, label, num_labels)
+    collator = make_collator(tokenizer, data_args, task.name, num_labels)
     trainer = Trainer(model, training_args, None, dataset, collator, task=task)
     try:
         out = trainer.evaluate(split_for_host(dataset), prefix="eval")
@@ -670,11 +630,7 @@ def run_evaluation(model_args: ModelArguments, data_args: DataArguments,
         trainer.close()
     results = dict(out.metrics, eval_split=split_name)
     _save_results(training_args.output_dir, "eval", results)
-    if out.confusion_matrix is not None and _is_main():
-        names = [model.config.id2label.get(i, str(i)) for i in range(num_labels)]
-        write_json_atomic(Path(training_args.output_dir) / "confusion_matrix.json",
-                          {"split": split_name, "labels": names, "matrix": out.confusion_matrix.tolist()})
-        plot_confusion_matrix(out.confusion_matrix, Path(training_args.output_dir) / "confusion_matrix.png", names,
-                              title=f"confusion matrix ({split_name})")
+    if _is_main():
+        task.save_plots(training_args.output_dir, out, model.config, split_name)
     _print_summary([f"{k}: {v}" for k, v in results.items()])
     return results

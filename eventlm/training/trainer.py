@@ -26,7 +26,6 @@ import queue
 import shutil
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
@@ -36,24 +35,16 @@ import numpy as np
 import optax
 
 from .checkpoints import CheckpointStore
-from .metrics import MetricsLogger, accuracy_from_confusion
+from .metrics import MetricsLogger
 from .optimizer import OptimizerSetup, create_optimizer, scaled_learning_rate
 from .sharding import IGNORE_INDEX, DataParallel, agree_on_length, pad_batch_to_length
+from .tasks import EvalOutput, Task, task_for
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
 _STEP_CACHE: Dict[tuple, Callable] = {}  # jitted train / eval steps by what they compute (see Trainer._step_key)
 _MAX_INT32 = np.iinfo(np.int32).max
-
-
-@dataclass
-class EvalOutput:
-    """What `Trainer.evaluate` returns: HF-style metrics ("{prefix}_loss", "{prefix}_accuracy", ...) and,
-    for classification, the confusion matrix (rows: true class, columns: predicted class)."""
-
-    metrics: Dict[str, float]
-    confusion_matrix: Optional[np.ndarray] = None
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -143,15 +134,6 @@ def _host_batch(batch: Dict[str, Any]) -> Dict[str, np.ndarray]:
     return out
 
 
-def _task_of(model, collator, task: Optional[str]) -> str:
-    task = task or getattr(collator, "task", None)
-    if task is None:
-        task = "next-event" if "NextEvent" in type(model).__name__ else "classification"
-    if task not in ("classification", "next-event"):
-        raise ValueError(f"task must be 'classification' or 'next-event', got {task!r}")
-    return task
-
-
 # ----------------------------------------------------------------------------------------------------
 # the trainer
 # ----------------------------------------------------------------------------------------------------
@@ -161,19 +143,19 @@ class Trainer:
     """Train and evaluate an eventlm Flax model (FlaxPreTrainedModel API) with optax on a device mesh."""
 
     def __init__(self, model, args, train_dataset=None, eval_dataset=None, collator=None,
-                 augment: Optional[Callable] = None, task: Optional[str] = None,
+                 augment: Optional[Callable] = None, task=None,
                  parallel: Optional[DataParallel] = None, metrics_logger: Optional[MetricsLogger] = None):
         self.model, self.args = model, args
         self.train_dataset, self.eval_dataset = train_dataset, eval_dataset
         self.collator, self.augment = collator, augment
-        self.task = _task_of(model, collator, task)
+        # the task: given, else the model's (model.task), else the collator's
+        self.task: Task = task_for(task or getattr(model, "task", None) or getattr(collator, "task", None))
         self.parallel = parallel or DataParallel()
         self.output_dir = Path(args.output_dir)
         self.is_main = self.parallel.process_index == 0
         self.logger = metrics_logger or MetricsLogger(
             self.output_dir, tensorboard="tensorboard" in _report_to(args), enabled=self.is_main)
         self.pad_token_id = int(getattr(model.config, "pad_token_id", 0) or 0)
-        self.num_labels = int(getattr(model.config, "num_labels", 0) or 0)
         self.optimizer: Optional[OptimizerSetup] = None
         self.state = None
         self._train_step = self._eval_step = None
@@ -184,7 +166,7 @@ class Trainer:
     # ------------------------------------------------------------------ schedule
     @property
     def metric_name(self) -> str:
-        return self.args.metric_for_best_model or ("accuracy" if self.task == "classification" else "loss")
+        return self.args.metric_for_best_model or self.task.default_metric
 
     @property
     def greater_is_better(self) -> bool:
@@ -251,26 +233,13 @@ class Trainer:
         labels = batch.get("labels") if with_labels else None
         return self.model(batch["input_ids"], batch["timestamps"], batch["attention_mask"], labels=labels, **kwargs)
 
-    def _step_metrics(self, out, batch) -> Dict[str, jax.Array]:
-        metrics = {"loss": out.loss}
-        if self.task == "classification":
-            labels = batch["labels"]
-            labels = jnp.argmax(labels, -1) if labels.ndim == 2 else labels
-            metrics["accuracy"] = jnp.mean(jnp.argmax(out.logits, -1) == labels)
-        else:
-            for name in ("token_nll", "time_nll"):
-                value = getattr(out, name, None)
-                if value is not None:
-                    metrics[name] = _event_mean(value, batch["attention_mask"])
-        return metrics
-
     def _step_key(self, kind: str) -> tuple:
         """Two trainers whose steps would compile to the same program share one jitted function: same model
-        class and config, task, labels, optimizer hyperparameters and devices (params are arguments)."""
+        class and config (labels included), task, optimizer hyperparameters and devices (params are arguments)."""
         config = {k: v for k, v in self.model.config.to_dict().items()
                   if not k.startswith("_") and k != "transformers_version"}
-        return (kind, type(self.model).__qualname__, json.dumps(config, sort_keys=True, default=str), self.task,
-                self.num_labels, self.optimizer.spec if kind == "train" else None,
+        return (kind, type(self.model).__qualname__, json.dumps(config, sort_keys=True, default=str), self.task.name,
+                self.optimizer.spec if kind == "train" else None,
                 tuple(d.id for d in self.parallel.mesh.devices.flat), id(type(self.model).__call__))
 
     def _cached_step(self, kind: str, build: Callable):
@@ -304,40 +273,19 @@ class Trainer:
                              opt_state=opt_state,
                              batch_stats=new_stats if (state["batch_stats"] and new_stats is not None)
                              else state["batch_stats"])
-            return new_state, self._step_metrics(out, batch)
+            return new_state, self.task.step_metrics(out, batch)
 
         rep = self.parallel.replicated
         return jax.jit(train_step, out_shardings=(jax.tree_util.tree_map(lambda _: rep, self.state), rep))
 
     def _compile_eval_step(self):
-        num_labels = self.num_labels
-
         def eval_step(params, batch_stats, batch):
+            def forward(with_labels):
+                return self._forward(params, batch_stats, batch, train=False, with_labels=with_labels)
+
             weight = batch["sample_weight"]
-            mask = batch["attention_mask"]
-            if self.task == "classification":
-                out = self._forward(params, batch_stats, batch, train=False, with_labels=False)
-                labels = batch["labels"]
-                labels = jnp.argmax(labels, -1) if labels.ndim == 2 else labels
-                # cross-entropy per sample: logsumexp(z) - z[y]
-                losses = optax.softmax_cross_entropy_with_integer_labels(out.logits.astype(jnp.float32), labels)
-                preds = jnp.argmax(out.logits, -1)
-                onehot = jax.nn.one_hot(labels, num_labels) * weight[:, None]
-                return {
-                    "loss_sum": jnp.sum(losses * weight),
-                    "count": jnp.sum(weight),
-                    "events": jnp.sum(mask * weight[:, None]),
-                    "confusion": onehot.T @ jax.nn.one_hot(preds, num_labels),  # (C, C) counts
-                }
-            out = self._forward(params, batch_stats, batch, train=False)
-            predicted = jnp.maximum(jnp.sum(mask, -1) - 1, 0) * weight  # events with a prediction
-            n = jnp.sum(predicted)
-            sums = {"count": jnp.sum(weight), "events": jnp.sum(mask * weight[:, None]), "predicted": n}
-            for name in ("loss", "token_nll", "time_nll"):
-                value = out.loss if name == "loss" else getattr(out, name, None)
-                if value is not None:
-                    sums[f"{name}_sum"] = _event_sum(value, mask, n)
-            return sums
+            sums = self.task.eval_sums(forward, batch)
+            return dict(sums, count=jnp.sum(weight), events=jnp.sum(batch["attention_mask"] * weight[:, None]))
 
         return jax.jit(eval_step, out_shardings=self.parallel.replicated)
 
@@ -549,7 +497,7 @@ class Trainer:
         steps_per_epoch = self.steps_per_epoch()
         self.logger.log("validation", step, metrics, epoch=epoch + (position + 1) / steps_per_epoch)
         if self.is_main:
-            shown = " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k in ("loss", "accuracy", "token_nll", "time_nll"))
+            shown = " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k in self.task.curve_metrics)
             message = f"step {step} (epoch {epoch + (position + 1) / steps_per_epoch:.2f}) validation: {shown}"
             tqdm_write(message) if not self.args.disable_tqdm else logger.info(message)
         return metrics
@@ -566,7 +514,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluate
     def evaluate(self, dataset=None, prefix: str = "eval", params=None, batch_stats=None, log: bool = True) -> EvalOutput:
-        """Loss and accuracy (classification: plus the confusion matrix) or NLL per event (next-event)
+        """The task's metrics (classification: loss, accuracy, confusion matrix; next-event: NLL per event)
         over every row of `dataset`, with the model's parameters unless `params` are given."""
         dataset = dataset if dataset is not None else self.eval_dataset
         if dataset is None or len(dataset) == 0:
@@ -585,26 +533,15 @@ class Trainer:
             for key, value in sums.items():
                 totals[key] = totals.get(key, 0) + np.asarray(value, np.float64)
         runtime = time.perf_counter() - t0
-        count = float(totals["count"])
-        metrics = {}
-        confusion = None
-        if self.task == "classification":
-            confusion = np.rint(totals["confusion"]).astype(np.int64)
-            metrics[f"{prefix}_loss"] = float(totals["loss_sum"] / count)
-            metrics[f"{prefix}_accuracy"] = accuracy_from_confusion(confusion)
-        else:
-            predicted = max(float(totals["predicted"]), 1.0)
-            for name in ("loss", "token_nll", "time_nll"):
-                if f"{name}_sum" in totals:
-                    metrics[f"{prefix}_{name}"] = float(totals[f"{name}_sum"] / predicted)
-            metrics[f"{prefix}_predicted_events"] = int(totals["predicted"])
-        metrics[f"{prefix}_samples"] = int(round(count))
+        out = self.task.final_metrics(totals, prefix)
+        metrics = out.metrics
+        metrics[f"{prefix}_samples"] = int(round(float(totals["count"])))
         metrics[f"{prefix}_runtime"] = round(runtime, 3)
         metrics[f"{prefix}_events_per_second"] = round(float(totals["events"]) / max(runtime, 1e-9), 1)
         if log:
             self.logger.log(prefix, int(self.state["step"]) if self.state is not None else 0,
                             {k[len(prefix) + 1:]: v for k, v in metrics.items()})
-        return EvalOutput(metrics=metrics, confusion_matrix=confusion)
+        return out
 
     def close_checkpoints(self) -> None:
         if self._store is not None:
@@ -619,27 +556,6 @@ class Trainer:
 # ----------------------------------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------------------------------
-
-
-def _event_mean(value, mask):
-    """A per-event NLL array (B, L) averaged over events that have a prediction; a scalar stays."""
-    if value.ndim == 0:
-        return value
-    predicted = _predicted_mask(mask, value.shape)
-    return jnp.sum(value * predicted) / jnp.maximum(jnp.sum(predicted), 1)
-
-
-def _event_sum(value, mask, n):
-    """Sum of the NLL over the predicted events: a scalar mean is multiplied by their number n."""
-    if value.ndim == 0:
-        return value * n
-    return jnp.sum(value * _predicted_mask(mask, value.shape))
-
-
-def _predicted_mask(mask, shape):
-    """1 where event k has a successor in the sample (the prediction at k is scored on event k+1)."""
-    nxt = jnp.concatenate([mask[:, 1:], jnp.zeros_like(mask[:, :1])], axis=1) * mask
-    return nxt[:, : shape[1]].astype(jnp.float32)
 
 
 def _allgather_int(value: int) -> np.ndarray:
