@@ -33,7 +33,8 @@ MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES = OrderedDict(eventssm="FlaxEven
 MODEL_FOR_NEXT_EVENT_PREDICTION_MAPPING_NAMES = OrderedDict(eventssm="FlaxEventSSMForNextEventPrediction")
 
 
-def _config_class(model_type: str):
+def config_class_for(model_type: str):
+    """The config class of a built-in model type (imported on first use)."""
     module, name, _ = MODEL_TYPES[model_type]
     return getattr(importlib.import_module(module), name)
 
@@ -211,11 +212,11 @@ def register_with_transformers() -> None:
     """Register every config with transformers.AutoConfig (idempotent); the models with transformers.AutoModel
     too, but only when torch is importable (transformers' AutoModel belongs to its PyTorch side)."""
     for model_type in MODEL_TYPES:
-        transformers.AutoConfig.register(model_type, _config_class(model_type), exist_ok=True)
+        transformers.AutoConfig.register(model_type, config_class_for(model_type), exist_ok=True)
     if not _torch_available():
         return
     for model_type in MODEL_TYPES:
-        config_class = _config_class(model_type)
+        config_class = config_class_for(model_type)
         transformers.AutoModel.register(config_class, AutoModel.model_class_for(model_type), exist_ok=True)
 
 
@@ -227,6 +228,7 @@ __all__ = [
     "AutoModelForNextEventPrediction",
     "MODEL_TYPES",
     "auto_class_for_task",
+    "config_class_for",
     "load_pretrained",
     "model_class_for_config",
     "register_with_transformers",

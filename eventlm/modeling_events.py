@@ -1,7 +1,8 @@
 """What every event model shares (the event-model contract); a backbone supplies the rest.
 
 A backbone (EventSSM, the Spike-Driven Transformer, ...) supplies only:
-  - its config class (a transformers PretrainedConfig with `model_type` and the shared fields below);
+  - its config class (an `EventModelConfig` subclass, eventlm/configuration_events.py: `model_type`, its
+    own fields, `total_stride` where it pools);
   - a Flax module `Backbone(config, dtype)(input_ids, time_deltas, attention_mask, train, output_hidden_states)`
     returning a `BackboneOutput` (hidden states at its output resolution, their mask and Δt, the event
     embeddings, the total time);
@@ -14,10 +15,7 @@ log-normal mixture over the gap) with its loss and sampling, the flax modules of
 backbone class) and the model base class `FlaxEventPreTrainedModel` (checks, the jitted call, streaming
 and generation through eventlm.streaming). Adding a model = one folder + one line in eventlm/auto.py.
 
-Shared config fields read here: vocab_size, pad/bos/eos_token_id, time_unit_us, num_labels,
-classifier_pooling (mean | timepool | last), timepool_eps, readout_convention, layer_norm_eps,
-num_mixture_components, gap_convention, dropout, and optionally total_stride (events per backbone output
-position; default 1).
+The shared config fields read here are EventModelConfig's.
 """
 
 from __future__ import annotations
@@ -39,11 +37,6 @@ from .modeling_flax_utils import FlaxPreTrainedModel, ModelOutput
 GAP_LOG_SCALE_RANGE = (-12.0, 5.0)
 # The variables subtree of each task's head (shared by every backbone): what a saved model's weights hold.
 HEAD_NAMES = {"classification": "classifier", "next-event": "next_event_head"}
-
-
-def total_stride(config) -> int:
-    """Events per output position of the backbone (1 for a backbone that does not pool)."""
-    return int(getattr(config, "total_stride", 1))
 
 
 # ================================================================================================
@@ -381,10 +374,10 @@ class NextEventHead(nn.Module):
     def __call__(self, hidden, inputs_embeds):
         cfg = self.config
         length, width = inputs_embeds.shape[1], hidden.shape[-1]
-        if total_stride(cfg) == 1:
+        if cfg.total_stride == 1:
             features = hidden
         else:
-            window = (jnp.arange(length) + 1) // total_stride(cfg) - 1  # last complete window at k
+            window = (jnp.arange(length) + 1) // cfg.total_stride - 1  # last complete window at k
             context = jnp.take(hidden, jnp.clip(window, 0, hidden.shape[1] - 1), axis=1)
             context = context * (window >= 0)[None, :, None]
             features = context + flat_dense(nn.Dense(width, dtype=self.dtype, name="local_proj"), inputs_embeds)

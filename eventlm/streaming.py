@@ -43,8 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .modeling_events import (HEAD_NAMES, GAP_LOG_SCALE_RANGE, NextEventPredictionOutput, SequenceClassifierOutput,
-                              banned_tokens, check_inputs, gaps_to_units, lognormal_mixture_nll, sample_next_event,
-                              total_stride)
+                              banned_tokens, check_inputs, gaps_to_units, lognormal_mixture_nll, sample_next_event)
 
 try:  # the chunk check runs compiled where numba is installed (an install requirement), else in numpy
     import numba
@@ -438,7 +437,7 @@ def _next_event_outputs(cfg, dtype, consts, readout, residual, h, n_final, embed
     head = consts["variables"]["params"][HEAD_NAMES["next-event"]]
     width = h.shape[-1]
     i = jnp.arange(embeds.shape[0])
-    stride = total_stride(cfg)
+    stride = cfg.total_stride
     if stride == 1:
         features = h
     else:

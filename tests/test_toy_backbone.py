@@ -12,31 +12,27 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from transformers import AutoConfig, PretrainedConfig
+from transformers import AutoConfig
 
 from eventlm import AutoModelForNextEventPrediction, AutoModelForSequenceClassification
 from eventlm.auto import load_pretrained
+from eventlm.configuration_events import EventModelConfig
 from eventlm.modeling_events import (BackboneOutput, FlaxEventPreTrainedModel, ForNextEventPrediction,
                                      ForSequenceClassification, NextEventPredictionModule,
                                      SequenceClassificationModule, valid_mask)
 from eventlm.streaming import BackboneChunk, Streamer, generate, init_stream, stream
 
 
-class ToyConfig(PretrainedConfig):
+class ToyConfig(EventModelConfig):
     model_type = "toy-decayed-mean"
     vocab_size: int = 13
     pad_token_id: int = 10
     bos_token_id: int = 11
     eos_token_id: int = 12
     hidden_size: int = 6
-    time_unit_us: float = 1000.0
-    decay_per_unit: float = 0.3  # the running sums fade by exp(−decay·Δt)
-    classifier_pooling: str = "mean"
-    readout_convention: str = "masked"
-    timepool_eps: float = 1e-6
-    layer_norm_eps: float = 1e-6
     num_mixture_components: int = 2
     dropout: float = 0.0
+    decay_per_unit: float = 0.3  # its own field: the running sums fade by exp(−decay·Δt)
 
 
 class ToyBackbone(nn.Module):

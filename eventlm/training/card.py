@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import huggingface_hub
+import jax
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..resources import data_dir
@@ -107,7 +108,9 @@ def build_model_card(
         task_description=info["description"], auto_class=auto_class_for_task(task.name).__name__,
         base_model=base_model, results_table=rows, baseline_text=baseline_text, curves_image=curves_image,
         confusion_image=confusion_image, model_settings=model_settings, training_settings=training_settings,
-        num_parameters=f"{model.num_parameters():,}", versions=_versions())
+        num_parameters=f"{model.num_parameters():,}", versions=_versions(),
+        model_description=getattr(config, "card_description", f"an event model ({config.model_type})"),
+        optimizer_groups=", ".join(sorted(set(jax.tree_util.tree_leaves(model.param_groups())))))
 
 
 def config_card_keys(config) -> List[str]:

@@ -294,7 +294,7 @@ def hub_options(model_args: ModelArguments) -> Dict[str, Any]:
 def new_config(model_args: ModelArguments, tokenizer, **fields):
     """The preset's config (its model_type's config class, from_preset where the preset names one), sized to
     the tokenizer, with --config_overrides applied."""
-    from ..auto import _config_class
+    from ..auto import config_class_for
 
     spec = TASK_PRESETS[model_args.preset]["model"]
     values = dict(spec.get("overrides", {}))
@@ -302,7 +302,7 @@ def new_config(model_args: ModelArguments, tokenizer, **fields):
                   bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     values.update(fields)
     values.update(parse_config_overrides(model_args.config_overrides))
-    config_class = _config_class(spec["model_type"])
+    config_class = config_class_for(spec["model_type"])
     return config_class.from_preset(spec["preset"], **values) if "preset" in spec else config_class(**values)
 
 

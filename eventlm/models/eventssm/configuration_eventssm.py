@@ -15,17 +15,12 @@ of eventlm's tokenizer. Timestamps arrive as int µs; the model works in units o
 (1 ms, as the reference, by default).
 """
 
-from typing import Optional
-
-from transformers import PretrainedConfig
+from ...configuration_events import CLASSIFIER_POOLINGS, GAP_CONVENTIONS, READOUT_CONVENTIONS, EventModelConfig
 
 POOLING_MODES = ("last", "avg", "timepool")
 DISCRETIZATIONS = ("async", "zoh", "dirac")
 NORMS = ("layer", "batch")
-CLASSIFIER_POOLINGS = ("mean", "timepool", "last")
-GAP_CONVENTIONS = ("before", "after")
 POOLING_KEEPS = ("last", "first")
-READOUT_CONVENTIONS = ("masked", "reference")
 SCAN_IMPLEMENTATIONS = ("auto", "sequential", "associative")
 
 # channels, labels and the model settings of each preset (the reference yaml values)
@@ -59,12 +54,16 @@ PRESETS = {
 }
 
 
-class EventSSMConfig(PretrainedConfig):
+class EventSSMConfig(EventModelConfig):
     r"""Configuration of an EventSSM: token embedding → stages of S5 blocks with event pooling → head.
 
+    The shared fields (vocabulary and special tokens, time_unit_us, layer_norm_eps, dropout,
+    classifier_pooling, num_mixture_components, gap_convention, readout_convention, timepool_eps) are
+    EventModelConfig's (eventlm/configuration_events.py); for EventSSM, dropout is one mask per sample and
+    feature, shared over events (as the reference), and readout_convention "reference" counts only complete
+    windows, floor(n / total stride). Its own:
+
     Args:
-        vocab_size: number of token ids (sensor channels + special tokens).
-        pad_token_id / bos_token_id / eos_token_id: special tokens (the pad never reads a real row).
         hidden_size: width H of the first stage.
         state_size: S5 state size P of the first stage (complex states; P/2 stored with conj_sym).
         num_ssm_blocks: HiPPO-LegS blocks of the first stage's state matrix init; the block size
@@ -80,32 +79,21 @@ class EventSSMConfig(PretrainedConfig):
         clip_eigs: clip Re(Λ) ≤ −1e−4 (stable).
         dt_min, dt_max: range of the learned per-state step s = exp(log_step) at init.
         step_rescale: multiplies every step s (evaluate at another time scale).
-        time_unit_us: µs per model time unit (Δt enters the model as float32 in this unit).
         norm: "layer" | "batch" pre-norm (batch norm statistics over valid events only).
-        batchnorm_momentum, layer_norm_eps, batchnorm_eps: norm settings.
-        dropout: dropout rate (one mask per sample and feature, shared over events, as the reference).
-        classifier_pooling: "mean" | "timepool" | "last" readout of the classification head.
-        num_mixture_components: log-normal mixture components of the next-event time gap.
-        gap_convention: "before" (default: event k carries the gap t_k − t_{k−1}, the first event 0) |
-            "after" (reference: event k carries t_{k+1} − t_k and the last event of a sample only marks
-            the end time; it is dropped as the reference's collate function drops it).
+        batchnorm_momentum, batchnorm_eps: batch norm settings.
         pooling_keep: "last" (default: a window's state is the one after its last valid event) |
             "first" (reference: the state after the window's first event).
-        readout_convention: "masked" (default: a pooled window counts when it holds any valid event;
-            timepool readout normalised by its own weights) | "reference" (only complete windows
-            count, floor(n / total stride), and timepool readout divides by the whole duration).
-        timepool_eps: the eps added to the timepool weights.
         scan_implementation: "auto" (lax.scan on CPU, jax.lax.associative_scan on accelerators) |
             "sequential" | "associative": how the linear recurrences run (same numbers).
     """
 
     model_type = "eventssm"
+    card_description = ("an **EventSSM** (Schöne et al. 2024, [arXiv 2404.18508](https://arxiv.org/abs/2404.18508)):\n"
+                        "S5 state-space layers discretized event by event with the real time gap between events")
+    card_config_keys = ("hidden_size", "state_size", "num_ssm_blocks", "num_stages", "num_layers_per_stage",
+                        "pooling_stride", "pooling_mode", "discretization", "norm", "dropout", "classifier_pooling",
+                        "vocab_size", "time_unit_us")
 
-    vocab_size: int = 703
-    pad_token_id: Optional[int] = 700
-    bos_token_id: Optional[int] = 701
-    eos_token_id: Optional[int] = 702
-    hidden_size: int = 96
     state_size: int = 128
     num_ssm_blocks: int = 16
     num_stages: int = 2
@@ -120,40 +108,21 @@ class EventSSMConfig(PretrainedConfig):
     dt_min: float = 0.004
     dt_max: float = 0.1
     step_rescale: float = 1.0
-    time_unit_us: float = 1000.0
     norm: str = "layer"
     batchnorm_momentum: float = 0.95
-    layer_norm_eps: float = 1e-6
     batchnorm_eps: float = 1e-5
-    dropout: float = 0.1
-    classifier_pooling: str = "mean"
-    num_mixture_components: int = 8
-    gap_convention: str = "before"
     pooling_keep: str = "last"
-    readout_convention: str = "masked"
-    timepool_eps: float = 1e-6
     scan_implementation: str = "auto"
-
-    def __post_init__(self, **kwargs):
-        super().__post_init__(**kwargs)
-        self._check()
 
     def _check(self):
         """Raise ValueError naming the setting and its value when the settings cannot build a model."""
-        for name, allowed in [
+        super()._check()
+        self._check_choices([
             ("pooling_mode", POOLING_MODES), ("discretization", DISCRETIZATIONS), ("norm", NORMS),
-            ("classifier_pooling", CLASSIFIER_POOLINGS), ("gap_convention", GAP_CONVENTIONS),
-            ("pooling_keep", POOLING_KEEPS), ("readout_convention", READOUT_CONVENTIONS),
-            ("scan_implementation", SCAN_IMPLEMENTATIONS),
-        ]:
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"EventSSMConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        for name in ("vocab_size", "hidden_size", "state_size", "num_ssm_blocks", "num_stages",
-                     "num_layers_per_stage", "pooling_stride", "state_expansion_factor",
-                     "hidden_expansion_factor", "num_mixture_components"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"EventSSMConfig.{name} must be a positive integer, got {value!r}")
+            ("pooling_keep", POOLING_KEEPS), ("scan_implementation", SCAN_IMPLEMENTATIONS),
+        ])
+        self._check_positive_ints(("state_size", "num_ssm_blocks", "num_stages", "num_layers_per_stage",
+                                   "pooling_stride", "state_expansion_factor", "hidden_expansion_factor"))
         if self.state_size % self.num_ssm_blocks:
             raise ValueError(
                 f"EventSSMConfig.state_size ({self.state_size}) must be a multiple of num_ssm_blocks "
@@ -165,13 +134,8 @@ class EventSSMConfig(PretrainedConfig):
             )
         if not 0 < self.dt_min <= self.dt_max:
             raise ValueError(f"need 0 < dt_min <= dt_max, got dt_min={self.dt_min}, dt_max={self.dt_max}")
-        for name in ("time_unit_us", "step_rescale"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"EventSSMConfig.{name} must be positive, got {getattr(self, name)!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"EventSSMConfig.dropout must be in [0, 1), got {self.dropout!r}")
-        if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
-            raise ValueError(f"pad_token_id {self.pad_token_id} lies outside the vocabulary of {self.vocab_size}")
+        if not self.step_rescale > 0:
+            self._fail("step_rescale", "positive")
 
     # ---- derived sizes -------------------------------------------------------------------------
     @property

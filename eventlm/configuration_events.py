@@ -1,0 +1,97 @@
+"""`EventModelConfig`: the config fields every event model shares (the heads, time and tokens read them).
+
+A model family's config subclasses it, adds its own fields, sets `model_type` (and its own defaults where
+they differ) and extends `_check`. Importing this module needs no jax.
+"""
+
+from typing import Optional
+
+from transformers import PretrainedConfig
+
+CLASSIFIER_POOLINGS = ("mean", "timepool", "last")
+GAP_CONVENTIONS = ("before", "after")
+READOUT_CONVENTIONS = ("masked", "reference")
+
+
+class EventModelConfig(PretrainedConfig):
+    r"""The shared part of an event model's configuration.
+
+    Args:
+        vocab_size: number of token ids (sensor channels + special tokens).
+        pad_token_id / bos_token_id / eos_token_id: special tokens (the pad never reads a real row).
+        hidden_size: width of the backbone's first layer (its output width is `output_hidden_size`).
+        time_unit_us: µs per model time unit (Δt enters the model as float32 in this unit).
+        layer_norm_eps: eps of the layer norms (the next-event head's among them).
+        dropout: dropout rate.
+        classifier_pooling: "mean" | "timepool" | "last" readout of the classification head.
+        num_mixture_components: log-normal mixture components of the next-event time gap.
+        gap_convention: "before" (default: event k carries the gap t_k − t_{k−1}, the first event 0) |
+            "after" (reference EventSSM: event k carries t_{k+1} − t_k and the last event of a sample only
+            marks the end time; it is dropped as the reference's collate function drops it).
+        readout_convention: "masked" (default: a position counts when it holds any valid event; timepool
+            readout normalised by its own weights) | "reference" (EventSSM's reference: only complete
+            windows count, and the timepool readout divides by the whole duration).
+        timepool_eps: the eps added to the timepool weights.
+    """
+
+    vocab_size: int = 703
+    pad_token_id: Optional[int] = 700
+    bos_token_id: Optional[int] = 701
+    eos_token_id: Optional[int] = 702
+    hidden_size: int = 96
+    time_unit_us: float = 1000.0
+    layer_norm_eps: float = 1e-6
+    dropout: float = 0.1
+    classifier_pooling: str = "mean"
+    num_mixture_components: int = 8
+    gap_convention: str = "before"
+    readout_convention: str = "masked"
+    timepool_eps: float = 1e-6
+
+    # model cards (eventlm.training.card): what the model is, in one sentence after "X is", and the settings
+    # its card lists (None: every field the config class adds)
+    card_description = "an event model"
+    card_config_keys = None
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        self._check()
+
+    def _fail(self, name: str, requirement: str):
+        raise ValueError(f"{type(self).__name__}.{name} must be {requirement}, got {getattr(self, name)!r}")
+
+    def _check_choices(self, choices):
+        for name, allowed in choices:
+            if getattr(self, name) not in allowed:
+                self._fail(name, f"one of {allowed}")
+
+    def _check_positive_ints(self, names):
+        for name in names:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                self._fail(name, "a positive integer")
+
+    def _check(self):
+        """Raise ValueError naming the setting and its value when the settings cannot build a model."""
+        self._check_choices([("classifier_pooling", CLASSIFIER_POOLINGS), ("gap_convention", GAP_CONVENTIONS),
+                             ("readout_convention", READOUT_CONVENTIONS)])
+        self._check_positive_ints(("vocab_size", "hidden_size", "num_mixture_components"))
+        if not self.time_unit_us > 0:
+            self._fail("time_unit_us", "positive")
+        if not 0.0 <= self.dropout < 1.0:
+            self._fail("dropout", "in [0, 1)")
+        if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
+            raise ValueError(f"pad_token_id {self.pad_token_id} lies outside the vocabulary of {self.vocab_size}")
+
+    @property
+    def total_stride(self) -> int:
+        """Events per output position of the backbone (1: it does not pool)."""
+        return 1
+
+    @property
+    def output_hidden_size(self) -> int:
+        """Width of the backbone's last hidden state."""
+        return self.hidden_size
+
+
+__all__ = ["EventModelConfig"]
