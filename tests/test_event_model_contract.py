@@ -109,3 +109,30 @@ def test_model_folders_saved_before_the_contract_load_with_the_same_outputs():
     for field in ("logits", "gap_mixture_logits", "gap_log_means", "gap_log_scales"):
         np.testing.assert_allclose(np.asarray(getattr(out, field)), expected[f"next_event.{field}"], rtol=1e-5,
                                    atol=1e-6)
+
+
+def test_models_never_import_training_and_keep_no_module_level_state():
+    """eventlm.models (every model, its streaming step, its converter) imports without eventlm.training; the
+    streaming caches live on the model objects, not in modules."""
+    import subprocess
+    import sys
+
+    code = ("import sys, eventlm.models.eventssm.modeling_flax_eventssm, eventlm.models.eventssm.streaming_eventssm, "
+            "eventlm.models.eventssm.convert_original_eventssm_checkpoint, eventlm.streaming, eventlm.auto; "
+            "print(sorted(m for m in sys.modules if m.startswith('eventlm.training')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+    model = biased_next_event_model([0.0, 0.0, 0.0], hidden_size=12)  # a config no other test streams
+    def sizes():  # the length of every module-level dict / list / set of eventlm
+        return {f"{name}.{key}": len(value) for name, m in list(sys.modules.items()) if name.startswith("eventlm.")
+                for key, value in vars(m).items() if isinstance(value, (dict, list, set)) and not key.startswith("__")
+                and key != "TRACE_COUNTS"}  # (a diagnostic counter of compilations, not a cache)
+
+    before = sizes()
+    S.generate(model, 3, seed=0)
+    other = biased_next_event_model([0.5, 0.5, 0.5], seed=3, hidden_size=12)
+    out_a, _ = S.stream(model, np.array([1, 2]), np.array([0, 5]), S.init_stream(model), implementation="xla")
+    out_b, _ = S.stream(other, np.array([1, 2]), np.array([0, 5]), S.init_stream(other))
+    assert not np.allclose(np.asarray(out_a.logits), np.asarray(out_b.logits))  # each model streams its own weights
+    grown = [key for key, size in sizes().items() if key in before and size != before[key]]
+    assert grown == []  # no module-level dict, list or set filled by streaming or generation

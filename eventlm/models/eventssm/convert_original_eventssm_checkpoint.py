@@ -415,13 +415,13 @@ def map_reference_key(ref_key: str) -> Optional[tuple[str, str]]:
 
 
 def expected_variable_shapes(config) -> dict:
-    """{eventlm key: shape} of FlaxEventSSMForSequenceClassification(config), computed without allocating."""
+    """{eventlm key: shape} of the sequence classifier of `config`, computed without allocating."""
     import jax
 
+    from ...auto import AutoModelForSequenceClassification
     from ...modeling_flax_utils import flatten_variables
-    from .modeling_flax_eventssm import FlaxEventSSMForSequenceClassification
 
-    model = FlaxEventSSMForSequenceClassification(config, _do_init=False)
+    model = AutoModelForSequenceClassification.from_config(config, _do_init=False)
     shapes = jax.eval_shape(functools.partial(model.init_weights, input_shape=(1, 16)), jax.random.PRNGKey(0))
     return {k: tuple(v.shape) for k, v in flatten_variables(shapes).items()}
 
@@ -598,8 +598,8 @@ def convert_checkpoint(
     `config_overrides`) into an eventlm folder `output_dir` (config.json, model.safetensors,
     tokenizer_config.json, README.md), written atomically; optionally push it to `hub_model_id`.
     Returns the output folder."""
+    from ...auto import AutoModelForSequenceClassification
     from ...modeling_flax_utils import atomic_write_folder
-    from .modeling_flax_eventssm import FlaxEventSSMForSequenceClassification
 
     settings = reference_settings(reference_config, config_overrides)
     output_dir = Path(output_dir)
@@ -618,7 +618,7 @@ def convert_checkpoint(
         overrides=flatten_override_dict(config_overrides or {}), info=info, digest=params_digest(variables),
         config=config,
     )
-    model = FlaxEventSSMForSequenceClassification(config, _do_init=False)
+    model = AutoModelForSequenceClassification.from_config(config, _do_init=False)
 
     def write(tmp: Path) -> None:
         model.save_pretrained(tmp, params=variables["params"], batch_stats=variables.get("batch_stats"),
