@@ -1,0 +1,70 @@
+"""Event frames for frame-based models, built on the device from the tokenized events (inside jit).
+
+SpikingJelly's `integrate_events_by_fixed_frames_number`, reproduced exactly: the events of a sample are
+cut into T segments and each segment is counted per pixel and polarity into a (P, H, W) frame.
+    split_by="number": N real events, d = N // T; segment i holds events [i·d, (i+1)·d), the last one
+        [(T−1)·d, N) (so with N < T every event lands in the last frame);
+    split_by="time": d = (t_last − t_first) // T (integer µs); segment i holds t ∈ [t_first + i·d,
+        t_first + (i+1)·d), the last one everything from t_first + (T−1)·d on. (SpikingJelly raises on
+        an empty segment; here it stays zero, and the model's input check names the sample instead.)
+A token p·W·H + y·W + x (eventlm's sensor layout) is exactly the flat index of (p, y, x) in a (P, H, W)
+frame, so counting needs no decoding; special tokens (ids ≥ W·H·P) and padding carry no event.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+SPLITS = ("number", "time")
+
+
+def frame_of_events(tokens, timestamps_us, valid, num_frames: int, split_by: str):
+    """Frame index (B, L) int32 of every event; −1 where it carries none (padding, special tokens).
+    tokens are already masked to real events by `valid` (B, L); timestamps_us (B, L) int32, any offset."""
+    rank = jnp.cumsum(valid, axis=1) - 1  # k: the event's index among the sample's real events
+    if split_by == "number":
+        n = jnp.sum(valid, axis=1, keepdims=True)
+        width = n // num_frames
+        frame = jnp.where(width > 0, jnp.minimum(rank // jnp.maximum(width, 1), num_frames - 1), num_frames - 1)
+    elif split_by == "time":
+        big = jnp.iinfo(jnp.int32).max
+        first = jnp.min(jnp.where(valid, timestamps_us, big), axis=1, keepdims=True)
+        last = jnp.max(jnp.where(valid, timestamps_us, -big), axis=1, keepdims=True)
+        width = (last - first) // num_frames
+        since = timestamps_us - first
+        frame = jnp.where(width > 0, jnp.minimum(since // jnp.maximum(width, 1), num_frames - 1), num_frames - 1)
+    else:
+        raise ValueError(f"split_by must be one of {SPLITS}, got {split_by!r}")
+    return jnp.where(valid, frame, -1).astype(jnp.int32)
+
+
+def events_to_frames(tokens, timestamps_us, valid, sensor_size, num_frames: int, split_by: str = "number"):
+    """(B, T, P, H, W) float32 event counts of each frame (see the module docstring).
+    sensor_size: (W, H, P); tokens (B, L) ids, valid (B, L) bool (real events), timestamps_us (B, L) int."""
+    width, height, polarities = sensor_size
+    channels = width * height * polarities
+    valid = valid & (tokens >= 0) & (tokens < channels)
+    frame = frame_of_events(tokens, timestamps_us, valid, num_frames, split_by)
+    batch = jnp.broadcast_to(jnp.arange(tokens.shape[0])[:, None], tokens.shape)
+    counts = jnp.zeros((tokens.shape[0], num_frames, channels), jnp.float32)
+    counts = counts.at[batch, jnp.maximum(frame, 0), jnp.where(valid, tokens, 0)].add(valid.astype(jnp.float32))
+    return counts.reshape(tokens.shape[0], num_frames, polarities, height, width)
+
+
+def frames_left_empty(num_events: np.ndarray, timestamps_us, num_frames: int, split_by: str) -> np.ndarray:
+    """Host check: (B,) True where a sample leaves a frame without events (too few events, or by time a
+    silent stretch or a duration under T µs), which SpikingJelly refuses for split_by="time"."""
+    n = np.asarray(num_events)
+    if split_by == "number":
+        return n < num_frames
+    out = np.zeros(n.shape, bool)
+    for b, (count, t) in enumerate(zip(n, timestamps_us)):
+        t = np.asarray(t[:count], np.int64)
+        width = (t[-1] - t[0]) // num_frames if count else 0
+        if width <= 0:
+            out[b] = True
+            continue
+        frame = np.minimum((t - t[0]) // width, num_frames - 1)
+        out[b] = np.unique(frame).size < num_frames
+    return out
