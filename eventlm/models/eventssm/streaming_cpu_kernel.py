@@ -10,7 +10,7 @@ x_i = exp(Λ·s·Δt_i) ⊙ x_{i−1} + γB̃u_i and keeps the states at window 
 window in closed form for parallelism: equal up to rounding). The tests hold it to the XLA step chunk
 by chunk (outputs and state rows, ≤ 1e-5) and to the full forward.
 
-What it reads: the step's constants (`streaming_eventssm._prepare`: B̃/C̃ as contiguous real
+What it reads: the step's constants (`streaming_eventssm.EventSSMStreamer.prepare`: B̃/C̃ as contiguous real
 matrices, Λ·s as a pair, γ folded into B̃ and the token tables) packed into one float32 array with an
 int64 table of offsets. Not covered (`unsupported_reason` says which, and `stream` uses the XLA step):
 zoh discretization (γ depends on Δt through expm1), compute dtypes other than float32, and a missing

@@ -48,13 +48,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from ...streaming import (  # noqa: F401  (the driver's public names, importable from here as before)
-    BUCKETS, IMPLEMENTATIONS, TRACE_COUNTS, BackboneChunk, PackedConstants, ReadoutState, StateLayout, Streamer,
-    StreamRun, StreamState, _bucket, at_least_rows, dense, generate, init_stream, layer_norm, load_streaming_model,
-    main, model_fingerprint, run_stream, sample_next_event, stream,
+    BUCKETS, TRACE_COUNTS, BackboneChunk, PackedConstants, Streamer, StreamState, _bucket, at_least_rows, dense,
+    generate, init_stream, layer_norm, model_fingerprint, run_stream, sample_next_event, stream,
 )
 from . import modeling_flax_eventssm as modeling
 from . import streaming_cpu_kernel as cpu_kernel
-from .configuration_eventssm import EventSSMConfig
 
 _layer_norm = layer_norm  # (its older name)
 
@@ -82,15 +80,6 @@ class StageState:
 
 
 
-def _block_names(cfg: EventSSMConfig):
-    """(stage, layer, name, h_in, h_out, state_size, stride) of every block, in order (the config's plan)."""
-    return cfg.block_plan()
-
-
-def _local_state_size(cfg, p):
-    return p // 2 if cfg.conj_sym else p
-
-
 def _ssm(cfg, params, name, h_in, h_out, p, stride):
     """The model's EventS5 of block `name`, bound to its weights (its methods give Λ, s, γ, B̃u, C̃x, Du)."""
     return modeling.EventS5(cfg, h_in, h_out, p, stride).bind({"params": params["eventssm"][name]["ssm"]})
@@ -104,36 +93,6 @@ def _norm(cfg, dtype, variables, name, x):
         norm = modeling.MaskedBatchNorm(cfg.batchnorm_momentum, cfg.batchnorm_eps)
         return norm.apply({"params": block_params, "batch_stats": stats}, x, None, True)
     return layer_norm(x, block_params["scale"], block_params["bias"], cfg.layer_norm_eps, dtype)
-
-
-
-def _prepare(cfg, dtype, variables):
-    """Per-weights constants of the step, computed once with the model's EventS5 methods: per block Λ·s
-    (`lam_step`, a pair) and B̃, C̃ as contiguous real matrices (EventS5 reads them as slices of real pairs
-    (…, 2), which XLA would copy on every call), one matmul each: B = [B̃_re | B̃_im] (H_in, 2P), with the
-    input gain γ folded in when it does not depend on Δt (async, dirac: (γ·B̃)u = γ·(B̃u)), and
-    C = [C̃_re; −C̃_im] (2P, H_out), [x.re | x.im] @ C = Re(C̃x) (times 2 with conj_sym, folded in: exact);
-    a widening block's D transposed (H_in, H_out). The first block's per-token inputs are tables:
-    norm(E) (`table_u`, V × H) and its B-projection (`table_bu`, V × 2P)."""
-    params = variables["params"]
-    scale = 2.0 if cfg.conj_sym else 1.0
-    blocks = {}
-    for _, _, name, h_in, h_out, p, stride in _block_names(cfg):
-        ssm = _ssm(cfg, params, name, h_in, h_out, p, stride)
-        b, c, d = ssm.B, ssm.C, ssm.D
-        b = jax.lax.complex(b[..., 0], b[..., 1])  # (P, H_in)
-        if cfg.discretization != "zoh":
-            b = ssm.discretize(jnp.zeros((1,), jnp.float32))[1].reshape(-1, 1) * b
-        blocks[name] = {
-            "B": jnp.concatenate([b.real.T, b.imag.T], axis=1),
-            "C": scale * jnp.concatenate([c[..., 0].T, -c[..., 1].T], axis=0),
-            "D": d if d.ndim == 1 else d.T,
-            "lam_step": _to_pair(ssm.eigenvalues() * ssm.step()),
-        }
-    first = _block_names(cfg)[0][2]
-    table_u = _norm(cfg, dtype, variables, first, params["eventssm"]["embed"]["embedding"])
-    table_bu = table_u.astype(jnp.float32) @ blocks[first]["B"]
-    return {"variables": variables, "blocks": blocks, "table_u": table_u, "table_bu": table_bu}
 
 
 
@@ -187,13 +146,6 @@ def _cmul(a, b):
 def _flat(x):
     """A pair (…, 2, P) as the (…, 2P) rows the matmuls read (a free reshape)."""
     return x.reshape(x.shape[:-2] + (-1,))
-
-
-def _project_input(weights, u):
-    """(γ·)B̃u as a pair (…, 2, P) (EventS5.project_input, one matmul with B = [B̃_re | B̃_im] (H_in, 2P);
-    γ folded into B when it does not depend on Δt)."""
-    bu = u @ weights["B"]
-    return bu.reshape(bu.shape[:-1] + (2, -1))
 
 
 def _project_output(weights, x):
@@ -282,13 +234,6 @@ def _decay(weights, dt):
     return exp_pair(lam[0] * dt, lam[1] * dt)
 
 
-def _suffix_sums(stride):
-    """(S, S) 0/1 matrices: dt @ inclusive = Σ_{i' ≥ i} Δt_i', dt @ exclusive = Σ_{i' > i} Δt_i' (a small
-    matmul: XLA's CPU cumsum is a slow reduce-window)."""
-    inclusive = np.tril(np.ones((stride, stride), np.float32))  # [i', i] = 1 where i' ≥ i
-    return inclusive, np.tril(inclusive, -1)
-
-
 def _window_states(weights, dt, inputs, stride, offset, x0, method):
     """States after the last position of each window of `stride` (the model's window_end_states, from x0):
     b_w = Σ_i exp(Λ·s·τ_i) ⊙ γ_i B̃u_i with τ_i the time from position i to its window's end, then
@@ -298,9 +243,10 @@ def _window_states(weights, dt, inputs, stride, offset, x0, method):
     pad = (offset, total - length - offset)
     dtw = jnp.pad(dt, pad).reshape(-1, stride)
     inw = jnp.pad(inputs, (pad, (0, 0), (0, 0))).reshape((-1, stride) + inputs.shape[1:])
-    inclusive, exclusive = _suffix_sums(stride)
+    # small matmuls with 0/1 matrices (XLA's CPU cumsum is a slow reduce-window): [i', i] = 1 where i' ≥ i
+    inclusive = np.tril(np.ones((stride, stride), np.float32))
     window_dt = dtw @ inclusive[:, :1]  # Σ over the window
-    tau = dtw @ exclusive  # Σ_{i' > i} Δt_i': time from position i to its window's end
+    tau = dtw @ np.tril(inclusive, -1)  # Σ_{i' > i} Δt_i': time from position i to its window's end
     decay_to_end = _decay(weights, tau[..., None])  # (windows, S, 2, P)
     # a sum of `stride` terms written out: XLA's CPU reduction loop would not vectorise the exps inside it
     b = functools.reduce(jnp.add, [_cmul(decay_to_end[:, i], inw[:, i]) for i in range(stride)])
@@ -319,18 +265,20 @@ def _gated_output(cfg, dtype, block_params, y, skip, mask, h_in, h_out):
 
 
 def _block_inputs(cfg, dtype, consts, name, stage_zero, x, mask):
-    """(u, B̃u, skip input) of a block: per-token tables when x holds the first block's tokens."""
-    params = consts["variables"]["params"]
+    """(u, (γ·)B̃u as a pair (…, 2, P), skip input) of a block: per-token tables when x holds the first block's
+    tokens, else EventS5.project_input as one matmul with B = [B̃_re | B̃_im] (H_in, 2P) (γ folded into B when
+    it does not depend on Δt)."""
     m = mask[:, None]
     if stage_zero:
         tokens = jnp.where(mask, x, 0)
-        u = jnp.take(consts["table_u"], tokens, axis=0) * m
+        u = (jnp.take(consts["table_u"], tokens, axis=0) * m).astype(jnp.float32)
         bu = jnp.take(consts["table_bu"], tokens, axis=0) * m
-        bu = bu.reshape(bu.shape[:-1] + (2, -1))
-        return u.astype(jnp.float32), bu, jnp.take(params["eventssm"]["embed"]["embedding"], tokens, axis=0) * m
-    x = x * m
-    u = (_norm(cfg, dtype, consts["variables"], name, x) * m).astype(jnp.float32)
-    return u, _project_input(consts["blocks"][name], u), x
+        skip = jnp.take(consts["variables"]["params"]["eventssm"]["embed"]["embedding"], tokens, axis=0) * m
+    else:
+        skip = x * m
+        u = (_norm(cfg, dtype, consts["variables"], name, skip) * m).astype(jnp.float32)
+        bu = u @ consts["blocks"][name]["B"]
+    return u, bu.reshape(bu.shape[:-1] + (2, -1)), skip
 
 
 def _pooling_block(cfg, dtype, consts, stage_state, stage, name, h_in, h_out, p, stride, x, dt, n_valid, n_final):
@@ -387,35 +335,6 @@ def _scan_block(cfg, dtype, consts, x0, name, h_in, h_out, p, x, dt, mask, n_fin
     return out, committed
 
 
-def _backbone_chunk(cfg, dtype, consts, stages, tokens, dt, n):
-    """All stages over one chunk of one stream: last-stage outputs (positions, Δt, mask, final count)
-    and the new stage states."""
-    x, x_dt = tokens, dt
-    n_valid = n_final = n
-    mask = jnp.arange(tokens.shape[0]) < n
-    new_stages = []
-    blocks = _block_names(cfg)
-    for stage, stage_state in enumerate(stages):
-        committed = []
-        for st, layer, name, h_in, h_out, p, stride in blocks:
-            if st != stage:
-                continue
-            if layer == 0 and stride > 1:
-                x, x_dt, mask, n_valid, n_final, c, stage_state = _pooling_block(
-                    cfg, dtype, consts, stage_state, stage, name, h_in, h_out, p, stride, x, x_dt, n_valid, n_final)
-            else:
-                x, c = _scan_block(cfg, dtype, consts, stage_state.ssm_states[layer], name, h_in, h_out, p,
-                                   x, x_dt, mask, n_final, stage_zero=stage == 0 and layer == 0)
-            committed.append(c)
-        new_stages.append(stage_state.replace(ssm_states=tuple(committed)))
-    return x, x_dt, mask, n_final, tuple(new_stages)
-
-
-def _residual_events(cfg, stages):
-    """Events since the last final last-stage position: Σ_s window_count_s · S^s (< S^stages)."""
-    return sum(st.window_count * cfg.pooling_stride ** s for s, st in enumerate(stages))
-
-
 # ================================================================================================
 # The streamer: EventSSM's part of eventlm.streaming's contract
 # ================================================================================================
@@ -423,15 +342,15 @@ def _residual_events(cfg, stages):
 
 class EventSSMStreamer(Streamer):
     """EventSSM's streaming step: per-stage state (committed SSM states, open pooling windows), the
-    per-weights constants of `_prepare`, the backbone chunk, and the numba CPU kernel of the whole step."""
+    per-weights constants (`prepare`), the backbone chunk, and the numba CPU kernel of the whole step."""
 
     def backbone_state_template(self):
         """One stream's per-stage states (StageState per stage), shapes and dtypes, no batch axis."""
         cfg, stride, spec = self.config, self.config.pooling_stride, jax.ShapeDtypeStruct
         stages = []
         for stage in range(cfg.num_stages):
-            states = tuple(spec((2, _local_state_size(cfg, p)), np.float32)  # pairs
-                           for st, _, _, _, _, p, _ in _block_names(cfg) if st == stage)
+            states = tuple(spec((2, p // 2 if cfg.conj_sym else p), np.float32)  # pairs
+                           for st, _, _, _, _, p, _ in cfg.block_plan() if st == stage)
             h_in = cfg.hidden_size if stage == 0 else cfg.stage_hidden_size(stage - 1)
             inputs = spec((stride - 1,), np.int32) if stage == 0 else spec((stride - 1, h_in), self.dtype)
             stages.append(StageState(states, inputs, spec((stride - 1,), np.float32), spec((), np.int32)))
@@ -443,15 +362,59 @@ class EventSSMStreamer(Streamer):
                              "weights")
 
     def prepare(self, variables):
-        return _prepare(self.config, self.dtype, variables)
+        """Per-weights constants of the step, computed once with the model's EventS5 methods: per block Λ·s
+        (`lam_step`, a pair) and B̃, C̃ as contiguous real matrices (EventS5 reads them as slices of real pairs
+        (…, 2), which XLA would copy on every call), one matmul each: B = [B̃_re | B̃_im] (H_in, 2P), with the
+        input gain γ folded in when it does not depend on Δt (async, dirac: (γ·B̃)u = γ·(B̃u)), and
+        C = [C̃_re; −C̃_im] (2P, H_out), [x.re | x.im] @ C = Re(C̃x) (times 2 with conj_sym, folded in: exact);
+        a widening block's D transposed (H_in, H_out). The first block's per-token inputs are tables:
+        norm(E) (`table_u`, V × H) and its B-projection (`table_bu`, V × 2P)."""
+        cfg, dtype, params = self.config, self.dtype, variables["params"]
+        scale = 2.0 if cfg.conj_sym else 1.0
+        blocks = {}
+        for _, _, name, h_in, h_out, p, stride in cfg.block_plan():
+            ssm = _ssm(cfg, params, name, h_in, h_out, p, stride)
+            b, c, d = ssm.B, ssm.C, ssm.D
+            b = jax.lax.complex(b[..., 0], b[..., 1])  # (P, H_in)
+            if cfg.discretization != "zoh":
+                b = ssm.discretize(jnp.zeros((1,), jnp.float32))[1].reshape(-1, 1) * b
+            blocks[name] = {
+                "B": jnp.concatenate([b.real.T, b.imag.T], axis=1),
+                "C": scale * jnp.concatenate([c[..., 0].T, -c[..., 1].T], axis=0),
+                "D": d if d.ndim == 1 else d.T,
+                "lam_step": _to_pair(ssm.eigenvalues() * ssm.step()),
+            }
+        first = cfg.block_plan()[0][2]
+        table_u = _norm(cfg, dtype, variables, first, params["eventssm"]["embed"]["embedding"])
+        table_bu = table_u.astype(jnp.float32) @ blocks[first]["B"]
+        return {"variables": variables, "blocks": blocks, "table_u": table_u, "table_bu": table_bu}
 
     def backbone_chunk(self, consts, stages, tokens, dt, n):
-        cfg = self.config
-        residual = _residual_events(cfg, stages)
-        h, h_dt, mask, n_final, new_stages = _backbone_chunk(cfg, self.dtype, consts, stages, tokens, dt, n)
-        valid = (jnp.arange(tokens.shape[0]) < n)[:, None]
-        embeds = jnp.take(consts["variables"]["params"]["eventssm"]["embed"]["embedding"], tokens, axis=0) * valid
-        return BackboneChunk(h, h_dt, mask, n_final, residual, embeds, new_stages)
+        """All stages over one chunk of one stream, stage by stage, block by block."""
+        cfg, dtype = self.config, self.dtype
+        # events since the last final last-stage position: Σ_s window_count_s · S^s (< S^stages)
+        residual = sum(st.window_count * cfg.pooling_stride ** s for s, st in enumerate(stages))
+        x, x_dt = tokens, dt
+        n_valid = n_final = n
+        mask = jnp.arange(tokens.shape[0]) < n
+        new_stages = []
+        for stage, stage_state in enumerate(stages):
+            committed = []
+            for st, layer, name, h_in, h_out, p, stride in cfg.block_plan():
+                if st != stage:
+                    continue
+                if layer == 0 and stride > 1:
+                    x, x_dt, mask, n_valid, n_final, c, stage_state = _pooling_block(
+                        cfg, dtype, consts, stage_state, stage, name, h_in, h_out, p, stride, x, x_dt, n_valid,
+                        n_final)
+                else:
+                    x, c = _scan_block(cfg, dtype, consts, stage_state.ssm_states[layer], name, h_in, h_out, p,
+                                       x, x_dt, mask, n_final, stage_zero=stage == 0 and layer == 0)
+                committed.append(c)
+            new_stages.append(stage_state.replace(ssm_states=tuple(committed)))
+        embeds = jnp.take(consts["variables"]["params"]["eventssm"]["embed"]["embedding"], tokens, axis=0)
+        return BackboneChunk(x, x_dt, mask, n_final, residual, embeds * (jnp.arange(tokens.shape[0]) < n)[:, None],
+                             tuple(new_stages))
 
     def cpu_kernel_reason(self):
         return cpu_kernel.unsupported_reason(self.config, self.dtype)
