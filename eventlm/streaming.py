@@ -29,6 +29,7 @@ from __future__ import annotations
 import collections
 import functools
 import hashlib
+import importlib
 import json
 import sys
 import time
@@ -104,12 +105,12 @@ class StreamState:
     @property
     def stages(self):
         """The backbone's state (EventSSM: per-stage states), unpacked from `buffer` (numpy, batch first)."""
-        return self.layout.unpack_numpy(self.buffer)[0]
+        return self.layout.unpack(np.asarray(self.buffer))[0]
 
     @property
     def readout(self) -> ReadoutState:
         """The running readout, unpacked from `buffer` (numpy, batch axis first)."""
-        return self.layout.unpack_numpy(self.buffer)[1]
+        return self.layout.unpack(np.asarray(self.buffer))[1]
 
 
 class StateLayout:
@@ -131,13 +132,8 @@ class StateLayout:
         return jnp.concatenate([jnp.ravel(leaf).astype(jnp.float32) for leaf in jax.tree_util.tree_leaves(tree)])
 
     def unpack(self, row):
-        leaves = [row[a:a + n].astype(dtype).reshape(shape) for a, n, shape, dtype in self.entries]
-        return jax.tree_util.tree_unflatten(self.treedef, leaves)
-
-    def unpack_numpy(self, buffer):
-        """(stages, readout) of a (B, N) buffer as numpy arrays with the batch axis first."""
-        buffer = np.asarray(buffer)
-        leaves = [buffer[:, a:a + n].astype(dtype).reshape((buffer.shape[0],) + shape)
+        """The tree of one row (N,), or of a (B, N) buffer with the batch axis first."""
+        leaves = [row[..., a:a + n].astype(dtype).reshape(row.shape[:-1] + shape)
                   for a, n, shape, dtype in self.entries]
         return jax.tree_util.tree_unflatten(self.treedef, leaves)
 
@@ -164,11 +160,6 @@ def model_fingerprint(model) -> str:
     return fingerprint
 
 
-def _model_name(model) -> str:
-    cfg = model.config
-    return f"{type(model).__name__}({cfg.model_type}, vocab_size={cfg.vocab_size}, {model_fingerprint(model)})"
-
-
 # ================================================================================================
 # The streamer: one per (model, weights); the family's backbone step plus the shared heads
 # ================================================================================================
@@ -177,13 +168,6 @@ def _model_name(model) -> str:
 @functools.lru_cache(maxsize=None)
 def _computes_on_cpu() -> bool:
     return jax.default_backend() == "cpu"
-
-
-def _resolve(target: str):
-    import importlib
-
-    module, name = target.split(":")
-    return getattr(importlib.import_module(module), name)
 
 
 def streamer_for(model, params=None, batch_stats=None) -> "Streamer":
@@ -201,8 +185,10 @@ def streamer_for(model, params=None, batch_stats=None) -> "Streamer":
     target = getattr(model, "streamer_class", None)
     if target is None:
         raise TypeError(f"{type(model).__name__} has no streaming step (its model family sets no streamer_class)")
-    cls = _resolve(target) if isinstance(target, str) else target
-    streamer = cls(model, params, batch_stats)
+    if isinstance(target, str):  # "module:Class"
+        module, name = target.split(":")
+        target = getattr(importlib.import_module(module), name)
+    streamer = target(model, params, batch_stats)
     model.__dict__["_streamer"] = streamer
     return streamer
 
@@ -214,44 +200,38 @@ class Streamer:
     constants (packed for the XLA step), the jitted XLA step (shared by every streamer of the same model
     and config: compiled once) and, where the family has one, its CPU kernel. A family subclasses it and
     supplies `backbone_state_template`, `prepare`, `backbone_chunk` (and optionally `make_cpu_kernel`,
-    `cpu_kernel_unsupported`); the readout, the next-event head and the step's plumbing are here.
+    `cpu_kernel_reason`); the readout, the next-event head and the step's plumbing are here.
     """
 
     def __init__(self, model, params, batch_stats):
         cfg = self.config = model.config
         self.dtype, self.task = model.module.dtype, model.task
         self.params, self.batch_stats = params, batch_stats
-        self.fingerprint, self.model_name = model_fingerprint(model), _model_name(model)
+        self.fingerprint = model_fingerprint(model)
+        self.model_name = f"{type(model).__name__}({cfg.model_type}, vocab_size={cfg.vocab_size}, {self.fingerprint})"
         # what `stream` reads per call, as plain attributes (a transformers config attribute costs ~1 µs)
         self.gap_convention = getattr(cfg, "gap_convention", "before")
         self.vocab_size, self.time_unit_us = cfg.vocab_size, cfg.time_unit_us
         if cfg.vocab_size >= 2**24:
             raise ValueError(f"streaming keeps token ids as float32, exact below 2^24; vocab_size={cfg.vocab_size}")
-        width = self.output_width()
+        width = int(cfg.output_hidden_size)
         spec = jax.ShapeDtypeStruct
         readout = ReadoutState(spec((width,), np.float32), spec((), np.float32), spec((width,), self.dtype),
                                spec((), np.float32))
         self.layout = StateLayout((self.backbone_state_template(), readout))
         compiled = model.__dict__.get("_streaming_compiled")
         if compiled is None or compiled["fingerprint"] != self.fingerprint:
-            compiled = {"fingerprint": self.fingerprint, "prepare": jax.jit(self.prepare)}
+            compiled = {"fingerprint": self.fingerprint, "prepare": jax.jit(self.prepare), "step": self._jitted_step()}
             model.__dict__["_streaming_compiled"] = compiled
         self.compiled = compiled  # the model's compiled functions: prepare, step, generation blocks
         variables = {"params": params, "batch_stats": batch_stats} if batch_stats else {"params": params}
         self.check_variables(variables)
         self.prepared = compiled["prepare"](variables)
         self.constants = PackedConstants.pack(self.prepared)
-        if "step" not in compiled:
-            compiled["step"] = self._jitted_step()
         self.step = compiled["step"]
         self.cpu_kernel_unsupported = self.cpu_kernel_reason()
-        self._cpu_kernel = None
 
     # -- supplied by the model family ---------------------------------------------------------------
-    def output_width(self) -> int:
-        """Width of the backbone's last-stage outputs."""
-        return int(getattr(self.config, "output_hidden_size", self.config.hidden_size))
-
     def backbone_state_template(self):
         """One stream's backbone state as a pytree of jax.ShapeDtypeStruct (no batch axis)."""
         raise NotImplementedError
@@ -276,11 +256,9 @@ class Streamer:
         raise NotImplementedError
 
     # -- shared --------------------------------------------------------------------------------------
-    @property
+    @functools.cached_property
     def cpu_kernel(self):
-        if self._cpu_kernel is None:
-            self._cpu_kernel = self.make_cpu_kernel()
-        return self._cpu_kernel
+        return self.make_cpu_kernel()
 
     def use_cpu_kernel(self, implementation: str) -> bool:
         """Whether `stream` runs the CPU kernel: "auto" where it supports the model and JAX computes on the
