@@ -513,7 +513,6 @@ class FlaxEventPreTrainedModel(FlaxPreTrainedModel):
     `streamer_class`; a task mixin sets `task` and the label check.
     """
 
-    main_input_name = "input_ids"
     task = None  # "classification" | "next-event" for the head models
     streamer_class = None  # "module:Class" of this family's streaming step (an eventlm.streaming.Streamer)
 

@@ -310,7 +310,6 @@ class FlaxPreTrainedModel:
         self.module = self.module_class(config=config, dtype=dtype)
         self._variables = None
         self._required_keys = None
-        self._is_initialized = _do_init
         if _do_init:
             variables = unfreeze(self.init_weights(self.key, self.input_shape))
             self._required_keys = frozenset(flatten_variables(variables))
@@ -564,7 +563,6 @@ class FlaxPreTrainedModel:
 
         model._required_keys = frozenset(expected)
         model._variables = unflatten_variables(state)
-        model._is_initialized = True
         return model
 
     @classmethod

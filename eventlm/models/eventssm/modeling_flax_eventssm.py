@@ -37,11 +37,10 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.linalg import block_diag
 
-from ...modeling_events import (  # noqa: F401  (the shared checks, heads and losses stay importable from here)
-    BackboneOutput, EventModelModule, EventModelOutput, FlaxEventPreTrainedModel, ForNextEventPrediction,
-    ForSequenceClassification, NextEventPredictionModule, NextEventPredictionOutput, SequenceClassificationModule,
-    SequenceClassifierOutput, check_inputs, classification_loss, compute_time_deltas, flat_dense, flat_matmul,
-    lognormal_mixture_nll, masked_readout, next_event_loss, prepare_inputs, valid_mask,
+from ...modeling_events import (  # noqa: F401  (the shared losses and input helpers stay importable from here)
+    BackboneOutput, EventModelModule, FlaxEventPreTrainedModel, ForNextEventPrediction, ForSequenceClassification,
+    NextEventPredictionModule, SequenceClassificationModule, classification_loss, compute_time_deltas, flat_dense,
+    flat_matmul, lognormal_mixture_nll, prepare_inputs, valid_mask,
 )
 from .configuration_eventssm import EventSSMConfig
 
@@ -497,11 +496,6 @@ class FlaxEventSSMBackbone(nn.Module):
 # 5./6. The model classes: EventSSM's backbone under the shared heads (eventlm.modeling_events)
 # ================================================================================================
 
-# The output classes under their EventSSM names (they are the shared ones)
-FlaxEventSSMModelOutput = EventModelOutput
-FlaxEventSSMSequenceClassifierOutput = SequenceClassifierOutput
-FlaxEventSSMNextEventPredictionOutput = NextEventPredictionOutput
-
 
 class FlaxEventSSMModule(EventModelModule):
     backbone_class = FlaxEventSSMBackbone
@@ -564,10 +558,6 @@ __all__ = [
     "FlaxEventSSMModule",
     "FlaxEventSSMForSequenceClassificationModule",
     "FlaxEventSSMForNextEventPredictionModule",
-    "FlaxEventSSMModelOutput",
-    "FlaxEventSSMSequenceClassifierOutput",
-    "FlaxEventSSMNextEventPredictionOutput",
     "compute_time_deltas",
-    "check_inputs",
     "prepare_inputs",
 ]
