@@ -20,16 +20,20 @@ from ._quiet import import_transformers_quietly
 
 transformers = import_transformers_quietly()
 
-# model_type -> (module of the config, config class name, module of the models)
-MODEL_TYPES = OrderedDict(
-    eventssm=(
-        "eventlm.models.eventssm.configuration_eventssm",
-        "EventSSMConfig",
-        "eventlm.models.eventssm.modeling_flax_eventssm",
-    ),
-)
-MODEL_MAPPING_NAMES = OrderedDict(eventssm="FlaxEventSSMModel")
-MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES = OrderedDict(eventssm="FlaxEventSSMForSequenceClassification")
+# model_type -> (module of the config, config class name, module of the models): one line per model family
+MODEL_TYPES = OrderedDict([
+    ("eventssm", ("eventlm.models.eventssm.configuration_eventssm", "EventSSMConfig",
+                  "eventlm.models.eventssm.modeling_flax_eventssm")),
+    ("spike-driven-transformer", (
+        "eventlm.models.spike_driven_transformer.configuration_spike_driven_transformer", "SpikeDrivenTransformerConfig",
+        "eventlm.models.spike_driven_transformer.modeling_flax_spike_driven_transformer")),
+])
+MODEL_MAPPING_NAMES = OrderedDict([("eventssm", "FlaxEventSSMModel"),
+                                   ("spike-driven-transformer", "FlaxSpikeDrivenTransformerModel")])
+MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES = OrderedDict([
+    ("eventssm", "FlaxEventSSMForSequenceClassification"),
+    ("spike-driven-transformer", "FlaxSpikeDrivenTransformerForSequenceClassification"),
+])
 MODEL_FOR_NEXT_EVENT_PREDICTION_MAPPING_NAMES = OrderedDict(eventssm="FlaxEventSSMForNextEventPrediction")
 
 

@@ -1,0 +1,216 @@
+"""Flax Spike-Driven Transformer (Yao et al., NeurIPS 2023) on eventlm's event-token contract.
+
+Read top to bottom (shapes: T frames, B samples, H×W pixels, C channels; arrays are (T, B, H, W, C)):
+
+1. frames: the tokens of each sample are integrated into T frames (P, H, W) of event counts on the device
+   (`frames.events_to_frames`, SpikingJelly's split by number / time), timestamps rebuilt exactly from the
+   integer µs gaps.
+2. neurons: multi-step LIF (τ = 2) or ParametricLIF, SpikingJelly's semantics (eventlm.spiking), one per
+   layer as in the reference; BN is batch norm over (T·B, H, W) per channel.
+3. MS_SPS stem: conv3×3 → BN → LIF (→ max-pool 3×3/2 where pooling_stat says) for D/8, D/4, D/2; then
+   conv3×3 → BN (→ max-pool) = the membrane m; LIF(m) → conv3×3 → BN (relative position) + m.
+4. block: SDSA — s = LIF(x); Q, K, V = LIF(BN(conv1×1(s))) (binary; with dvs_mode K and V max-pooled 3×3);
+   per head, KV = Σ_n K⊙V over the N = H·W tokens (dvs_mode: K⊙V max-pooled first), LIF with threshold 0.5;
+   out = Q⊙KV (dvs_mode: max-pooled) → conv1×1 → BN → + x. Then the MLP: LIF → conv1×1 → BN (→ + x when
+   the width is kept) → LIF → conv1×1 → BN → + x. Residuals carry real-valued membranes.
+5. head: mean over the N tokens → LIF → per frame a D-vector of spikes: the backbone's hidden states
+   (B, T, D), one valid position per frame. The shared classification head (modeling_events) applies the
+   linear layer and averages over the T positions: W·mean_t(s_t) + b = mean_t(W·s_t + b), the reference's
+   "linear, then mean over T".
+Unused in the reference's forward pass, so absent here: `talking_heads` (a Conv1d), `attn_lif`, `rpe_lif`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ...modeling_events import (BackboneOutput, EventModelModule, FlaxEventPreTrainedModel, ForSequenceClassification,
+                                SequenceClassificationModule, valid_mask)
+from ...spiking import multistep_lif
+from .configuration_spike_driven_transformer import SpikeDrivenTransformerConfig
+from .frames import events_to_frames
+
+
+class LIF(nn.Module):
+    """A layer of multi-step LIF neurons over the leading T axis (ParametricLIF with spike_mode="plif")."""
+
+    config: Any
+    v_threshold: float = 1.0
+
+    @nn.compact
+    def __call__(self, x):
+        cfg = self.config
+        inv_tau = 0.5
+        if cfg.spike_mode == "plif":  # 1/τ = sigmoid(w), w = −log(τ_init − 1) = 0 for τ_init = 2
+            inv_tau = jax.nn.sigmoid(self.param("w", nn.initializers.zeros, ()))
+        spikes, _ = multistep_lif(x, inv_tau=inv_tau, v_threshold=self.v_threshold, alpha=cfg.surrogate_alpha)
+        return spikes
+
+
+def _frames_op(op, x):
+    """Apply a (N, H, W, C) image op to (T, B, H, W, C) by flattening T·B (the reference's flatten(0, 1))."""
+    t, b = x.shape[:2]
+    y = op(x.reshape((t * b,) + x.shape[2:]))
+    return y.reshape((t, b) + y.shape[1:])
+
+
+def _max_pool(x, window: int, stride: int):
+    """MaxPool2d(window, stride, padding=window // 2) over H, W of (N, H, W, C) (padding never wins)."""
+    pad = window // 2
+    return nn.max_pool(x, (window, window), strides=(stride, stride), padding=((pad, pad), (pad, pad)))
+
+
+class ConvBN(nn.Module):
+    """conv (k×k, 'same' padding) → batch norm, over (T, B, H, W, C)."""
+
+    features: int
+    kernel: int = 1
+    use_bias: bool = False
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        conv = nn.Conv(self.features, (self.kernel, self.kernel), padding=self.kernel // 2, use_bias=self.use_bias,
+                       kernel_init=nn.initializers.truncated_normal(0.02), name="conv")
+        bn = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name="bn")
+        return _frames_op(lambda a: bn(conv(a)), x)
+
+
+class SpikingPatchSplitting(nn.Module):
+    """MS_SPS: (T, B, H, W, P) frames → (T, B, H', W', D) membranes."""
+
+    config: Any
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        cfg, dim = self.config, self.config.hidden_size
+        pool = [c == "1" for c in cfg.pooling_stat]
+        for i, width in enumerate((dim // 8, dim // 4, dim // 2)):
+            x = LIF(cfg, name=f"lif{i}")(ConvBN(width, 3, name=f"proj{i}")(x, train))
+            if pool[i]:
+                x = _frames_op(lambda a: _max_pool(a, 3, 2), x)
+        feature = ConvBN(dim, 3, name="proj3")(x, train)
+        if pool[3]:
+            feature = _frames_op(lambda a: _max_pool(a, 3, 2), feature)
+        return ConvBN(dim, 3, name="rpe")(LIF(cfg, name="lif3")(feature), train) + feature
+
+
+class SpikeDrivenSelfAttention(nn.Module):
+    """SDSA (the reference's MS_SSA_Conv, mode "direct_xor"): linear in the tokens, spikes only."""
+
+    config: Any
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        cfg = self.config
+        t, b, h, w, c = x.shape
+        heads = cfg.num_heads
+        s = LIF(cfg, name="shortcut_lif")(x)
+
+        def erode(a):  # dvs_mode: the reference's 3×3 max-pool, stride 1, over the last two axes of `a`
+            return _max_pool(a.reshape((-1,) + a.shape[-2:] + (1,)), 3, 1).reshape(a.shape) if cfg.dvs_mode else a
+
+        def qkv(name, pooled=False):  # LIF(BN(conv1×1(s))); K and V eroded over (H, W) in dvs_mode
+            out = LIF(cfg, name=f"{name}_lif")(ConvBN(c, 1, name=name)(s, train))
+            return _frames_op(lambda a: _max_pool(a, 3, 1), out) if pooled and cfg.dvs_mode else out
+
+        def per_head(a):  # (T, B, H, W, C) → (T·B, heads, N, C/heads), the reference's layout
+            return a.reshape(t * b, h * w, heads, c // heads).transpose(0, 2, 1, 3)
+
+        q, k, v = per_head(qkv("q")), per_head(qkv("k", True)), per_head(qkv("v", True))
+        kv = jnp.sum(erode(k * v), axis=2, keepdims=True)  # Σ over the N tokens
+        kv = LIF(cfg, v_threshold=0.5, name="talking_heads_lif")(kv.reshape((t, b) + kv.shape[1:]))
+        out = erode(q * kv.reshape(q.shape[:1] + kv.shape[2:]))
+        out = out.transpose(0, 2, 1, 3).reshape(t, b, h, w, c)
+        return ConvBN(c, 1, use_bias=True, name="proj")(out, train) + x
+
+
+class SpikingMLP(nn.Module):
+    """MS_MLP_Conv: LIF → conv1×1 → BN (+ x when the width is kept) → LIF → conv1×1 → BN → + x."""
+
+    config: Any
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        cfg = self.config
+        hidden = cfg.hidden_size * cfg.mlp_ratio
+        identity = x
+        y = ConvBN(hidden, 1, use_bias=True, name="fc1")(LIF(cfg, name="fc1_lif")(x), train)
+        if hidden == cfg.hidden_size:
+            y = identity = identity + y
+        y = ConvBN(cfg.hidden_size, 1, use_bias=True, name="fc2")(LIF(cfg, name="fc2_lif")(y), train)
+        return y + identity
+
+
+class FlaxSpikeDrivenTransformerBackbone(nn.Module):
+    """Event tokens → frames → MS_SPS → blocks → per-frame spikes (B, T, D): the backbone of every model."""
+
+    config: SpikeDrivenTransformerConfig
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, input_ids, time_deltas, attention_mask, train: bool = False, output_hidden_states=False):
+        cfg = self.config
+        mask = jnp.asarray(valid_mask(attention_mask, input_ids.shape))
+        dt = jnp.where(mask, jnp.asarray(time_deltas, jnp.float32), 0.0)
+        # exact integer µs times: every gap is an integer number of µs (float32 of gap/unit, rounded back)
+        times = jnp.cumsum(jnp.round(dt * np.float32(cfg.time_unit_us)).astype(jnp.int32), axis=1)
+        frames = events_to_frames(input_ids, times, mask, cfg.sensor_size, cfg.num_frames, cfg.split_by)
+        x = frames.transpose(1, 0, 3, 4, 2)  # (T, B, H, W, P)
+        hidden_states = (x,)
+        x = SpikingPatchSplitting(cfg, name="patch_embed")(x, train)
+        hidden_states += (x,)
+        for i in range(cfg.num_layers):
+            x = SpikeDrivenSelfAttention(cfg, name=f"block{i}_attn")(x, train)
+            x = SpikingMLP(cfg, name=f"block{i}_mlp")(x, train)
+            hidden_states += (x,)
+        spikes = LIF(cfg, name="head_lif")(jnp.mean(x, axis=(2, 3)))  # (T, B, D)
+        hidden = spikes.transpose(1, 0, 2).astype(self.dtype)
+        frames_valid = jnp.broadcast_to(jnp.any(mask, axis=1, keepdims=True), hidden.shape[:2])
+        return BackboneOutput(
+            last_hidden_state=hidden, pooled_mask=frames_valid, pooled_time_deltas=jnp.zeros(hidden.shape[:2]),
+            hidden_states=hidden_states if output_hidden_states else None, inputs_embeds=None,
+            total_time=jnp.sum(dt, axis=1),
+        )  # fmt: skip
+
+
+class FlaxSpikeDrivenTransformerModule(EventModelModule):
+    backbone_class = FlaxSpikeDrivenTransformerBackbone
+    backbone_name = "sdt"
+
+
+class FlaxSpikeDrivenTransformerForSequenceClassificationModule(SequenceClassificationModule):
+    backbone_class = FlaxSpikeDrivenTransformerBackbone
+    backbone_name = "sdt"
+
+
+class FlaxSpikeDrivenTransformerPreTrainedModel(FlaxEventPreTrainedModel):
+    """The Spike-Driven Transformer's config and backbone name; one optimizer group; no streaming step yet."""
+
+    config_class = SpikeDrivenTransformerConfig
+    base_model_prefix = "sdt"
+
+
+class FlaxSpikeDrivenTransformerModel(FlaxSpikeDrivenTransformerPreTrainedModel):
+    """The backbone: per-frame head spikes (B, T, D)."""
+
+    module_class = FlaxSpikeDrivenTransformerModule
+
+
+class FlaxSpikeDrivenTransformerForSequenceClassification(ForSequenceClassification,
+                                                          FlaxSpikeDrivenTransformerPreTrainedModel):
+    """Spike-Driven Transformer classifier: linear layer on the per-frame spikes, averaged over the T frames."""
+
+    module_class = FlaxSpikeDrivenTransformerForSequenceClassificationModule
+
+
+__all__ = [
+    "FlaxSpikeDrivenTransformerModel",
+    "FlaxSpikeDrivenTransformerForSequenceClassification",
+    "FlaxSpikeDrivenTransformerPreTrainedModel",
+    "FlaxSpikeDrivenTransformerBackbone",
+]

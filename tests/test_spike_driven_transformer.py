@@ -1,0 +1,236 @@
+"""Spike-Driven Transformer (issue 12): the Flax model against an independent numpy forward written from the
+reference's modules (NCHW as PyTorch, loops over T as SpikingJelly), on trained-like random weights with
+batch-norm statistics that are not the identity; config and tokenizer checks; Auto classes; training."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from eventlm import AutoModelForSequenceClassification
+from eventlm.auto import load_pretrained
+from eventlm.models.spike_driven_transformer.configuration_spike_driven_transformer import \
+    SpikeDrivenTransformerConfig
+from eventlm.models.spike_driven_transformer.modeling_flax_spike_driven_transformer import \
+    FlaxSpikeDrivenTransformerForSequenceClassification
+
+from test_spiking import lif_numpy, spikingjelly_frames
+
+SENSOR = (12, 10, 2)
+
+
+def tiny_config(**overrides):
+    fields = dict(num_frames=4, hidden_size=16, num_heads=2, num_layers=2, mlp_ratio=2, pooling_stat="0101",
+                  num_labels=3)
+    return SpikeDrivenTransformerConfig.for_sensor(SENSOR, **{**fields, **overrides})
+
+
+def trained_like(model, seed=0):
+    """Weights a trained model could have: convs at a scale where every LIF layer fires sometimes, batch-norm
+    scales, biases and running statistics far from their init."""
+    rng = np.random.default_rng(seed)
+
+    def leaf(path, a):
+        name = path[-1].key
+        if name == "kernel":
+            fan_in = int(np.prod(a.shape[:-1]))
+            return jnp.asarray(rng.normal(0, 2.5 / np.sqrt(fan_in), a.shape), jnp.float32)
+        if name == "scale":
+            return jnp.asarray(rng.uniform(0.6, 1.6, a.shape), jnp.float32)
+        if name == "w":  # PLIF
+            return jnp.asarray(rng.normal(0, 0.5, a.shape), jnp.float32)
+        return jnp.asarray(rng.normal(0.3, 0.4, a.shape), jnp.float32)  # biases
+
+    model.params = jax.tree_util.tree_map_with_path(leaf, model.params)
+    model.batch_stats = jax.tree_util.tree_map_with_path(
+        lambda p, a: jnp.asarray(rng.normal(0, 0.3, a.shape) if p[-1].key == "mean" else rng.uniform(0.5, 2, a.shape),
+                                 jnp.float32), model.batch_stats)
+    return model
+
+
+# ---------------------------------------------------------------------------------- numpy reference (NCHW)
+
+
+def conv_np(x, kernel, bias=None):
+    """Conv2d, stride 1, 'same' padding; x (N, C, H, W), kernel in flax layout (k, k, C_in, C_out)."""
+    k = kernel.shape[0]
+    pad = k // 2
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    n, c, h, w = x.shape
+    out = np.zeros((n, kernel.shape[3], h, w), np.float64)
+    for i in range(k):
+        for j in range(k):
+            out += np.einsum("nchw,co->nohw", xp[:, :, i:i + h, j:j + w], kernel[i, j].astype(np.float64))
+    return out if bias is None else out + bias[None, :, None, None]
+
+
+def bn_np(x, p, s, eps=1e-5):
+    return (x - s["mean"][None, :, None, None]) / np.sqrt(s["var"][None, :, None, None] + eps) \
+        * p["scale"][None, :, None, None] + p["bias"][None, :, None, None]
+
+
+def maxpool_np(x, k, stride):
+    """MaxPool2d(k, stride, padding k // 2) over the last two axes (−inf padding)."""
+    pad = k // 2
+    xp = np.pad(x, [(0, 0)] * (x.ndim - 2) + [(pad, pad), (pad, pad)], constant_values=-np.inf)
+    h = (x.shape[-2] + 2 * pad - k) // stride + 1
+    w = (x.shape[-1] + 2 * pad - k) // stride + 1
+    out = np.full(x.shape[:-2] + (h, w), -np.inf)
+    for i in range(k):
+        for j in range(k):
+            out = np.maximum(out, xp[..., i:i + stride * h:stride, j:j + stride * w:stride])
+    return out
+
+
+def lif(x, threshold=1.0):  # x (T, ...): SpikingJelly's step loop
+    return lif_numpy(x.astype(np.float32), v_th=threshold)[0].astype(np.float64)
+
+
+def reference_forward(model, frames):
+    """The reference's SpikeDrivenTransformer.forward (MS_SPS, MS_Block_Conv ×L, head) in numpy: frames
+    (T, B, P, H, W) → logits (B, classes)."""
+    cfg = model.config
+    P = jax.tree_util.tree_map(np.asarray, model.params)["sdt"]
+    S = jax.tree_util.tree_map(np.asarray, model.batch_stats)["sdt"]
+    T, B = frames.shape[:2]
+
+    def cbn(x, p, s, bias=False):  # (T, B, C, H, W) → conv → BN, through flatten(0, 1) as the reference
+        y = conv_np(x.reshape((T * B,) + x.shape[2:]), p["conv"]["kernel"], p["conv"].get("bias") if bias else None)
+        y = bn_np(y, p["bn"], s["bn"])
+        return y.reshape((T, B) + y.shape[1:])
+
+    def pool(x, k, stride):
+        return maxpool_np(x, k, stride)
+
+    sps, sps_s = P["patch_embed"], S["patch_embed"]
+    x = frames.astype(np.float64)
+    for i in range(3):
+        x = lif(cbn(x, sps[f"proj{i}"], sps_s[f"proj{i}"]))
+        if cfg.pooling_stat[i] == "1":
+            x = pool(x, 3, 2)
+    feat = cbn(x, sps["proj3"], sps_s["proj3"])
+    if cfg.pooling_stat[3] == "1":
+        feat = pool(feat, 3, 2)
+    x = cbn(lif(feat), sps["rpe"], sps_s["rpe"]) + feat
+    heads = cfg.num_heads
+    for layer in range(cfg.num_layers):
+        a, a_s = P[f"block{layer}_attn"], S[f"block{layer}_attn"]
+        _, _, C, H, W = x.shape
+        N = H * W
+        identity = x
+        s = lif(x)
+        q = lif(cbn(s, a["q"], a_s["q"]))
+        k = lif(cbn(s, a["k"], a_s["k"]))
+        v = lif(cbn(s, a["v"], a_s["v"]))
+        if cfg.dvs_mode:
+            k, v = pool(k, 3, 1), pool(v, 3, 1)
+        split = lambda z: z.reshape(T, B, C, N).transpose(0, 1, 3, 2).reshape(T, B, N, heads, C // heads) \
+            .transpose(0, 1, 3, 2, 4)  # noqa: E731
+        q, k, v = split(q), split(k), split(v)
+        kv = k * v
+        if cfg.dvs_mode:
+            kv = pool(kv, 3, 1)
+        kv = lif(kv.sum(axis=-2, keepdims=True), threshold=0.5)
+        y = q * kv
+        if cfg.dvs_mode:
+            y = pool(y, 3, 1)
+        y = y.transpose(0, 1, 2, 4, 3).reshape(T, B, C, H, W)
+        x = cbn(y, a["proj"], a_s["proj"], bias=True) + identity
+        m, m_s = P[f"block{layer}_mlp"], S[f"block{layer}_mlp"]
+        identity = x
+        y = cbn(lif(x), m["fc1"], m_s["fc1"], bias=True)
+        if cfg.mlp_ratio == 1:
+            y = identity = identity + y
+        x = cbn(lif(y), m["fc2"], m_s["fc2"], bias=True) + identity
+    spikes = lif(x.reshape(T, B, cfg.hidden_size, -1).mean(axis=3))  # (T, B, D)
+    head = P["classifier"] if "classifier" in P else jax.tree_util.tree_map(np.asarray, model.params)["classifier"]
+    return (spikes @ head["kernel"] + head["bias"]).mean(axis=0), spikes
+
+
+def random_tokens(seed, batch=3, length=400):
+    """Token ids on SENSOR with bos/eos and padding, and int µs timestamps."""
+    rng = np.random.default_rng(seed)
+    W, H, Pol = SENSOR
+    channels = W * H * Pol
+    ids = np.full((batch, length), channels, np.int64)
+    ts = np.zeros((batch, length), np.int64)
+    mask = np.zeros((batch, length), np.int32)
+    for b in range(batch):
+        n = int(rng.integers(length // 3, length - 2))
+        x, y, p = rng.integers(0, W, n), rng.integers(0, H, n), rng.integers(0, 2, n)
+        x[: n // 2] = np.minimum(x[: n // 2], W // 2)  # spatial structure the convs can see
+        t = np.sort(rng.integers(0, 200_000, n))
+        ids[b, 0], ids[b, 1:n + 1], ids[b, n + 1] = channels + 1, p * W * H + y * W + x, channels + 2
+        ts[b, 1:n + 1], ts[b, n + 1:] = t, t[-1]
+        ts[b, 0] = t[0]
+        mask[b, :n + 2] = 1
+    return ids, ts, mask
+
+
+def reference_frames(ids, ts, mask, T, split_by):
+    W, H, _ = SENSOR
+    frames = []
+    for b in range(ids.shape[0]):
+        n = int(mask[b].sum()) - 2
+        tok, t = ids[b, 1:n + 1], ts[b, 1:n + 1]
+        p, rest = tok // (W * H), tok % (W * H)
+        frames.append(spikingjelly_frames(rest % W, rest // W, p, t, W, H, T, split_by))
+    return np.stack(frames, axis=1)  # (T, B, 2, H, W)
+
+
+@pytest.mark.parametrize("overrides", [dict(), dict(dvs_mode=True, pooling_stat="1100"), dict(mlp_ratio=1),
+                                       dict(spike_mode="plif", split_by="time")],
+                         ids=["gesture-like", "dvs-mode", "mlp-residual", "plif-time"])
+def test_forward_equals_the_reference_in_numpy(overrides):
+    cfg = tiny_config(**overrides)
+    model = trained_like(FlaxSpikeDrivenTransformerForSequenceClassification(cfg, seed=1))
+    if cfg.spike_mode == "plif":  # the numpy reference runs τ = 2 neurons: a PLIF at its init is one
+        model.params = jax.tree_util.tree_map_with_path(
+            lambda p, a: jnp.zeros_like(a) if p[-1].key == "w" else a, model.params)
+    ids, ts, mask = random_tokens(seed=len(overrides))
+    frames = reference_frames(ids, ts, mask, cfg.num_frames, cfg.split_by)
+    ref_logits, ref_spikes = reference_forward(model, frames)
+    out = model(ids, ts, attention_mask=mask, output_hidden_states=True)
+    np.testing.assert_array_equal(np.asarray(out.hidden_states[0]).transpose(0, 1, 4, 2, 3), frames)
+    rate = ref_spikes.mean()
+    assert 0.02 < rate < 0.98, f"head firing rate {rate}: the weights do not exercise the spikes"
+    np.testing.assert_allclose(np.asarray(out.logits), ref_logits, rtol=1e-4, atol=1e-4 * np.abs(ref_logits).max())
+
+
+def test_config_checks_and_presets():
+    cfg = SpikeDrivenTransformerConfig.from_preset("dvs-gesture")
+    assert (cfg.vocab_size, cfg.num_frames, cfg.hidden_size, cfg.num_layers, cfg.pooling_stat, cfg.dvs_mode) == \
+        (128 * 128 * 2 + 3, 16, 256, 2, "0111", False)
+    with pytest.raises(ValueError, match="vocab_size must be the sensor's 240 channels"):
+        SpikeDrivenTransformerConfig(sensor_size=SENSOR, vocab_size=100, pad_token_id=5)
+    with pytest.raises(ValueError, match="pooling_stat"):
+        tiny_config(pooling_stat="01")
+    with pytest.raises(ValueError, match="hidden_size"):
+        tiny_config(hidden_size=20)
+    with pytest.raises(ValueError, match="split_by"):
+        tiny_config(split_by="frames")
+
+
+def test_auto_classes_save_load_and_a_training_step(tmp_path):
+    cfg = tiny_config()
+    model = trained_like(AutoModelForSequenceClassification.from_config(cfg, seed=0))
+    assert type(model) is FlaxSpikeDrivenTransformerForSequenceClassification
+    ids, ts, mask = random_tokens(seed=5)
+    model.save_pretrained(tmp_path / "sdt")
+    loaded = load_pretrained(tmp_path / "sdt")
+    assert type(loaded) is FlaxSpikeDrivenTransformerForSequenceClassification
+    np.testing.assert_array_equal(np.asarray(loaded(ids, ts, mask).logits), np.asarray(model(ids, ts, mask).logits))
+
+    labels = np.array([0, 1, 2])
+
+    def loss(params):
+        out = model(ids, ts, mask, labels=labels, params=params, batch_stats=model.batch_stats, train=True)
+        return out.loss
+
+    grads = jax.grad(loss)(model.params)
+    norms = {k: float(optax_norm(v)) for k, v in grads["sdt"].items()}
+    assert all(np.isfinite(list(norms.values()))) and all(n > 0 for n in norms.values()), norms  # surrogate grads
+
+
+def optax_norm(tree):
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree_util.tree_leaves(tree)))
