@@ -87,10 +87,6 @@ class CheckpointStore:
         restored = self.manager.restore(int(step), args=args)
         return restored["state"], dict(restored["meta"])
 
-    def restore_meta(self, step: int) -> Dict[str, Any]:
-        restored = self.manager.restore(int(step), args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-        return dict(restored["meta"])
-
     def wait(self) -> None:
         self.manager.wait_until_finished()
 

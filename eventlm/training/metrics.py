@@ -9,7 +9,7 @@ Files in the output folder (as transformers' examples write them):
 import json
 import math
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -124,8 +124,3 @@ class MetricsLogger:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
-
-
-def mean_of(records: Iterable[Dict[str, Any]], key: str) -> float:
-    values = [r[key] for r in records if isinstance(r.get(key), (int, float))]
-    return float(np.mean(values)) if values else float("nan")

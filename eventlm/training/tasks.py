@@ -150,23 +150,14 @@ class NextEventTask(Task):
     _NLL = ("loss", "token_nll", "time_nll")
 
     def step_metrics(self, out, batch):
-        metrics = {"loss": out.loss}
-        for name in self._NLL[1:]:
-            value = getattr(out, name, None)
-            if value is not None:
-                metrics[name] = _event_mean(value, batch["attention_mask"])
-        return metrics
+        """The model's NLLs: means over the batch's predicted events (next_event_loss)."""
+        return {name: getattr(out, name) for name in self._NLL if getattr(out, name, None) is not None}
 
     def eval_sums(self, forward, batch):
+        """Each NLL (a mean over the predicted events) times the number of predicted events."""
         out = forward(with_labels=True)
-        mask = batch["attention_mask"]
-        n = jnp.sum(jnp.maximum(jnp.sum(mask, -1) - 1, 0) * batch["sample_weight"])  # events with a prediction
-        sums = {"predicted": n}
-        for name in self._NLL:
-            value = out.loss if name == "loss" else getattr(out, name, None)
-            if value is not None:
-                sums[f"{name}_sum"] = _event_sum(value, mask, n)
-        return sums
+        n = jnp.sum(jnp.maximum(jnp.sum(batch["attention_mask"], -1) - 1, 0) * batch["sample_weight"])
+        return {"predicted": n, **{f"{name}_sum": value * n for name, value in self.step_metrics(out, batch).items()}}
 
     def final_metrics(self, totals, prefix):
         predicted = max(float(totals["predicted"]), 1.0)
@@ -174,27 +165,6 @@ class NextEventTask(Task):
                    for name in self._NLL if f"{name}_sum" in totals}
         metrics[f"{prefix}_predicted_events"] = int(totals["predicted"])
         return EvalOutput(metrics=metrics)
-
-
-def _event_mean(value, mask):
-    """A per-event NLL array (B, L) averaged over events that have a prediction; a scalar stays."""
-    if value.ndim == 0:
-        return value
-    predicted = _predicted_mask(mask, value.shape)
-    return jnp.sum(value * predicted) / jnp.maximum(jnp.sum(predicted), 1)
-
-
-def _event_sum(value, mask, n):
-    """Sum of the NLL over the predicted events: a scalar mean is multiplied by their number n."""
-    if value.ndim == 0:
-        return value * n
-    return jnp.sum(value * _predicted_mask(mask, value.shape))
-
-
-def _predicted_mask(mask, shape):
-    """1 where event k has a successor in the sample (the prediction at k is scored on event k+1)."""
-    nxt = jnp.concatenate([mask[:, 1:], jnp.zeros_like(mask[:, :1])], axis=1) * mask
-    return nxt[:, : shape[1]].astype(jnp.float32)
 
 
 TASKS: Dict[str, Task] = {"classification": ClassificationTask(), "next-event": NextEventTask()}
