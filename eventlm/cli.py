@@ -129,6 +129,7 @@ register_command("convert-dataset", "eventlm.cli:convert_dataset", "event folder
 # added by other parts of eventlm; listed here so that `eventlm --help` shows where they go
 register_command("stream", "eventlm.streaming:main",
                  "run a model event chunk by event chunk on a recording")
+register_command("energy", "eventlm.energy:main", "per-layer firing rates, SOPs, MACs and theoretical energy")
 register_command("convert-checkpoint", "eventlm.models.eventssm.convert_original_eventssm_checkpoint:main",
                  "convert a checkpoint of the reference event-ssm code")
 

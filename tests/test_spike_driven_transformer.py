@@ -234,3 +234,51 @@ def test_auto_classes_save_load_and_a_training_step(tmp_path):
 
 def optax_norm(tree):
     return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree_util.tree_leaves(tree)))
+
+
+def test_energy_report_counts_macs_and_spike_operations(tmp_path, capsys):
+    """MACs by hand for the first conv (real-valued frames) and a spiking 1×1 conv; SOPs = input firing rate ×
+    MACs with the rate read off the numpy reference; E = 4.6 pJ·MAC + 0.9 pJ·SOP; EventSSM goes through the
+    same function; `eventlm energy` prints the table and writes it into the model card."""
+    from eventlm.energy import energy_report
+
+    cfg = tiny_config()
+    model = trained_like(FlaxSpikeDrivenTransformerForSequenceClassification(cfg, seed=1))
+    ids, ts, mask = random_tokens(seed=1)
+    report = energy_report(model, ids, ts, mask)
+    layers = {layer.name: layer for layer in report.layers}
+    T, (W, H, P), D = cfg.num_frames, SENSOR, cfg.hidden_size
+    first = layers["sdt/patch_embed/proj0/conv"]
+    assert not first.spiking_input and first.macs == T * H * W * (D // 8) * 9 * P
+    q = layers["sdt/block0_attn/q/conv"]  # 1×1 conv D → D on the stem's H/4 × W/4 tokens (pooling "0101")
+    assert q.spiking_input and q.macs == T * (H // 4 + 1) * (W // 4) * D * D
+    frames = reference_frames(ids, ts, mask, T, cfg.split_by)
+    assert 0.0 < q.firing_rate < 1.0 and q.sops == pytest.approx(q.firing_rate * q.macs)
+    assert report.energy_pj == pytest.approx(sum(4.6 * layer.macs if not layer.spiking_input else 0.9 * layer.sops
+                                                 for layer in report.layers))
+    assert frames.shape[0] == T
+
+    from eventlm.models.eventssm.configuration_eventssm import EventSSMConfig
+    from eventlm.models.eventssm.modeling_flax_eventssm import FlaxEventSSMForSequenceClassification
+
+    ssm = FlaxEventSSMForSequenceClassification(EventSSMConfig.from_preset("tiny", vocab_size=243, pad_token_id=240,
+                                                                           bos_token_id=241, eos_token_id=242))
+    ssm_report = energy_report(ssm, ids, ts, mask)
+    assert ssm_report.layers and all(not layer.spiking_input for layer in ssm_report.layers)  # real-valued: MACs
+
+    import datasets
+
+    from eventlm import cli
+    from eventlm.tokenization_events import EventTokenizer
+
+    model.save_pretrained(tmp_path / "model")
+    EventTokenizer(sensor_size=SENSOR).save_pretrained(tmp_path / "model")
+    rng = np.random.default_rng(0)
+    rows = [{"t": np.sort(rng.integers(0, 90_000, 60)).astype(np.int64), "x": rng.integers(0, W, 60).astype(np.int16),
+             "y": rng.integers(0, H, 60).astype(np.int16), "p": rng.integers(0, 2, 60).astype(np.int8), "label": 1}
+            for _ in range(5)]
+    datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)}).save_to_disk(str(tmp_path / "data"))
+    assert cli.main(["energy", str(tmp_path / "model"), str(tmp_path / "data"), "--batch-size", "2"]) == 0
+    assert "| **total** (per sample, 5 samples" in capsys.readouterr().out
+    card = (tmp_path / "model" / "README.md").read_text()
+    assert card.count("## Theoretical energy") == 1 and "sdt/patch_embed/proj0/conv" in card
