@@ -1,8 +1,11 @@
 #!/usr/bin/env python
-"""Speed and memory of the EventSSM model alone: jitted forward and training step, per preset and length.
+"""Speed and memory of a model alone: jitted forward and training step, per preset and length.
 
     python scripts/benchmark_model.py                                   # shd, ssc, dvs-gesture; 32 x 2k/8k/32k
     python scripts/benchmark_model.py --presets shd --lengths 2048 --batch 4 --repeats 2      # small
+    python scripts/benchmark_model.py --presets spike-driven-transformer:dvs-gesture --lengths 65536 --batch 2
+
+Presets are EventSSM's by default, or "model_type:preset" for another backbone.
 
 For every preset and padded length: a random batch of full-length event sequences (tokens inside the
 sensor's channels, exponential µs gaps), then the median time of
@@ -62,11 +65,11 @@ def benchmark_one(preset, batch, length, repeats=3, modes=("forward", "step")):
     import jax.numpy as jnp
     import optax
 
-    from eventlm.models.eventssm.configuration_eventssm import EventSSMConfig
-    from eventlm.models.eventssm.modeling_flax_eventssm import FlaxEventSSMForSequenceClassification
+    from eventlm.auto import AutoModelForSequenceClassification, config_class_for
 
-    config = EventSSMConfig.from_preset(preset)
-    model = FlaxEventSSMForSequenceClassification(config)
+    model_type, _, name = preset.rpartition(":")
+    config = config_class_for(model_type or "eventssm").from_preset(name)
+    model = AutoModelForSequenceClassification.from_config(config)
     ids, ts, mask, labels = random_batch(config, batch, length)
     # inside jit the timestamps are traced int32 (relative µs) and the gaps are taken in the trace
     times = jnp.asarray((ts - ts[:, :1]).astype("int32"))
@@ -148,7 +151,7 @@ def format_table(rows, title):
         return pattern % row[key] if key in row else "-"
 
     lines = [
-        f"EventSSM model benchmark — {title}",
+        f"Model benchmark — {title}",
         "| preset | batch x length | params | forward s | forward events/s | step s | step events/s | "
         "peak GB | XLA step buffers GB | compile s (fwd/step) |",
         "|---|---|---|---|---|---|---|---|---|---|",
