@@ -64,17 +64,21 @@ def test_registration_is_idempotent_and_guards_torch(monkeypatch):
     assert calls == []  # no torch here: transformers.AutoModel is left alone
     monkeypatch.setattr(auto, "_torch_available", lambda: True)
     auto.register_with_transformers()
-    ((config_class, model_class), kwargs), = calls
+    registered = {config_class.model_type: (config_class, model_class, kwargs) for (config_class, model_class), kwargs in calls}
+    assert sorted(registered) == sorted(auto.MODEL_TYPES)  # one registration per model family
+    config_class, model_class, kwargs = registered["eventssm"]
     assert config_class is EventSSMConfig and model_class.__name__ == "FlaxEventSSMModel" and kwargs == {"exist_ok": True}
 
 
 def test_unknown_model_type_lists_known_types(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "not-a-model", "hidden_size": 4}))
     (tmp_path / "model.safetensors").write_bytes(b"")
-    for auto_class in (AutoModel, AutoModelForSequenceClassification, AutoModelForNextEventPrediction):
-        with pytest.raises(ValueError, match=r"'not-a-model'.*known model types: \['eventssm'\]"):
+    for auto_class, known in ((AutoModel, "'eventssm', 'spike-driven-transformer'"),
+                              (AutoModelForSequenceClassification, "'eventssm', 'spike-driven-transformer'"),
+                              (AutoModelForNextEventPrediction, "'eventssm'")):
+        with pytest.raises(ValueError, match=rf"'not-a-model'.*known model types: \[{known}\]"):
             auto_class.from_pretrained(tmp_path)
-    with pytest.raises(ValueError, match=r"known model types: \['eventssm'\]"):
+    with pytest.raises(ValueError, match=r"known model types: \['eventssm', 'spike-driven-transformer'\]"):
         AutoModel.from_config(SimpleNamespace(model_type="bert"))
     (tmp_path / "config.json").write_text(json.dumps({"hidden_size": 4}))
     with pytest.raises(ValueError, match="has no 'model_type'"):
