@@ -32,8 +32,8 @@ clips, events jittered outside; checked on tonic 1.7).
 """
 
 import inspect
-from dataclasses import dataclass, field, fields
-from typing import Callable, Optional, Sequence, Tuple, Union
+from dataclasses import dataclass, field, fields, make_dataclass
+from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -58,10 +58,6 @@ def _rng(rng: RngLike) -> np.random.Generator:
     if isinstance(rng, np.random.RandomState):
         raise TypeError("rng must be a numpy.random.Generator, an int seed or None, not a RandomState")
     return np.random.default_rng(rng)
-
-
-def _sensor(sensor_size) -> Tuple[int, int, int]:
-    return check_sensor_size(sensor_size)
 
 
 def _make(t, x, y, p) -> np.ndarray:
@@ -252,7 +248,7 @@ def _scale(events, sensor, rng, max_scale=1.2, factor=None, outside="drop"):
 # ----------------------------------------------------------------------- public functional forms
 def _public(core, doc):
     def augmentation(events, sensor_size, rng: RngLike = None, **params):
-        sensor = _sensor(sensor_size)
+        sensor = check_sensor_size(sensor_size)
         return core(as_events(events, sensor), sensor, _rng(rng), **params)
 
     augmentation.__name__ = augmentation.__qualname__ = core.__name__.lstrip("_")
@@ -349,7 +345,7 @@ def cut_mix(events_a, events_b, sensor_size=None, rng: RngLike = None, align_sta
     share a time origin; the reference pastes raw timestamps). An empty b gives (a, 0.0); an empty a
     gives (chunk, 1.0).
     """
-    sensor = None if sensor_size is None else _sensor(sensor_size)
+    sensor = None if sensor_size is None else check_sensor_size(sensor_size)
     a, b = as_events(events_a, sensor), as_events(events_b, sensor)
     return _cut_mix(a, b, _rng(rng), align_start=align_start)
 
@@ -381,7 +377,7 @@ def cut_mix_batch(events_list, labels, num_classes=None, sensor_size=None, rng: 
     """
     _check_range("p", p, 0.0, 1.0)
     rng = _rng(rng)
-    sensor = None if sensor_size is None else _sensor(sensor_size)
+    sensor = None if sensor_size is None else check_sensor_size(sensor_size)
     events = [as_events(e, sensor) for e in events_list]
     y = _soft_labels(labels, num_classes)
     if len(y) != len(events):
@@ -431,91 +427,29 @@ class _Augmentation:
         return type(self)._core(events, sensor, rng, **self._params())
 
     def __call__(self, events, sensor_size, rng: RngLike = None):
-        sensor = _sensor(sensor_size)
+        sensor = check_sensor_size(sensor_size)
         return self.apply(as_events(events, sensor), sensor, _rng(rng))
 
 
-@dataclass(frozen=True)
-class DropEvent(_Augmentation):
-    p: Union[float, Tuple[float, float]] = 0.1
-    prob: float = 1.0
-    _core = staticmethod(_drop_event)
+def _transform(name, core):
+    """The configurable transform class of `core`: a frozen dataclass whose fields are the core's
+    parameters (same order and defaults), then `prob`."""
+    params = list(inspect.signature(core).parameters.values())[3:]
+    spec = [(q.name, Any, field(default=q.default)) for q in params] + [("prob", float, field(default=1.0))]
+    return make_dataclass(name, spec, bases=(_Augmentation,), frozen=True,
+                          namespace={"_core": staticmethod(core), "__module__": __name__})
 
 
-@dataclass(frozen=True)
-class DropChunk(_Augmentation):
-    max_fraction: float = 0.02
-    unit: str = "events"
-    prob: float = 1.0
-    _core = staticmethod(_drop_chunk)
-
-
-@dataclass(frozen=True)
-class SpatialJitter(_Augmentation):
-    std: Union[float, Tuple[float, float]] = 1.0
-    rounding: str = "round"
-    outside: str = "drop"
-    prob: float = 1.0
-    _core = staticmethod(_spatial_jitter)
-
-
-@dataclass(frozen=True)
-class ChannelJitter(_Augmentation):
-    std: float = 0.55
-    rounding: str = "trunc"
-    outside: str = "drop"
-    prob: float = 1.0
-    _core = staticmethod(_channel_jitter)
-
-
-@dataclass(frozen=True)
-class TimeSkew(_Augmentation):
-    max_factor: float = 1.2
-    factor: Optional[float] = None
-    prob: float = 1.0
-    _core = staticmethod(_time_skew)
-
-
-@dataclass(frozen=True)
-class TimeJitter(_Augmentation):
-    std: float = 1.0
-    prob: float = 1.0
-    _core = staticmethod(_time_jitter)
-
-
-@dataclass(frozen=True)
-class UniformNoise(_Augmentation):
-    max_events: int = 35
-    n: Optional[int] = None
-    prob: float = 1.0
-    _core = staticmethod(_uniform_noise)
-
-
-@dataclass(frozen=True)
-class Roll(_Augmentation):
-    max_shift: int = 32
-    shift: Optional[Union[int, Tuple[int, int]]] = None
-    outside: str = "drop"
-    prob: float = 1.0
-    _core = staticmethod(_roll)
-
-
-@dataclass(frozen=True)
-class Rotate(_Augmentation):
-    max_angle: float = 10.0
-    angle: Optional[float] = None
-    outside: str = "clip"
-    prob: float = 1.0
-    _core = staticmethod(_rotate)
-
-
-@dataclass(frozen=True)
-class Scale(_Augmentation):
-    max_scale: float = 1.2
-    factor: Optional[float] = None
-    outside: str = "drop"
-    prob: float = 1.0
-    _core = staticmethod(_scale)
+DropEvent = _transform("DropEvent", _drop_event)
+DropChunk = _transform("DropChunk", _drop_chunk)
+SpatialJitter = _transform("SpatialJitter", _spatial_jitter)
+ChannelJitter = _transform("ChannelJitter", _channel_jitter)
+TimeSkew = _transform("TimeSkew", _time_skew)
+TimeJitter = _transform("TimeJitter", _time_jitter)
+UniformNoise = _transform("UniformNoise", _uniform_noise)
+Roll = _transform("Roll", _roll)
+Rotate = _transform("Rotate", _rotate)
+Scale = _transform("Scale", _scale)
 
 
 @dataclass
@@ -539,13 +473,13 @@ class Compose:
             raise TypeError(f"Compose needs callables f(events, sensor_size, rng), got {bad[0]!r}")
         _check_range("cut_mix", self.cut_mix, 0.0, 1.0)
         if self.sensor_size is not None:
-            self.sensor_size = _sensor(self.sensor_size)
+            self.sensor_size = check_sensor_size(self.sensor_size)
 
     def __call__(self, events, sensor_size=None, rng: RngLike = None) -> np.ndarray:
         sensor_size = self.sensor_size if sensor_size is None else sensor_size
         if sensor_size is None:
             raise ValueError("no sensor_size: pass it to the call or to Compose(sensor_size=...)")
-        sensor, rng = _sensor(sensor_size), _rng(rng)
+        sensor, rng = check_sensor_size(sensor_size), _rng(rng)
         out = as_events(events, sensor)
         for t in self.transforms:
             out = t.apply(out, sensor, rng) if isinstance(t, _Augmentation) else as_events(t(out, sensor, rng), sensor)
@@ -624,7 +558,7 @@ def apply_to_row(row, transform, sensor_size=None, rng: RngLike = None) -> dict:
         sensor_size = getattr(transform, "sensor_size", None)
         if sensor_size is None:
             raise ValueError("apply_to_row needs sensor_size (the transform carries none)")
-    sensor = _sensor(sensor_size)
+    sensor = check_sensor_size(sensor_size)
     events = transform(as_events(row, sensor), sensor, _rng(rng))
     return _row_with(row, as_events(events, sensor))
 
