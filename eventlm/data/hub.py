@@ -29,7 +29,9 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, NamedTuple, Opt
 
 import numpy as np
 
+from .._io import _umask
 from .events import EVENT_DTYPE, EventStream, as_events, check_sensor_size, sensor_size_of
+from .readers import read_events
 from .visualize import is_audio_sensor, plot_class_samples, sample_preview
 
 DATA_DIR = "data"
@@ -128,7 +130,7 @@ def folder_to_hub_dataset(
     unknown = [c for c in found if c not in list(class_names)]
     if unknown:
         raise ValueError(f"class folder(s) {unknown} of {str(folder)!r} are not in class_names={list(class_names)}")
-    read = _reader(reader)
+    read = reader or read_events
     options = dict(reader_options or {})
     index = {name: i for i, name in enumerate(class_names)}
     splits = [_folder_split(name, root, files, index, read, options) for name, (root, files) in _flatten(layout)]
@@ -386,8 +388,7 @@ def _write_split(split: _Split, data_dir: Path, sensor_size, class_names, sort, 
         raise ValueError(f"split {split.name!r} has no samples; remove it or check the source")
     return {"name": split.name, "num_examples": writer.num_rows, "num_events": num_events,
             "num_bytes": writer.raw_bytes, "files": files, "sensor": tuple(sensor) if sensor else seen,
-            "max_label": max_label,
-            "metadata": writer.metadata_types}
+            "max_label": max_label, "metadata": writer.metadata_types}
 
 
 class _ShardWriter:
@@ -561,9 +562,7 @@ def _atomic_output_dir(output_dir, overwrite: bool):
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; a dataset folder is an ordinary folder
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; a dataset folder is an ordinary folder
         yield tmp
         if out.is_dir() and any(out.iterdir()):  # overwrite: move the old folder aside, then swap
             if not overwrite:  # it appeared while we converted (another process)
@@ -653,7 +652,7 @@ def _folder_layout(folder: Path, extensions) -> Dict[str, Dict[str, Tuple[Path, 
                          f"{[d.name for d in split_dirs]}")
     exts = None if extensions is None else {e.lower() if e.startswith(".") else "." + e.lower() for e in extensions}
     layout = {}
-    for split in sorted(roots, key=_split_rank):
+    for split in sorted(roots, key=("train", "validation", "test").index):
         root = roots[split]
         classes = {}
         for cls_dir in sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")):
@@ -675,10 +674,6 @@ def _is_recording(path: Path, below: Path, exts) -> bool:
     return suffix in exts if exts is not None else suffix not in _SKIP_SUFFIXES
 
 
-def _split_rank(name: str) -> int:
-    return {"train": 0, "validation": 1, "test": 2}.get(name, 3)
-
-
 def _flatten(layout):
     for split, classes in layout.items():
         root = next(iter(classes.values()))[0]
@@ -696,25 +691,6 @@ def _folder_split(name, root: Path, files, index, read, options) -> _Split:
             yield stream, index[cls], {"source": path.relative_to(root).as_posix()}
 
     return _Split(name, len(files), samples, None)
-
-
-def _reader(reader):
-    """The function that reads one recording: `reader`, else eventlm.data.readers.read_events."""
-    if reader is not None:
-        return reader
-    try:
-        from .readers import read_events
-    except ModuleNotFoundError as err:  # a checkout without the readers: structured .npy files only
-        if err.name != f"{__package__}.readers":
-            raise
-
-        def read_events(path, **options):
-            if Path(path).suffix.lower() != ".npy" or options:
-                raise ValueError(f"no reader for {Path(path).suffix!r} files (eventlm.data.readers is missing); "
-                                 f"pass reader=")
-            return np.load(path, allow_pickle=False)
-
-    return read_events
 
 
 # ----------------------------------------------------------------------------------------------------------
