@@ -83,6 +83,10 @@ class EventModelConfig(PretrainedConfig):
         if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
             raise ValueError(f"pad_token_id {self.pad_token_id} lies outside the vocabulary of {self.vocab_size}")
 
+    def check_events(self, input_ids, timestamps, valid) -> None:
+        """Raise ValueError naming the sample when valid events (B, L) cannot feed this model; called by
+        the shared input checks on concrete inputs (a model family's own rule; none by default)."""
+
     @property
     def total_stride(self) -> int:
         """Events per output position of the backbone (1: it does not pool)."""

@@ -155,6 +155,9 @@ def check_inputs(config, input_ids, timestamps, attention_mask=None) -> None:
             f"timestamps decrease in sample {i}: {ts[i, k]} at position {k} then {ts[i, k + 1]} at position "
             f"{k + 1}; events must be sorted by time (equal timestamps are fine)"
         )
+    check_events = getattr(config, "check_events", None)  # a model family's own rule (e.g. frames not empty)
+    if check_events is not None:
+        check_events(ids, ts64, valid)
 
 
 def prepare_inputs(config, input_ids, timestamps, attention_mask=None):

@@ -282,3 +282,18 @@ def test_energy_report_counts_macs_and_spike_operations(tmp_path, capsys):
     assert "| **total** (per sample, 5 samples" in capsys.readouterr().out
     card = (tmp_path / "model" / "README.md").read_text()
     assert card.count("## Theoretical energy") == 1 and "sdt/patch_embed/proj0/conv" in card
+
+
+def test_frames_left_empty_are_refused_with_the_sample_named():
+    model = FlaxSpikeDrivenTransformerForSequenceClassification(tiny_config(split_by="time"), seed=0)
+    ids, ts, mask = random_tokens(seed=3)
+    ts[1, 2:] = np.maximum(ts[1, 2:], 150_000)  # sample 1: one event, silence until 150 ms: empty frames by time
+    ts[1, :2] = 0
+    with pytest.raises(ValueError, match=r"sample 1 has \d+ events, which leave some of its num_frames=4 frames "
+                                         r"\(split_by='time'\) without events"):
+        model(ids, ts, mask)
+    few = FlaxSpikeDrivenTransformerForSequenceClassification(tiny_config(num_frames=50), seed=0)
+    short = np.array([[1, 2, 3] + [240] * 5]), np.arange(8)[None] * 10, np.array([[1, 1, 1] + [0] * 5])
+    with pytest.raises(ValueError, match="sample 0 has 3 events"):
+        few(*short)
+    few(short[0], short[1], np.zeros_like(short[2]))  # a row of padding only is no sample: no error

@@ -81,6 +81,25 @@ class SpikeDrivenTransformerConfig(EventModelConfig):
         if self.hidden_size % 8 or self.hidden_size % self.num_heads:
             self._fail("hidden_size", f"a multiple of 8 and of num_heads={self.num_heads}")
 
+    def check_events(self, input_ids, timestamps, valid) -> None:
+        """Every sample with events must fill all T frames: enough events (split by number), and no frame
+        window without events (split by time, where SpikingJelly raises)."""
+        import numpy as np
+
+        from .frames import frames_left_empty
+
+        real = valid & (input_ids >= 0) & (input_ids < self.num_channels)
+        counts = real.sum(axis=1)
+        empty = frames_left_empty(counts, [t[r] for t, r in zip(timestamps, real)], self.num_frames, self.split_by)
+        bad = np.flatnonzero(empty & (counts > 0))
+        if bad.size:
+            i = int(bad[0])
+            raise ValueError(
+                f"sample {i} has {int(counts[i])} events, which leave some of its num_frames={self.num_frames} frames "
+                f"(split_by={self.split_by!r}) without events; use fewer frames, longer samples"
+                + (", or split_by='number'" if self.split_by == "time" else "")
+            )
+
     @property
     def num_channels(self) -> int:
         width, height, polarities = self.sensor_size
