@@ -297,3 +297,40 @@ def test_frames_left_empty_are_refused_with_the_sample_named():
     with pytest.raises(ValueError, match="sample 0 has 3 events"):
         few(*short)
     few(short[0], short[1], np.zeros_like(short[2]))  # a row of padding only is no sample: no error
+
+
+def test_trains_through_the_shared_trainer(tmp_path):
+    """A few steps of the shared Trainer on camera rows: the task comes from the model, the batch-norm
+    statistics move, the evaluation runs with the running averages."""
+    from eventlm.data.collator import EventCollator
+    from eventlm.tokenization_events import EventTokenizer
+    from eventlm.training.arguments import DataArguments, ModelArguments, TrainingArguments, resolve_presets
+    from eventlm.training.trainer import Trainer
+
+    W, H, _ = SENSOR
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(24):
+        label, n = i % 3, int(rng.integers(40, 90))
+        x = (rng.integers(0, W // 3, n) + label * (W // 3)).astype(np.int16)  # the class picks a third of the camera
+        rows.append({"t": np.sort(rng.integers(0, 50_000, n)).astype(np.int64), "x": x,
+                     "y": rng.integers(0, H, n).astype(np.int16), "p": rng.integers(0, 2, n).astype(np.int8),
+                     "label": label})
+    model = trained_like(FlaxSpikeDrivenTransformerForSequenceClassification(tiny_config(num_layers=1), seed=0))
+    stats_before = jax.tree_util.tree_map(np.asarray, model.batch_stats)
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=3, per_device_train_batch_size=8,
+                             per_device_eval_batch_size=8, ssm_base_lr=1e-4, warmup_epochs=0.0, logging_steps=1,
+                             eval_strategy="no", disable_tqdm=True, report_to="none", seed=0)
+    resolve_presets(ModelArguments(preset="tiny"), DataArguments(), args)
+    collator = EventCollator(EventTokenizer(sensor_size=SENSOR), pad_to_multiple_of=32, num_labels=3)
+    trainer = Trainer(model, args, rows, rows[:8], collator)
+    try:
+        train = trainer.train(resume=False)
+        metrics = trainer.evaluate(prefix="eval").metrics
+    finally:
+        trainer.close()
+    assert trainer.task.name == "classification" and np.isfinite(train["train_loss"])
+    assert np.isfinite(metrics["eval_loss"]) and metrics["eval_samples"] == 8
+    moved = [not np.allclose(a, b) for a, b in zip(jax.tree_util.tree_leaves(model.batch_stats),
+                                                   jax.tree_util.tree_leaves(stats_before))]
+    assert all(moved)
