@@ -137,13 +137,8 @@ def load_event_datasets(data_args: DataArguments, model_args: ModelArguments, se
                                    cache_dir=model_args.cache_dir, token=model_args.token)
     if not isinstance(ds, datasets.DatasetDict):
         ds = datasets.DatasetDict({data_args.train_split: ds})
-    splits = {}
-    if data_args.train_split in ds:
-        splits["train"] = ds[data_args.train_split]
-    if data_args.validation_split in ds:
-        splits["validation"] = ds[data_args.validation_split]
-    if data_args.test_split in ds:
-        splits["test"] = ds[data_args.test_split]
+    names = {"train": data_args.train_split, "validation": data_args.validation_split, "test": data_args.test_split}
+    splits = {key: ds[name] for key, name in names.items() if name in ds}
     if "train" in splits and "validation" not in splits:
         pct = float(data_args.validation_split_percentage)
         if not 0 < pct < 100:
@@ -152,11 +147,11 @@ def load_event_datasets(data_args: DataArguments, model_args: ModelArguments, se
         splits["train"], splits["validation"] = parts["train"], parts["test"]
         logger.info("no %r split: held out %.0f%% of %r for validation", data_args.validation_split, pct,
                     data_args.train_split)
-    if data_args.max_train_samples and "train" in splits:
-        splits["train"] = splits["train"].select(range(min(data_args.max_train_samples, len(splits["train"]))))
-    for name in ("validation", "test"):
-        if data_args.max_eval_samples and name in splits:
-            splits[name] = splits[name].select(range(min(data_args.max_eval_samples, len(splits[name]))))
+    limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples,
+              "test": data_args.max_eval_samples}
+    for name, limit in limits.items():
+        if limit and name in splits:
+            splits[name] = splits[name].select(range(min(limit, len(splits[name]))))
     if "train" not in splits and "test" not in splits:
         raise ValueError(f"the dataset has none of the splits {data_args.train_split!r}, "
                          f"{data_args.validation_split!r}, {data_args.test_split!r}; it has {sorted(ds)} "
@@ -176,6 +171,7 @@ def recordings_to_datasets(data_args: DataArguments):
     import datasets
 
     from ..data import read_events
+    from ..data.events import EVENT_DTYPE, EVENT_FIELDS
 
     options = json.loads(data_args.recording_options) if data_args.recording_options else {}
     if not 0 < data_args.holdout_fraction < 1:
@@ -202,11 +198,8 @@ def recordings_to_datasets(data_args: DataArguments):
         if not items:
             raise ValueError(f"--recordings give no {split} window of {data_args.window_events} events; "
                              f"lower --window_events or --holdout_fraction")
-    features = datasets.Features({"t": datasets.Sequence(datasets.Value("int64")),
-                                  "x": datasets.Sequence(datasets.Value("int16")),
-                                  "y": datasets.Sequence(datasets.Value("int16")),
-                                  "p": datasets.Sequence(datasets.Value("int8")),
-                                  "source": datasets.Value("string")})
+    columns = {k: datasets.Sequence(datasets.Value(str(EVENT_DTYPE[k]))) for k in EVENT_FIELDS}  # int64, int16, int8
+    features = datasets.Features({**columns, "source": datasets.Value("string")})
     out = {}
     for split, items in rows.items():
         cols = {k: [r[k] for r in items] for k in features}
@@ -432,8 +425,7 @@ def _prepare(model_args, data_args, training_args, task):
     resolve_presets(model_args, data_args, training_args)
     if training_args.output_dir is None:
         training_args.output_dir = DEFAULT_OUTPUT_DIRS[task]
-    resume = prepare_output_dir(training_args, run_signature(model_args, data_args, training_args))
-    return resume
+    return prepare_output_dir(training_args, run_signature(model_args, data_args, training_args))
 
 
 def run_classification(model_args: ModelArguments, data_args: DataArguments,
