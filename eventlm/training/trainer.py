@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from tqdm.auto import tqdm
 
 from .checkpoints import CheckpointStore
 from .metrics import MetricsLogger
@@ -125,9 +126,8 @@ def _host_batch(batch: Dict[str, Any]) -> Dict[str, np.ndarray]:
             f"timestamps reach {int(ts.max())} µs, beyond int32 ({_MAX_INT32} µs, ~35 min) per sample; "
             f"slice long recordings (--slice_events) before training"
         )
-    out["timestamps"] = ts.astype(np.int32)
-    out["input_ids"] = out["input_ids"].astype(np.int32)
-    out["attention_mask"] = out["attention_mask"].astype(np.int32)
+    for key in ("input_ids", "timestamps", "attention_mask"):
+        out[key] = out[key].astype(np.int32)
     if "labels" in out:
         labels = out["labels"]
         out["labels"] = labels.astype(np.float32) if labels.dtype.kind == "f" else labels.astype(np.int32)
@@ -252,9 +252,6 @@ class Trainer:
 
     def _build_train_step(self):
         return self._cached_step("train", self._compile_train_step)
-
-    def _build_eval_step(self):
-        return self._cached_step("eval", self._compile_eval_step)
 
     def _compile_train_step(self):
         tx = self.optimizer.tx
@@ -386,7 +383,8 @@ class Trainer:
         start_step, t0 = step, time.perf_counter()
         window: List[Dict[str, float]] = []
         events_seen, pending = 0, None
-        bar = _progress(total, step, disable=args.disable_tqdm or not self.is_main)
+        bar = tqdm(total=total, initial=step, disable=args.disable_tqdm or not self.is_main, dynamic_ncols=True,
+                   desc="train", unit="step")
         try:
             while step < total:
                 for position, host_batch in prefetch(self._train_batches(epoch, position), args.prefetch_batches):
@@ -427,7 +425,7 @@ class Trainer:
         best = self._checkpoints().best_step() if self.best_step is not None else None
         if args.load_best_model_at_end and best is not None:
             self.best_step = best
-            self._load_checkpoint_params(best)
+            self._export_state_to_model(self._checkpoints().restore(best, self.state)[0])
         else:
             self._export_state_to_model()
         done = max(step - start_step, 0)
@@ -494,17 +492,13 @@ class Trainer:
                                               else value <= self.best_metric)
         if better:
             self.best_metric, self.best_step = float(value), int(step)
-        steps_per_epoch = self.steps_per_epoch()
-        self.logger.log("validation", step, metrics, epoch=epoch + (position + 1) / steps_per_epoch)
+        epoch_now = epoch + (position + 1) / self.steps_per_epoch()
+        self.logger.log("validation", step, metrics, epoch=epoch_now)
         if self.is_main:
             shown = " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k in self.task.curve_metrics)
-            message = f"step {step} (epoch {epoch + (position + 1) / steps_per_epoch:.2f}) validation: {shown}"
-            tqdm_write(message) if not self.args.disable_tqdm else logger.info(message)
+            message = f"step {step} (epoch {epoch_now:.2f}) validation: {shown}"
+            tqdm.write(message) if not self.args.disable_tqdm else logger.info(message)
         return metrics
-
-    def _load_checkpoint_params(self, step: int) -> None:
-        state, _ = self._checkpoints().restore(step, self.state)
-        self._export_state_to_model(state)
 
     def _export_state_to_model(self, state=None) -> None:
         state = state if state is not None else self.state
@@ -522,7 +516,7 @@ class Trainer:
         if self.collator is None:
             raise ValueError("evaluate needs a collator")
         if self._eval_step is None:
-            self._eval_step = self._build_eval_step()
+            self._eval_step = self._cached_step("eval", self._compile_eval_step)
         if params is None:
             params = self.parallel.replicate(self.model.params)
             batch_stats = self.parallel.replicate(self.model.batch_stats or {})
@@ -567,18 +561,6 @@ def _allgather_int(value: int) -> np.ndarray:
 def _report_to(args) -> List[str]:
     report = getattr(args, "report_to", None) or []
     return [report] if isinstance(report, str) else list(report)
-
-
-def _progress(total, initial, disable):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, disable=disable, dynamic_ncols=True, desc="train", unit="step")
-
-
-def tqdm_write(message: str) -> None:
-    from tqdm.auto import tqdm
-
-    tqdm.write(message)
 
 
 def train(model, train_dataset, eval_dataset, collator, args, **kwargs) -> Dict[str, float]:
