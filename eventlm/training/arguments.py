@@ -22,7 +22,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 # The paper's settings per task. "model": the model_type (eventlm.auto.MODEL_TYPES), its config's from_preset
 # name and overrides; "tokenizer": EventTokenizer preset; "data"/"training": DataArguments / TrainingArguments
-# fields. Learning rates are per sample: lr = ssm_base_lr x global batch (scale_lr_with_batch).
+# fields. Learning rates are per sample: lr = ssm_base_lr x global batch (scale_lr_with_batch). What every task
+# shares (ssm_weight_decay 0, cosine schedule, no gradient accumulation unless stated) comes from _FALLBACKS.
 TASK_PRESETS: Dict[str, Dict[str, dict]] = {
     "shd": {
         "model": {"model_type": "eventssm", "preset": "shd"},
@@ -30,8 +31,7 @@ TASK_PRESETS: Dict[str, Dict[str, dict]] = {
         "data": dict(validation_split_percentage=10.0, pad_to_multiple_of=1024, augment=True,
                      augmentation_preset="shd"),
         "training": dict(num_train_epochs=30, per_device_train_batch_size=32, per_device_eval_batch_size=128,
-                         ssm_base_lr=1.7e-5, lr_factor=10.0, warmup_epochs=3.0, weight_decay=0.03,
-                         ssm_weight_decay=0.0, lr_scheduler_type="cosine", gradient_accumulation_steps=1),
+                         ssm_base_lr=1.7e-5, lr_factor=10.0, warmup_epochs=3.0, weight_decay=0.03),
     },
     "ssc": {
         "model": {"model_type": "eventssm", "preset": "ssc"},
@@ -39,8 +39,7 @@ TASK_PRESETS: Dict[str, Dict[str, dict]] = {
         "data": dict(validation_split_percentage=10.0, pad_to_multiple_of=1024, augment=True,
                      augmentation_preset="ssc"),
         "training": dict(num_train_epochs=200, per_device_train_batch_size=64, per_device_eval_batch_size=128,
-                         ssm_base_lr=5e-6, lr_factor=5.0, warmup_epochs=20.0, weight_decay=0.05,
-                         ssm_weight_decay=0.0, lr_scheduler_type="cosine", gradient_accumulation_steps=1),
+                         ssm_base_lr=5e-6, lr_factor=5.0, warmup_epochs=20.0, weight_decay=0.05),
     },
     "dvs-gesture": {
         "model": {"model_type": "eventssm", "preset": "dvs-gesture"},
@@ -50,7 +49,7 @@ TASK_PRESETS: Dict[str, Dict[str, dict]] = {
                      slice_overlap=0.5, augment=True, augmentation_preset="dvs-gesture"),
         "training": dict(num_train_epochs=100, per_device_train_batch_size=16, per_device_eval_batch_size=4,
                          ssm_base_lr=1.2e-5, lr_factor=6.0, warmup_epochs=10.0, weight_decay=0.02,
-                         ssm_weight_decay=0.0, lr_scheduler_type="cosine", gradient_accumulation_steps=4),
+                         gradient_accumulation_steps=4),
     },
     # the reference's tutorial settings (configs/task/tutorial.yaml with configs/model/shd/tiny.yaml)
     "tiny": {
@@ -58,8 +57,7 @@ TASK_PRESETS: Dict[str, Dict[str, dict]] = {
         "tokenizer": "shd",
         "data": dict(validation_split_percentage=10.0, pad_to_multiple_of=256, augment=False),
         "training": dict(num_train_epochs=5, per_device_train_batch_size=16, per_device_eval_batch_size=16,
-                         ssm_base_lr=5e-5, lr_factor=10.0, warmup_epochs=1.0, weight_decay=0.01,
-                         ssm_weight_decay=0.0, lr_scheduler_type="cosine", gradient_accumulation_steps=1),
+                         ssm_base_lr=5e-5, lr_factor=10.0, warmup_epochs=1.0, weight_decay=0.01),
     },
     # the README's main job: the embedded synthetic dataset on 2 CPU cores in a few minutes
     "synthetic": {
@@ -69,8 +67,7 @@ TASK_PRESETS: Dict[str, Dict[str, dict]] = {
         "tokenizer": "shd",
         "data": dict(validation_split_percentage=10.0, pad_to_multiple_of=64, augment=False),
         "training": dict(num_train_epochs=3, per_device_train_batch_size=32, per_device_eval_batch_size=128,
-                         ssm_base_lr=1e-4, lr_factor=10.0, warmup_epochs=1.0, weight_decay=0.01,
-                         ssm_weight_decay=0.0, lr_scheduler_type="cosine", gradient_accumulation_steps=1),
+                         ssm_base_lr=1e-4, lr_factor=10.0, warmup_epochs=1.0, weight_decay=0.01),
     },
 }
 
