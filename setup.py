@@ -44,6 +44,9 @@ setup(
         "matplotlib",
         "tensorboardX",
     ],
-    extras_require={"test": ["pytest", "olah"]},
+    extras_require={
+        "torch": ["torch"],  # the CPU wheel is enough: reading original Spike-Driven Transformer checkpoints
+        "test": ["pytest", "olah", "torch"],
+    },
     entry_points={"console_scripts": ["eventlm=eventlm.cli:main"]},
 )

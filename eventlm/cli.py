@@ -132,6 +132,8 @@ register_command("stream", "eventlm.streaming:main",
 register_command("energy", "eventlm.energy:main", "per-layer firing rates, SOPs, MACs and theoretical energy")
 register_command("convert-checkpoint", "eventlm.models.eventssm.convert_original_eventssm_checkpoint:main",
                  "convert a checkpoint of the reference event-ssm code")
+register_command("convert-sdt-checkpoint", "eventlm.models.spike_driven_transformer.convert_original_sdt_checkpoint:main",
+                 "convert a checkpoint of the original Spike-Driven Transformer code (BICLab)")
 
 
 def _usage() -> str:
