@@ -47,6 +47,8 @@ TOKEN_LAYOUTS = ("unique", "reference-dvs")
 _SIDES = ("left", "right")
 _DERIVED = ("num_channels", "vocab_size", "pad_token_id", "bos_token_id", "eos_token_id")
 _INFO = ("tokenizer_class", "eventlm_version")
+_SETTINGS = ("name", "description", "sensor_size", "sensor_layout", "downsample", "merge_polarities", "token_layout",
+             "truncation_side", "model_max_length")  # saved in this order (tuples as lists)
 
 
 def _positive_ints(value, count):
@@ -504,19 +506,10 @@ class EventTokenizer:
         """What tokenizer_config.json holds: the arguments, then derived values for the reader."""
         from . import __version__
 
-        d = {
-            "tokenizer_class": "EventTokenizer",
-            "eventlm_version": __version__,
-            "name": self.name,
-            "description": self.description,
-            "sensor_size": list(self.sensor_size),
-            "sensor_layout": self.sensor_layout,
-            "downsample": list(self.downsample),
-            "merge_polarities": self.merge_polarities,
-            "token_layout": self.token_layout,
-            "truncation_side": self.truncation_side,
-            "model_max_length": self.model_max_length,
-        }
+        d = {"tokenizer_class": "EventTokenizer", "eventlm_version": __version__}
+        for k in _SETTINGS:
+            value = getattr(self, k)
+            d[k] = list(value) if isinstance(value, tuple) else value
         d.update({k: getattr(self, k) for k in _DERIVED})
         return d
 
