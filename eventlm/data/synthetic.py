@@ -99,13 +99,9 @@ class SyntheticSHD:
         per_class = _split_counts(o["samples_per_class"], o["split_fractions"])[split_id]
         rng = np.random.default_rng([self.seed, split_id])
         self.targets = rng.permutation(np.repeat(np.arange(o["num_classes"]), per_class))
-        self._speaker = rng.integers(0, o["num_speakers"], len(self.targets))
+        self.speaker = rng.integers(0, o["num_speakers"], len(self.targets))  # per-sample speaker ids
         self._split_id = split_id
         self._traits = [self._speaker_traits(s) for s in range(o["num_speakers"])]
-
-    @property
-    def speaker(self) -> np.ndarray:
-        return self._speaker
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -116,7 +112,7 @@ class SyntheticSHD:
         index = index % len(self)
         label = int(self.targets[index])
         events = _make_sample(np.random.default_rng([self.seed, self._split_id, index]), self.orders[label],
-                              self._traits[int(self._speaker[index])], self.options)
+                              self._traits[int(self.speaker[index])], self.options)
         if self.transform is not None:
             events = self.transform(events)
         if self.target_transform is not None:
