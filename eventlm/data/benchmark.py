@@ -98,9 +98,8 @@ def benchmark_synthetic(n_events: int = 1_000_000, repeat: int = 5, batch_size: 
         rate = events_per_second(lambda: tok(ev, return_tensors="np"), n_events, repeat)
         rows.append(("tokenize 1 stream", f"synthetic {preset}", n_events, rate))
         per = max(1, n_events // batch_size)
-        samples = [{"t": ev["t"][i * per:(i + 1) * per], "x": ev["x"][i * per:(i + 1) * per],
-                    **({"y": ev["y"][i * per:(i + 1) * per]} if "y" in ev.dtype.names else {}),
-                    "p": ev["p"][i * per:(i + 1) * per], "label": i % 10} for i in range(batch_size)]
+        fields = [f for f in ("t", "x", "y", "p") if f in ev.dtype.names]
+        samples = [{**{f: ev[f][i * per:(i + 1) * per] for f in fields}, "label": i % 10} for i in range(batch_size)]
         collator = EventCollator(tok, pad_to_multiple_of=1024)
         rate = events_per_second(lambda: collator(samples), per * batch_size, repeat)
         rows.append((f"collate {batch_size} rows", f"synthetic {preset}", per * batch_size, rate))

@@ -41,11 +41,7 @@ def bucket_lengths(pad_to_multiple_of: Optional[int] = None, max_length: Optiona
             f"max_length={max_length} is not a multiple of pad_to_multiple_of={m}; choose e.g. "
             f"max_length={-(-max_length // m) * m}"
         )
-    out, b = [], m
-    while b < max_length:
-        out.append(b)
-        b *= 2
-    return out + [max_length]
+    return [m << k for k in range(max_length.bit_length()) if m << k < max_length] + [max_length]
 
 
 def _positive_int(value, name):

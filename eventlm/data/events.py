@@ -93,13 +93,10 @@ def event_columns(obj, sensor_size: Optional[Sequence[int]] = None, sort: bool =
     if isinstance(obj, EventStream):
         sensor_size = sensor_size if sensor_size is not None else obj.sensor_size
         obj = obj.events
-    t = _field(obj, "t")
-    if t is None:
-        raise ValueError("events have no 't' (timestamp) field; expected fields t, x, [y], [p]")
-    x = _field(obj, "x")
-    if x is None:
-        raise ValueError("events have no 'x' field; expected fields t, x, [y], [p]")
-    y, p = _field(obj, "y"), _field(obj, "p")
+    t, x, y, p = (_field(obj, name) for name in EVENT_FIELDS)
+    if t is None or x is None:
+        missing = "'t' (timestamp)" if t is None else "'x'"
+        raise ValueError(f"events have no {missing} field; expected fields t, x, [y], [p]")
     W, H, P = (None, None, None) if sensor_size is None else tuple(int(s) for s in sensor_size)
     t = np.floor(np.asarray(t, dtype=np.float64)) if np.asarray(t).dtype.kind == "f" else t
     t = _as_int(t, "t", lo=0)
