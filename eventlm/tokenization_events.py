@@ -298,11 +298,7 @@ class EventTokenizer:
                 raise ValueError(f"max_length={max_length} leaves no room for events beside the bos/eos tokens")
             max_events = max_length - n_special
         encoded = [self.encode_stream(s, sort, add_special_tokens, max_events, side) for s in streams]
-        data = {
-            "input_ids": [e[0] for e in encoded],
-            "timestamps": [e[1] for e in encoded],
-            "attention_mask": [e[2] for e in encoded],
-        }
+        data = {k: [e[i] for e in encoded] for i, k in enumerate(self.model_input_names)}  # ids, timestamps, mask
         out = self._pad_arrays(data, padding, max_length, pad_to_multiple_of, return_tensors)
         if not return_attention_mask:
             del out["attention_mask"]

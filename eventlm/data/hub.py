@@ -461,11 +461,9 @@ class _ShardWriter:
             if self._writer is not None:
                 self._writer.close()
         n = len(self.files)
-        final = []
-        for i, path in enumerate(self.files):
-            target = path.with_name(f"{self.split}-{i:05d}-of-{n:05d}.parquet")
+        final = [path.with_name(f"{self.split}-{i:05d}-of-{n:05d}.parquet") for i, path in enumerate(self.files)]
+        for path, target in zip(self.files, final):
             os.replace(path, target)
-            final.append(target)
         self.files = final
         return final
 
