@@ -426,7 +426,9 @@ class FlaxPreTrainedModel:
         files already there are kept. With push_to_hub=True, then upload the folder to `repo_id` (default:
         the folder's name) with the other options of `push_to_hub` in `push_kwargs`."""
         variables = self._variables_for(params, batch_stats)
-        tensors = flatten_variables(variables)
+        # C order: safetensors writes an array's raw memory, so a transposed numpy view would be saved scrambled
+        tensors = {k: np.array(v, order="C") if isinstance(v, np.ndarray) else v
+                   for k, v in flatten_variables(variables).items()}
 
         config = self.config
         config.architectures = [type(self).__name__]  # the loaders pick the class from this (as transformers)

@@ -243,3 +243,16 @@ def test_cli(tmp_path, capsys):
     assert cli.main(["convert-sdt-checkpoint", "--checkpoint", str(tmp_path / "nope.pth"), "--output_dir",
                      str(tmp_path / "o2")]) == 2
     assert "is not a file" in capsys.readouterr().err
+
+
+def test_gesture_head_is_put_in_label_order():
+    """The reference's output k is DVS128 Gesture label [0, 1, 10, 2, ..., 9][k] (SpikingJelly's frame folders
+    sorted as strings); the converted model's output j is label j."""
+    rng = np.random.default_rng(0)
+    head = {"kernel": rng.normal(size=(6, 11)).astype(np.float32), "bias": rng.normal(size=11).astype(np.float32)}
+    x = rng.normal(size=(4, 6)).astype(np.float32)
+    reference = x @ head["kernel"] + head["bias"]
+    fixed = conv.gesture_head_in_label_order(head)
+    converted = x @ fixed["kernel"] + fixed["bias"]
+    for k, label in enumerate([0, 1, 10, 2, 3, 4, 5, 6, 7, 8, 9]):
+        np.testing.assert_array_equal(converted[:, label], reference[:, k])

@@ -235,6 +235,18 @@ def test_numpy_params_as_set_by_a_training_loop_roundtrip(tmp_path, cls_model):
     _assert_trees_identical(DummyForClassification.from_pretrained(tmp_path / "np").variables, cls_model.variables)
 
 
+def test_transposed_numpy_views_are_saved_in_their_logical_order(tmp_path, cls_model):
+    """safetensors writes raw memory: a Fortran-ordered view (a converter's transposed weights) must be saved
+    as the array it shows, not as its buffer."""
+    model = DummyForClassification(DummyConfig(num_labels=3))
+    params = jax.tree_util.tree_map(lambda a: np.asfortranarray(np.asarray(a)), jax.device_get(cls_model.params))
+    assert any(not leaf.flags.c_contiguous for leaf in jax.tree_util.tree_leaves(params))
+    model.params = params
+    model.batch_stats = jax.device_get(cls_model.batch_stats)
+    model.save_pretrained(tmp_path / "f")
+    _assert_trees_identical(DummyForClassification.from_pretrained(tmp_path / "f").variables, cls_model.variables)
+
+
 def test_dtype_is_the_compute_dtype(saved_cls, cls_model):
     loaded = DummyForClassification.from_pretrained(saved_cls, dtype=jnp.bfloat16)
     assert loaded.module.dtype == jnp.bfloat16 and loaded.dtype == jnp.bfloat16

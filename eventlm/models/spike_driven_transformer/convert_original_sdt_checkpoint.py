@@ -139,6 +139,16 @@ def reference_settings(args: Optional[dict] = None, reference_config: Optional[s
 # ------------------------------------------------------------------------------------------------
 
 
+def gesture_head_in_label_order(head: dict) -> dict:
+    """The classifier with output j = DVS128 Gesture label j. The reference trains on SpikingJelly's frame
+    folders, which torchvision's DatasetFolder orders as strings ("0", "1", "10", "2", ..., "9"), so its
+    output k is label int(sorted names)[k]; eventlm's datasets (tonic's DVSGesture) use the labels as they are."""
+    classes = head["kernel"].shape[-1]
+    order = [int(name) for name in sorted(str(i) for i in range(classes))]  # reference output k → label order[k]
+    inverse = np.argsort(order)  # label j → reference output inverse[j]
+    return {"kernel": np.asarray(head["kernel"])[:, inverse], "bias": np.asarray(head["bias"])[inverse]}
+
+
 def _class_names(settings: dict) -> Optional[dict]:
     """id2label for DVS128 Gesture from tonic's class list (SpikingJelly's label order), when it fits."""
     if settings["dataset"] != "gesture":
@@ -462,6 +472,8 @@ def convert_checkpoint(checkpoint_path, output_dir, reference_config: Optional[s
     tokenizer = reference_tokenizer(settings)
     config = reference_sdt_config(settings, tokenizer)
     variables, unused = convert_state_dict(state, config, source=info["path"])
+    if settings["dataset"] == "gesture":
+        variables["params"]["classifier"] = gesture_head_in_label_order(variables["params"]["classifier"])
     output_dir = Path(output_dir)
     model_name = hub_model_id or output_dir.resolve().name
     card = build_conversion_card(model_name=model_name, settings=settings, info=info, reference_config=reference_config,
