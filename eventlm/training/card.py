@@ -25,9 +25,7 @@ _TRAIN_KEYS = ("num_train_epochs", "max_steps", "per_device_train_batch_size", "
 
 
 def _fmt(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _versions() -> List[tuple]:
@@ -76,8 +74,7 @@ def build_model_card(
     task = task_for(task)
     info = task.card
     dataset_id = dataset_name or "eventlm-synthetic"
-    eval_results = []
-    rows = []
+    eval_results, rows = [], []
     for key in task.card_metrics:
         value = metrics.get(f"eval_{key}")
         if isinstance(value, (int, float)):

@@ -17,10 +17,13 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path) -> Path:
-    """Save the figure atomically."""
-    with atomic_path(path, suffix=Path(path).suffix) as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+def _save(plt, fig, path) -> Path:
+    """Save the figure atomically, then close it."""
+    try:
+        with atomic_path(path, suffix=Path(path).suffix) as tmp:
+            fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(fig)
     return Path(path)
 
 
@@ -47,10 +50,7 @@ def plot_training_curves(records: List[Dict], path, metrics: Sequence[str] = ("l
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    try:
-        return _save(fig, path)
-    finally:
-        plt.close(fig)
+    return _save(plt, fig, path)
 
 
 def plot_confusion_matrix(counts: np.ndarray, path, class_names: Optional[Sequence[str]] = None,
@@ -78,7 +78,4 @@ def plot_confusion_matrix(counts: np.ndarray, path, class_names: Optional[Sequen
                     ax.text(j, i, int(counts[i, j]), ha="center", va="center", fontsize=7,
                             color="white" if rates[i, j] > 0.5 else "black")
     fig.colorbar(im, ax=ax, fraction=0.046)
-    try:
-        return _save(fig, path)
-    finally:
-        plt.close(fig)
+    return _save(plt, fig, path)
