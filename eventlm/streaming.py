@@ -949,10 +949,7 @@ def _plot_stream(run: StreamRun, head: str, path, title) -> Path:
         ax.set_ylabel("NLL per event so far (nats)")
     ax.set_xlabel("stream time (s)")
     ax.set_title(f"{Path(str(title)).name}: prediction over time ({run.events_per_second:,.0f} events/s)")
-    try:
-        return _save(fig, path)
-    finally:
-        plt.close(fig)
+    return _save(plt, fig, path)
 
 
 __all__ = [
