@@ -334,3 +334,21 @@ def test_trains_through_the_shared_trainer(tmp_path):
     moved = [not np.allclose(a, b) for a, b in zip(jax.tree_util.tree_leaves(model.batch_stats),
                                                    jax.tree_util.tree_leaves(stats_before))]
     assert all(moved)
+
+
+def test_task_preset_builds_the_model_for_the_tokenizers_camera():
+    """`--preset sdt-dvs-gesture` picks the backbone by its model type and the camera from the tokenizer; a
+    tokenizer of another camera than the model's is refused with both sizes named."""
+    from eventlm.tokenization_events import EventTokenizer
+    from eventlm.training.arguments import DataArguments, ModelArguments, TrainingArguments, resolve_presets
+    from eventlm.training.pipelines import check_vocabulary, new_config
+
+    model_args = ModelArguments(preset="sdt-dvs-gesture")
+    resolve_presets(model_args, DataArguments(dataset_name="someone/events"), TrainingArguments())
+    camera = EventTokenizer(sensor_size=(32, 24, 2))
+    config = new_config(model_args, camera, num_labels=11)
+    assert isinstance(config, SpikeDrivenTransformerConfig) and config.sensor_size == [32, 24, 2]
+    assert (config.num_frames, config.hidden_size, config.num_layers, config.vocab_size) == (16, 256, 2, 32 * 24 * 2 + 3)
+    check_vocabulary(config, camera)
+    with pytest.raises(ValueError, match=r"frames of a \(32, 24, 2\) sensor .* tokenizer is for \(128, 128, 2\)"):
+        check_vocabulary(config, EventTokenizer.from_pretrained("dvs-gesture"))

@@ -51,6 +51,16 @@ TASK_PRESETS: Dict[str, Dict[str, dict]] = {
                          ssm_base_lr=1.2e-5, lr_factor=6.0, warmup_epochs=10.0, weight_decay=0.02,
                          gradient_accumulation_steps=4),
     },
+    # the Spike-Driven Transformer on DVS128 Gesture (its reference's conf/gesture/2_256_200E_t16.yml: lr 3e-4
+    # at batch 16, weight decay 0.06, 10 warm-up epochs, 200 epochs; AdamW here where it used LAMB); whole
+    # recordings, T = 16 frames each; the camera comes from the tokenizer
+    "sdt-dvs-gesture": {
+        "model": {"model_type": "spike-driven-transformer", "preset": "dvs-gesture"},
+        "tokenizer": "dvs-gesture",
+        "data": dict(validation_split_percentage=20.0, pad_to_multiple_of=65536, augment=False),
+        "training": dict(num_train_epochs=200, per_device_train_batch_size=16, per_device_eval_batch_size=16,
+                         ssm_base_lr=1.875e-5, lr_factor=1.0, warmup_epochs=10.0, weight_decay=0.06),
+    },
     # the reference's tutorial settings (configs/task/tutorial.yaml with configs/model/shd/tiny.yaml)
     "tiny": {
         "model": {"model_type": "eventssm", "preset": "tiny"},

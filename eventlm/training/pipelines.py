@@ -232,7 +232,15 @@ def label_info(datasets_: Dict[str, Any], label_column: str) -> Tuple[int, Dict[
 
 
 def check_vocabulary(config, tokenizer) -> None:
-    """The model must embed every token the tokenizer can emit."""
+    """The model must embed every token the tokenizer can emit; a model that reads pixels from the tokens
+    (config.sensor_size: the Spike-Driven Transformer's frames) needs the tokenizer's very camera."""
+    sensor = getattr(config, "sensor_size", None)
+    if sensor is not None and tuple(sensor) != tuple(tokenizer.sensor_size):
+        raise ValueError(
+            f"the model reads frames of a {tuple(sensor)} sensor (width, height, polarities) but the tokenizer "
+            f"is for {tuple(tokenizer.sensor_size)}; use the model's own tokenizer (--tokenizer_name) or a model "
+            f"built for this sensor"
+        )
     if config.vocab_size < tokenizer.vocab_size:
         raise ValueError(
             f"the model's vocabulary ({config.vocab_size} tokens) is smaller than the tokenizer's "
@@ -293,9 +301,11 @@ def new_config(model_args: ModelArguments, tokenizer, **fields):
     values = dict(spec.get("overrides", {}))
     values.update(vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_token_id,
                   bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    config_class = config_class_for(spec["model_type"])
+    if hasattr(config_class, "sensor_size"):  # a model that reads pixels: the tokenizer's camera
+        values["sensor_size"] = list(tokenizer.sensor_size)
     values.update(fields)
     values.update(parse_config_overrides(model_args.config_overrides))
-    config_class = config_class_for(spec["model_type"])
     return config_class.from_preset(spec["preset"], **values) if "preset" in spec else config_class(**values)
 
 
