@@ -92,7 +92,7 @@ def energy_report(model, input_ids, timestamps, attention_mask=None, params=None
     values = jax.jit(run)(variables)
     batch = ids.shape[0]
     layers = [LayerEnergy(name, float(macs) / batch, float(rate) if bool(binary) else float("nan"), bool(binary))
-              for (name, *_), (macs, binary, rate) in zip(records[-len(values):], values)]
+              for (name, *_), (macs, binary, rate) in zip(records, values)]  # filled once, while tracing
     return EnergyReport(layers, batch)
 
 

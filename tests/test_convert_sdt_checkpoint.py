@@ -27,7 +27,7 @@ from eventlm.models.spike_driven_transformer.configuration_spike_driven_transfor
 from eventlm.models.spike_driven_transformer.modeling_flax_spike_driven_transformer import \
     FlaxSpikeDrivenTransformerForSequenceClassification  # noqa: E402
 
-from test_spike_driven_transformer import SENSOR, random_tokens, tiny_config, trained_like  # noqa: E402
+from test_spike_driven_transformer import decoded_events, random_tokens, tiny_config, trained_like  # noqa: E402
 
 SIZE = 12  # the reference's frames are square (img_size × img_size)
 
@@ -117,16 +117,8 @@ def timm_checkpoint(path, sd, args):
 
 def raw_rows(seed=4):
     """Raw event rows (t, x, y, p, label) on the SIZE × SIZE camera, from random_tokens' streams."""
-    ids, ts, mask = random_tokens(seed)
-    W, H, _ = SENSOR
-    rows = []
-    for b in range(ids.shape[0]):
-        n = int(mask[b].sum()) - 2
-        tok, t = ids[b, 1:n + 1], ts[b, 1:n + 1]
-        p, rest = tok // (W * H), tok % (W * H)
-        rows.append({"t": t.astype(np.int64), "x": (rest % W).astype(np.int16), "y": (rest // W).astype(np.int16),
-                     "p": p.astype(np.int8), "label": b % 3})
-    return rows
+    return [{"t": t.astype(np.int64), "x": x.astype(np.int16), "y": y.astype(np.int16), "p": p.astype(np.int8),
+             "label": b % 3} for b, (x, y, p, t) in enumerate(decoded_events(*random_tokens(seed)))]
 
 
 @pytest.mark.parametrize("overrides", [dict(), dict(spike_mode="plif", dvs_mode=True, pooling_stat="1100")],

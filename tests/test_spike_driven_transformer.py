@@ -167,14 +167,19 @@ def random_tokens(seed, batch=3, length=400):
     return ids, ts, mask
 
 
-def reference_frames(ids, ts, mask, T, split_by):
+def decoded_events(ids, ts, mask):
+    """(x, y, p, t) of each sample of random_tokens (bos, events, eos, padding), decoded from the tokens."""
     W, H, _ = SENSOR
-    frames = []
     for b in range(ids.shape[0]):
         n = int(mask[b].sum()) - 2
         tok, t = ids[b, 1:n + 1], ts[b, 1:n + 1]
         p, rest = tok // (W * H), tok % (W * H)
-        frames.append(spikingjelly_frames(rest % W, rest // W, p, t, W, H, T, split_by))
+        yield rest % W, rest // W, p, t
+
+
+def reference_frames(ids, ts, mask, T, split_by):
+    W, H, _ = SENSOR
+    frames = [spikingjelly_frames(x, y, p, t, W, H, T, split_by) for x, y, p, t in decoded_events(ids, ts, mask)]
     return np.stack(frames, axis=1)  # (T, B, 2, H, W)
 
 

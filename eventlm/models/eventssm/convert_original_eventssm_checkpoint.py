@@ -45,8 +45,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import functools
-import hashlib
 import json
 import logging
 import re
@@ -56,6 +54,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
+
+from ...conversion import expected_variable_shapes, num_parameters, params_digest, write_converted_model
 
 logger = logging.getLogger(__name__)
 
@@ -414,18 +414,6 @@ def map_reference_key(ref_key: str) -> Optional[tuple[str, str]]:
     return None
 
 
-def expected_variable_shapes(config) -> dict:
-    """{eventlm key: shape} of the sequence classifier of `config`, computed without allocating."""
-    import jax
-
-    from ...auto import AutoModelForSequenceClassification
-    from ...modeling_flax_utils import flatten_variables
-
-    model = AutoModelForSequenceClassification.from_config(config, _do_init=False)
-    shapes = jax.eval_shape(functools.partial(model.init_weights, input_shape=(1, 16)), jax.random.PRNGKey(0))
-    return {k: tuple(v.shape) for k, v in flatten_variables(shapes).items()}
-
-
 def _flatten(tree: dict, prefix: str) -> dict:
     from flax.traverse_util import flatten_dict
 
@@ -489,17 +477,6 @@ def convert_variables(reference_variables: dict, config, source: str = "checkpoi
         )
     nested = unflatten_variables(out)
     return {"params": nested["params"], **({"batch_stats": nested["batch_stats"]} if "batch_stats" in nested else {})}
-
-
-def params_digest(variables: dict) -> str:
-    """SHA-256 over the converted tensors (sorted keys, float32 bytes): identifies the weights in the card."""
-    from ...modeling_flax_utils import flatten_variables
-
-    h = hashlib.sha256()
-    for key, value in sorted(flatten_variables(variables).items()):
-        h.update(key.encode())
-        h.update(np.ascontiguousarray(value, np.float32).tobytes())
-    return h.hexdigest()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -598,9 +575,6 @@ def convert_checkpoint(
     `config_overrides`) into an eventlm folder `output_dir` (config.json, model.safetensors,
     tokenizer_config.json, README.md), written atomically; optionally push it to `hub_model_id`.
     Returns the output folder."""
-    from ...auto import AutoModelForSequenceClassification
-    from ...modeling_flax_utils import atomic_write_folder
-
     settings = reference_settings(reference_config, config_overrides)
     output_dir = Path(output_dir)
     model_name = hub_model_id or output_dir.resolve().name
@@ -618,20 +592,11 @@ def convert_checkpoint(
         overrides=flatten_override_dict(config_overrides or {}), info=info, digest=params_digest(variables),
         config=config,
     )
-    model = AutoModelForSequenceClassification.from_config(config, _do_init=False)
-
-    def write(tmp: Path) -> None:
-        model.save_pretrained(tmp, params=variables["params"], batch_stats=variables.get("batch_stats"),
-                              model_card=card)
-        tokenizer.save_pretrained(tmp)
-
-    folder = atomic_write_folder(output_dir, write)
-    n = sum(np.asarray(v).size for v in _flatten(variables["params"], "p").values())
+    folder = write_converted_model(config, variables, tokenizer, card, output_dir, push_to_hub=push_to_hub,
+                                   hub_model_id=hub_model_id, token=token, private=private,
+                                   commit_message=f"Convert original EventSSM checkpoint ({reference_config})")
     logger.info("converted %s (%s, step %s) into %s: %d parameters", info["path"], info["format"], info["step"],
-                folder, n)
-    if push_to_hub:  # the whole folder (config, weights, tokenizer, card), as save_pretrained(push_to_hub=True)
-        model._upload(folder, hub_model_id or folder.resolve().name, token=token, private=private,
-                      commit_message=f"Convert original EventSSM checkpoint ({reference_config})")
+                folder, num_parameters(variables))
     return folder
 
 

@@ -7,9 +7,10 @@ https://github.com/BICLab/Spike-Driven-Transformer) into an eventlm model folder
 
 The reference's train.py saves with timm's CheckpointSaver: a torch.save'd dict with "state_dict" (maybe
 "state_dict_ema"), "epoch", "arch", "optimizer", "version", "metric" and "args", the run's argparse.Namespace.
-A bare state_dict is read too. The file is read only with torch.load(weights_only=True), allow-listing
-argparse.Namespace (the one non-tensor, non-builtin type such checkpoints carry); anything else in the
-pickle is refused, never unpickled.
+A bare state_dict is read too. The file is read only with torch.load(weights_only=True): torch's restricted
+loader, which builds tensors, plain containers and numbers and nothing else; argparse.Namespace (the one
+other type such checkpoints carry) is allow-listed for this call only. Any other object in the file is
+refused before it is built (no arbitrary unpickling, never weights_only=False).
 
 Settings, weakest first: `reference_config` (a yaml of the reference's conf/ folder, embedded below as
 data), the checkpoint's args (what the run really used; train.py's defaults for keys an older run lacks),
@@ -38,8 +39,6 @@ the flat index of SpikingJelly's (p, y, x) frame) and a README.md card saying wh
 from __future__ import annotations
 
 import argparse
-import functools
-import hashlib
 import json
 import logging
 import pickle
@@ -49,6 +48,8 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+
+from ...conversion import expected_variable_shapes, num_parameters, params_digest, write_converted_model
 
 logger = logging.getLogger(__name__)
 
@@ -311,18 +312,6 @@ def to_flax_layout(key: str, array: np.ndarray) -> np.ndarray:
     return array
 
 
-def expected_variable_shapes(config) -> dict:
-    """{eventlm key: shape} of the sequence classifier of `config`, computed without allocating."""
-    import jax
-
-    from ...auto import AutoModelForSequenceClassification
-    from ...modeling_flax_utils import flatten_variables
-
-    model = AutoModelForSequenceClassification.from_config(config, _do_init=False)
-    shapes = jax.eval_shape(functools.partial(model.init_weights, input_shape=(1, 16)), jax.random.PRNGKey(0))
-    return {k: tuple(v.shape) for k, v in flatten_variables(shapes).items()}
-
-
 def convert_state_dict(state: dict, config, source: str = "checkpoint") -> tuple[dict, list]:
     """(eventlm variables {"params", "batch_stats"} of float32 numpy arrays, dropped reference keys); every
     tensor is shape-checked and every variable of the eventlm model filled exactly once (ValueError naming the
@@ -361,17 +350,6 @@ def convert_state_dict(state: dict, config, source: str = "checkpoint") -> tuple
                          f"{missing[:8]}{' ...' if len(missing) > 8 else ''}")
     nested = unflatten_variables(out)
     return {"params": nested["params"], "batch_stats": nested["batch_stats"]}, unused
-
-
-def params_digest(variables: dict) -> str:
-    """SHA-256 over the converted tensors (sorted keys, float32 bytes): identifies the weights in the card."""
-    from ...modeling_flax_utils import flatten_variables
-
-    h = hashlib.sha256()
-    for key, value in sorted(flatten_variables(variables).items()):
-        h.update(key.encode())
-        h.update(np.ascontiguousarray(value, np.float32).tobytes())
-    return h.hexdigest()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -464,9 +442,6 @@ def convert_checkpoint(checkpoint_path, output_dir, reference_config: Optional[s
     model.safetensors, tokenizer_config.json, README.md), written atomically. Settings: `reference_config`
     (e.g. "gesture/2_256_200E_t16") < the checkpoint's args < `options` (dim=..., time_steps=..., see
     SETTING_KEYS). use_ema converts "state_dict_ema". Returns the output folder."""
-    from ...auto import AutoModelForSequenceClassification
-    from ...modeling_flax_utils import atomic_write_folder
-
     state, info = read_checkpoint(checkpoint_path, use_ema=use_ema)
     settings = reference_settings(info["args"], reference_config, options, source=info["path"])
     tokenizer = reference_tokenizer(settings)
@@ -478,21 +453,13 @@ def convert_checkpoint(checkpoint_path, output_dir, reference_config: Optional[s
     model_name = hub_model_id or output_dir.resolve().name
     card = build_conversion_card(model_name=model_name, settings=settings, info=info, reference_config=reference_config,
                                  options=options, digest=params_digest(variables), unused=unused)
-    model = AutoModelForSequenceClassification.from_config(config, _do_init=False)
-
-    def write(tmp: Path) -> None:
-        model.save_pretrained(tmp, params=variables["params"], batch_stats=variables["batch_stats"], model_card=card)
-        tokenizer.save_pretrained(tmp)
-
-    folder = atomic_write_folder(output_dir, write)
+    folder = write_converted_model(config, variables, tokenizer, card, output_dir, push_to_hub=push_to_hub,
+                                   hub_model_id=hub_model_id, token=token, private=private,
+                                   commit_message="Convert original Spike-Driven Transformer checkpoint")
     if unused:
         logger.info("dropped %d tensor(s) the original forward pass never uses: %s", len(unused), ", ".join(unused))
-    n = sum(np.asarray(v).size for v in __import__("jax").tree_util.tree_leaves(variables["params"]))
     logger.info("converted %s (%s, epoch %s) into %s: %d parameters", info["path"], info["which"], info["epoch"],
-                folder, n)
-    if push_to_hub:
-        model._upload(folder, hub_model_id or folder.resolve().name, token=token, private=private,
-                      commit_message="Convert original Spike-Driven Transformer checkpoint")
+                folder, num_parameters(variables))
     return folder
 
 
