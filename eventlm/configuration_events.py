@@ -11,6 +11,7 @@ from transformers import PretrainedConfig
 CLASSIFIER_POOLINGS = ("mean", "timepool", "last")
 GAP_CONVENTIONS = ("before", "after")
 READOUT_CONVENTIONS = ("masked", "reference")
+CLASSIFICATION_LOSSES = ("cross_entropy", "tet")
 
 
 class EventModelConfig(PretrainedConfig):
@@ -32,6 +33,12 @@ class EventModelConfig(PretrainedConfig):
             readout normalised by its own weights) | "reference" (EventSSM's reference: only complete
             windows count, and the timepool readout divides by the whole duration).
         timepool_eps: the eps added to the timepool weights.
+        classification_loss: "cross_entropy" (of the classifier on the pooled readout) | "tet" (Deng et al.
+            2022, "Temporal Efficient Training", as the Spike-Driven Transformer's reference trains CIFAR10-DVS:
+            the cross-entropy of every pooled position's own logits, averaged, times (1 − tet_lamb), plus
+            tet_lamb × the mean squared distance of those logits from tet_means). Needs classifier_pooling
+            "mean", where the mean of the positions' logits is the model's prediction.
+        tet_means / tet_lamb: the TET regulariser's target and weight.
     """
 
     vocab_size: int = 703
@@ -47,6 +54,9 @@ class EventModelConfig(PretrainedConfig):
     gap_convention: str = "before"
     readout_convention: str = "masked"
     timepool_eps: float = 1e-6
+    classification_loss: str = "cross_entropy"
+    tet_means: float = 1.0
+    tet_lamb: float = 1e-3
 
     # model cards (eventlm.training.card): what the model is, in one sentence after "X is", and the settings
     # its card lists (None: every field the config class adds)
@@ -74,7 +84,13 @@ class EventModelConfig(PretrainedConfig):
     def _check(self):
         """Raise ValueError naming the setting and its value when the settings cannot build a model."""
         self._check_choices([("classifier_pooling", CLASSIFIER_POOLINGS), ("gap_convention", GAP_CONVENTIONS),
-                             ("readout_convention", READOUT_CONVENTIONS)])
+                             ("readout_convention", READOUT_CONVENTIONS),
+                             ("classification_loss", CLASSIFICATION_LOSSES)])
+        if self.classification_loss == "tet" and self.classifier_pooling != "mean":
+            self._fail("classifier_pooling", "'mean' with classification_loss='tet' (TET scores each position's "
+                                             "logits, whose mean must be the prediction)")
+        if not 0.0 <= self.tet_lamb <= 1.0:
+            self._fail("tet_lamb", "in [0, 1]")
         self._check_positive_ints(("vocab_size", "hidden_size", "num_mixture_components"))
         if not self.time_unit_us > 0:
             self._fail("time_unit_us", "positive")

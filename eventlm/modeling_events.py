@@ -323,10 +323,30 @@ def masked_readout(hidden, mask, dt, total_time, config):
 
 def classification_loss(logits, labels):
     """Mean cross-entropy; labels int (B,) class ids or float (B, C) soft targets (cut-mix, smoothing)."""
+    return jnp.mean(_cross_entropy(logits, labels))
+
+
+def _cross_entropy(logits, labels):
+    """Per-sample cross-entropy of logits (B, …, C) against labels (B,) ids or (B, C) soft targets."""
     logits = logits.astype(jnp.float32)
+    extra = logits.ndim - 2  # positions between the batch and the classes (TET)
     if jnp.issubdtype(labels.dtype, jnp.floating):
-        return jnp.mean(optax.softmax_cross_entropy(logits, labels))
-    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels.astype(jnp.int32)))
+        return optax.softmax_cross_entropy(logits, labels.reshape(labels.shape[:1] + (1,) * extra + labels.shape[1:]))
+    ids = labels.astype(jnp.int32).reshape(labels.shape[:1] + (1,) * extra)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, jnp.broadcast_to(ids, logits.shape[:-1]))
+
+
+def tet_loss(position_logits, mask, labels, means: float, lamb: float):
+    """TET (Deng et al. 2022; the Spike-Driven Transformer reference's criterion.TET_loss) over the valid
+    positions: (1 − λ)·mean_b mean_t CE(logits_bt, y_b) + λ·mean over valid (b, t, c) of (logits − means)².
+    position_logits (B, L', C), mask (B, L') the valid positions (the reference: all T frames)."""
+    m = mask.astype(jnp.float32)
+    per_sample = jnp.sum(_cross_entropy(position_logits, labels) * m, axis=1) / jnp.maximum(jnp.sum(m, axis=1), 1.0)
+    loss = (1.0 - lamb) * jnp.mean(per_sample)
+    if lamb:
+        sq = jnp.square(position_logits.astype(jnp.float32) - means) * m[..., None]
+        loss = loss + lamb * jnp.sum(sq) / jnp.maximum(jnp.sum(m) * position_logits.shape[-1], 1.0)
+    return loss
 
 
 def log_diff_ndtr(a, b):
@@ -468,10 +488,16 @@ class SequenceClassificationModule(_TaskModule):
     def __call__(self, input_ids, time_deltas, attention_mask, labels=None, train=False, output_hidden_states=False):
         backbone = self.backbone_class(self.config, self.dtype, name=self.backbone_name)
         out = backbone(input_ids, time_deltas, attention_mask, train, output_hidden_states)
-        pooled = masked_readout(out.last_hidden_state, out.pooled_mask, out.pooled_time_deltas, out.total_time,
-                                self.config)
-        logits = nn.Dense(self.config.num_labels, dtype=self.dtype, name=HEAD_NAMES["classification"])(pooled)
-        loss = classification_loss(logits, labels) if labels is not None else None
+        cfg = self.config
+        pooled = masked_readout(out.last_hidden_state, out.pooled_mask, out.pooled_time_deltas, out.total_time, cfg)
+        classifier = nn.Dense(cfg.num_labels, dtype=self.dtype, name=HEAD_NAMES["classification"])
+        logits = classifier(pooled)
+        loss = None
+        if labels is not None and getattr(cfg, "classification_loss", "cross_entropy") == "tet":
+            position_logits = flat_dense(classifier, out.last_hidden_state)  # their masked mean is `logits`
+            loss = tet_loss(position_logits, out.pooled_mask, labels, cfg.tet_means, cfg.tet_lamb)
+        elif labels is not None:
+            loss = classification_loss(logits, labels)
         return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states)
 
 

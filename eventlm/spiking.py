@@ -41,10 +41,12 @@ spike.defvjp(_spike_fwd, _spike_bwd)
 
 
 def multistep_lif(x, v0=None, *, inv_tau=0.5, v_threshold: float = 1.0, v_reset: float = 0.0,
-                  decay_input: bool = True, detach_reset: bool = True, alpha: float = 4.0):
+                  decay_input: bool = True, detach_reset: bool = True, alpha: float = 4.0, valid=None):
     """Spikes (T, ...) and the last membrane V_T (...) of LIF neurons driven by x (T, ...) from V_0 = v0
     (default V_reset). inv_tau: 1/τ (a float, or sigmoid(w) of a ParametricLIF, broadcast to the neurons).
-    τ = 2 gives 1/τ = 0.5 exactly, so x / τ and x·(1/τ) round alike (SpikingJelly divides by τ)."""
+    τ = 2 gives 1/τ = 0.5 exactly, so x / τ and x·(1/τ) round alike (SpikingJelly divides by τ).
+    valid: optional (T, ...) broadcastable bool; at a step where it is False the membrane is kept and no spike
+    is emitted (streaming's padding frames)."""
     v0 = jnp.full(x.shape[1:], v_reset, x.dtype) if v0 is None else v0
 
     def step(v, x_t):
@@ -56,7 +58,18 @@ def multistep_lif(x, v0=None, *, inv_tau=0.5, v_threshold: float = 1.0, v_reset:
         s_reset = jax.lax.stop_gradient(s) if detach_reset else s
         return h * (1.0 - s_reset) + v_reset * s_reset, s
 
-    v, spikes = jax.lax.scan(step, v0, x)
+    if valid is None:
+        v, spikes = jax.lax.scan(step, v0, x)
+        return spikes, v
+
+    def masked_step(v, inputs):
+        x_t, ok = inputs
+        v_new, s = step(v, x_t)
+        return jnp.where(ok, v_new, v), s * ok
+
+    valid = jnp.asarray(valid)
+    valid = valid.reshape(valid.shape + (1,) * (x.ndim - valid.ndim))
+    v, spikes = jax.lax.scan(masked_step, v0, (x, valid))
     return spikes, v
 
 

@@ -7,6 +7,11 @@ cut into T segments and each segment is counted per pixel and polarity into a (P
     split_by="time": d = (t_last − t_first) // T (integer µs); segment i holds t ∈ [t_first + i·d,
         t_first + (i+1)·d), the last one everything from t_first + (T−1)·d on. (SpikingJelly raises on
         an empty segment; here it stays zero, and the model's input check names the sample instead.)
+Frames closed as events arrive (what streaming needs; the frame count varies per sample, at most T):
+    split_by="events": event k (k-th real event) lies in frame k // frame_events;
+    split_by="duration": an event at t lies in frame (t − t_first) // frame_us.
+    A sample fills frames 0 … (that of its last event); the rest stay zero and are masked by the model.
+    Events past frame T − 1 land in it (the model's input check refuses such samples first).
 A token p·W·H + y·W + x (eventlm's sensor layout) is exactly the flat index of (p, y, x) in a (P, H, W)
 frame, so counting needs no decoding; special tokens (ids ≥ W·H·P) and padding carry no event.
 """
@@ -19,16 +24,22 @@ import numpy as np
 SPLITS = ("number", "time")
 
 
-def frame_of_events(tokens, timestamps_us, valid, num_frames: int, split_by: str):
+def frame_of_events(tokens, timestamps_us, valid, num_frames: int, split_by: str, frame_length: int = 0):
     """Frame index (B, L) int32 of every event; −1 where it carries none (padding, special tokens).
-    tokens are already masked to real events by `valid` (B, L); timestamps_us (B, L) int32, any offset."""
+    tokens are already masked to real events by `valid` (B, L); timestamps_us (B, L) int32, any offset;
+    frame_length: events or µs per frame of split_by "events" / "duration"."""
     rank = jnp.cumsum(valid, axis=1) - 1  # k: the event's index among the sample's real events
-    if split_by == "number":
+    big = jnp.iinfo(jnp.int32).max
+    if split_by == "events":
+        frame = jnp.minimum(rank // frame_length, num_frames - 1)
+    elif split_by == "duration":
+        first = jnp.min(jnp.where(valid, timestamps_us, big), axis=1, keepdims=True)
+        frame = jnp.minimum((timestamps_us - first) // frame_length, num_frames - 1)
+    elif split_by == "number":
         n = jnp.sum(valid, axis=1, keepdims=True)
         width = n // num_frames
         frame = jnp.where(width > 0, jnp.minimum(rank // jnp.maximum(width, 1), num_frames - 1), num_frames - 1)
     elif split_by == "time":
-        big = jnp.iinfo(jnp.int32).max
         first = jnp.min(jnp.where(valid, timestamps_us, big), axis=1, keepdims=True)
         last = jnp.max(jnp.where(valid, timestamps_us, -big), axis=1, keepdims=True)
         width = (last - first) // num_frames
@@ -39,17 +50,56 @@ def frame_of_events(tokens, timestamps_us, valid, num_frames: int, split_by: str
     return jnp.where(valid, frame, -1).astype(jnp.int32)
 
 
-def events_to_frames(tokens, timestamps_us, valid, sensor_size, num_frames: int, split_by: str = "number"):
+def events_to_frames(tokens, timestamps_us, valid, sensor_size, num_frames: int, split_by: str = "number",
+                     frame_length: int = 0):
     """(B, T, P, H, W) float32 event counts of each frame (see the module docstring).
     sensor_size: (W, H, P); tokens (B, L) ids, valid (B, L) bool (real events), timestamps_us (B, L) int."""
     width, height, polarities = sensor_size
     channels = width * height * polarities
     valid = valid & (tokens >= 0) & (tokens < channels)
-    frame = frame_of_events(tokens, timestamps_us, valid, num_frames, split_by)
+    frame = frame_of_events(tokens, timestamps_us, valid, num_frames, split_by, frame_length)
     batch = jnp.broadcast_to(jnp.arange(tokens.shape[0])[:, None], tokens.shape)
     counts = jnp.zeros((tokens.shape[0], num_frames, channels), jnp.float32)
     counts = counts.at[batch, jnp.maximum(frame, 0), jnp.where(valid, tokens, 0)].add(valid.astype(jnp.float32))
     return counts.reshape(tokens.shape[0], num_frames, polarities, height, width)
+
+
+def frames_used(tokens, timestamps_us, valid, num_channels: int, num_frames: int, split_by: str,
+                frame_length: int = 0):
+    """(B, T) bool: the frames a sample fills (all T for the whole-sample splits when it has events; frames
+    0 … that of its last event for "events" / "duration"); none for a sample without events."""
+    valid = valid & (tokens >= 0) & (tokens < num_channels)
+    has = jnp.any(valid, axis=1, keepdims=True)
+    frames = jnp.arange(num_frames)[None, :]
+    if split_by in ("number", "time"):
+        return jnp.broadcast_to(has, (tokens.shape[0], num_frames))
+    last = jnp.max(frame_of_events(tokens, timestamps_us, valid, num_frames, split_by, frame_length), axis=1)
+    return frames <= last[:, None]
+
+
+def frames_filled(num_events: np.ndarray, timestamps_us, config) -> np.ndarray:
+    """Host: (B,) how many frames each sample fills with split_by "events" / "duration" (uncapped; 0 for a
+    sample without events). timestamps_us: per sample, the int µs times of its real events."""
+    n = np.asarray(num_events, np.int64)
+    if config.split_by == "events":
+        return -(-n // config.frame_events)
+    return np.array([(int(t[c - 1]) - int(t[0])) // config.frame_us + 1 if c else 0
+                     for c, t in zip(n, timestamps_us)], np.int64)
+
+
+def resize_frames(frames, frame_size):
+    """(…, H, W) frames → (…, H', W'): torchvision's Resize on tensors as the reference ran it (bilinear,
+    align_corners=False, no antialiasing) at integer factors f = W / W': output i samples input (i + ½)·f − ½,
+    i.e. pixel f·i + (f − 1)/2 for odd f and the mean of pixels f·i + f/2 − 1 and f·i + f/2 for even f
+    (f = 2: the mean of each 2×2 block)."""
+    out = frames
+    for axis, size in ((-1, frame_size[0]), (-2, frame_size[1])):
+        factor = out.shape[axis] // size
+        if factor == 1:
+            continue
+        take = lambda start: jnp.take(out, jnp.arange(size) * factor + start, axis=axis)  # noqa: E731
+        out = take((factor - 1) // 2) if factor % 2 else 0.5 * (take(factor // 2 - 1) + take(factor // 2))
+    return out
 
 
 def frames_left_empty(num_events: np.ndarray, timestamps_us, num_frames: int, split_by: str) -> np.ndarray:

@@ -33,22 +33,36 @@ from ...modeling_events import (BackboneOutput, EventModelModule, FlaxEventPreTr
                                 SequenceClassificationModule, valid_mask)
 from ...spiking import multistep_lif
 from .configuration_spike_driven_transformer import SpikeDrivenTransformerConfig
-from .frames import events_to_frames
+from .frames import events_to_frames, frames_used, resize_frames
+
+
+def _carried(module, name, shape, dtype, frame_mask):
+    """A value streaming carries from frame to frame (the "stream_state" collection, present when the backbone
+    runs on frames with a frame_mask); None in the full forward, which starts every sample from rest."""
+    if frame_mask is None:
+        return None
+    return module.variable("stream_state", name, jnp.zeros, shape, dtype)
 
 
 class LIF(nn.Module):
-    """A layer of multi-step LIF neurons over the leading T axis (ParametricLIF with spike_mode="plif")."""
+    """A layer of multi-step LIF neurons over the leading T axis (ParametricLIF with spike_mode="plif"); with a
+    frame_mask (T, B) (streaming) the membranes start from and return to the "stream_state" collection and a
+    masked frame leaves them unchanged."""
 
     config: Any
     v_threshold: float = 1.0
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, frame_mask=None):
         cfg = self.config
         inv_tau = 0.5
         if cfg.spike_mode == "plif":  # 1/τ = sigmoid(w), w = −log(τ_init − 1) = 0 for τ_init = 2
             inv_tau = jax.nn.sigmoid(self.param("w", nn.initializers.zeros, ()))
-        spikes, _ = multistep_lif(x, inv_tau=inv_tau, v_threshold=self.v_threshold, alpha=cfg.surrogate_alpha)
+        membrane = _carried(self, "v", x.shape[1:], x.dtype, frame_mask)
+        spikes, v = multistep_lif(x, None if membrane is None else membrane.value, inv_tau=inv_tau,
+                                  v_threshold=self.v_threshold, alpha=cfg.surrogate_alpha, valid=frame_mask)
+        if membrane is not None and not self.is_initializing():
+            membrane.value = v
         return spikes
 
 
@@ -86,44 +100,57 @@ class SpikingPatchSplitting(nn.Module):
     config: Any
 
     @nn.compact
-    def __call__(self, x, train: bool):
-        cfg, dim = self.config, self.config.hidden_size
+    def __call__(self, x, train: bool, frame_mask=None):
+        cfg, dim, k = self.config, self.config.hidden_size, self.config.stem_kernel_size
         pool = [c == "1" for c in cfg.pooling_stat]
         for i, width in enumerate((dim // 8, dim // 4, dim // 2)):
-            x = LIF(cfg, name=f"lif{i}")(ConvBN(width, 3, name=f"proj{i}")(x, train))
+            x = LIF(cfg, name=f"lif{i}")(ConvBN(width, k, name=f"proj{i}")(x, train), frame_mask)
             if pool[i]:
                 x = _frames_op(lambda a: _max_pool(a, 3, 2), x)
-        feature = ConvBN(dim, 3, name="proj3")(x, train)
+        feature = ConvBN(dim, k, name="proj3")(x, train)
         if pool[3]:
             feature = _frames_op(lambda a: _max_pool(a, 3, 2), feature)
-        return ConvBN(dim, 3, name="rpe")(LIF(cfg, name="lif3")(feature), train) + feature
+        return ConvBN(dim, k, name="rpe")(LIF(cfg, name="lif3")(feature, frame_mask), train) + feature
 
 
 class SpikeDrivenSelfAttention(nn.Module):
-    """SDSA (the reference's MS_SSA_Conv, mode "direct_xor"): linear in the tokens, spikes only."""
+    """SDSA (the reference's MS_SSA_Conv, mode "direct_xor"): linear in the tokens, spikes only. Tokens are the
+    H·W positions of a frame (attention_over="space"), or the frames themselves ("time": K⊙V summed over all
+    frames, or causally over each frame and those before it, a running sum streaming carries)."""
 
     config: Any
 
     @nn.compact
-    def __call__(self, x, train: bool):
+    def __call__(self, x, train: bool, frame_mask=None):
         cfg = self.config
         t, b, h, w, c = x.shape
         heads = cfg.num_heads
-        s = LIF(cfg, name="shortcut_lif")(x)
+        s = LIF(cfg, name="shortcut_lif")(x, frame_mask)
 
         def erode(a):  # dvs_mode: the reference's 3×3 max-pool, stride 1, over the last two axes of `a`
             return _max_pool(a.reshape((-1,) + a.shape[-2:] + (1,)), 3, 1).reshape(a.shape) if cfg.dvs_mode else a
 
         def qkv(name, pooled=False):  # LIF(BN(conv1×1(s))); K and V eroded over (H, W) in dvs_mode
-            out = LIF(cfg, name=f"{name}_lif")(ConvBN(c, 1, name=name)(s, train))
+            out = LIF(cfg, name=f"{name}_lif")(ConvBN(c, 1, name=name)(s, train), frame_mask)
             return _frames_op(lambda a: _max_pool(a, 3, 1), out) if pooled and cfg.dvs_mode else out
 
         def per_head(a):  # (T, B, H, W, C) → (T·B, heads, N, C/heads), the reference's layout
             return a.reshape(t * b, h * w, heads, c // heads).transpose(0, 2, 1, 3)
 
         q, k, v = per_head(qkv("q")), per_head(qkv("k", True)), per_head(qkv("v", True))
-        kv = jnp.sum(erode(k * v), axis=2, keepdims=True)  # Σ over the N tokens
-        kv = LIF(cfg, v_threshold=0.5, name="talking_heads_lif")(kv.reshape((t, b) + kv.shape[1:]))
+        kv = jnp.sum(erode(k * v), axis=2, keepdims=True)  # Σ over the N tokens of each frame
+        kv = kv.reshape((t, b) + kv.shape[1:])
+        if cfg.attention_over == "time":  # Σ over the frames (each frame's own Σ over its N tokens first)
+            if frame_mask is not None:
+                kv = kv * frame_mask.reshape(frame_mask.shape + (1,) * 3)
+            if cfg.causal_attention:
+                running = _carried(self, "kv_sum", kv.shape[1:], kv.dtype, frame_mask)
+                kv = jnp.cumsum(kv, axis=0) + (0.0 if running is None else running.value)
+                if running is not None and not self.is_initializing():
+                    running.value = kv[-1]
+            else:
+                kv = jnp.broadcast_to(jnp.sum(kv, axis=0, keepdims=True), kv.shape)
+        kv = LIF(cfg, v_threshold=0.5, name="talking_heads_lif")(kv, frame_mask)
         out = erode(q * kv.reshape(q.shape[:1] + kv.shape[2:]))
         out = out.transpose(0, 2, 1, 3).reshape(t, b, h, w, c)
         return ConvBN(c, 1, use_bias=True, name="proj")(out, train) + x
@@ -135,46 +162,67 @@ class SpikingMLP(nn.Module):
     config: Any
 
     @nn.compact
-    def __call__(self, x, train: bool):
+    def __call__(self, x, train: bool, frame_mask=None):
         cfg = self.config
         hidden = cfg.hidden_size * cfg.mlp_ratio
         identity = x
-        y = ConvBN(hidden, 1, use_bias=True, name="fc1")(LIF(cfg, name="fc1_lif")(x), train)
+        y = ConvBN(hidden, 1, use_bias=True, name="fc1")(LIF(cfg, name="fc1_lif")(x, frame_mask), train)
         if hidden == cfg.hidden_size:
             y = identity = identity + y
-        y = ConvBN(cfg.hidden_size, 1, use_bias=True, name="fc2")(LIF(cfg, name="fc2_lif")(y), train)
+        y = ConvBN(cfg.hidden_size, 1, use_bias=True, name="fc2")(LIF(cfg, name="fc2_lif")(y, frame_mask), train)
         return y + identity
 
 
+def model_frames(config, input_ids, times_us, mask):
+    """(T, B, H, W, C) network input of a batch of tokenized samples: the frames (events_to_frames), resized
+    (frame_size), laid out as images (C = polarities) or as 1×1 frames of every sensor channel."""
+    frames = events_to_frames(input_ids, times_us, mask, config.sensor_size, config.num_frames, config.split_by,
+                              config.frame_length)
+    if config.frame_size is not None:
+        frames = resize_frames(frames, config.frame_size)
+    if config.frame_layout == "channels":  # (B, T, P, H, W) → (T, B, 1, 1, P·H·W), the token order
+        return frames.reshape(frames.shape[:2] + (1, 1, -1)).transpose(1, 0, 2, 3, 4)
+    return frames.transpose(1, 0, 3, 4, 2)
+
+
 class FlaxSpikeDrivenTransformerBackbone(nn.Module):
-    """Event tokens → frames → MS_SPS → blocks → per-frame spikes (B, T, D): the backbone of every model."""
+    """Event tokens → frames → MS_SPS → blocks → per-frame spikes (B, T, D): the backbone of every model.
+    Streaming calls it on ready frames (T, B, H, W, C) with a frame_mask (T, B), carrying every membrane (and
+    the causal attention's running sum) in the "stream_state" collection."""
 
     config: SpikeDrivenTransformerConfig
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, input_ids, time_deltas, attention_mask, train: bool = False, output_hidden_states=False):
+    def __call__(self, input_ids, time_deltas, attention_mask, train: bool = False, output_hidden_states=False,
+                 frames=None, frame_mask=None):
         cfg = self.config
-        mask = jnp.asarray(valid_mask(attention_mask, input_ids.shape))
-        dt = jnp.where(mask, jnp.asarray(time_deltas, jnp.float32), 0.0)
-        # exact integer µs times: every gap is an integer number of µs (float32 of gap/unit, rounded back)
-        times = jnp.cumsum(jnp.round(dt * np.float32(cfg.time_unit_us)).astype(jnp.int32), axis=1)
-        frames = events_to_frames(input_ids, times, mask, cfg.sensor_size, cfg.num_frames, cfg.split_by)
-        x = frames.transpose(1, 0, 3, 4, 2)  # (T, B, H, W, P)
+        if frames is None:
+            mask = jnp.asarray(valid_mask(attention_mask, input_ids.shape))
+            dt = jnp.where(mask, jnp.asarray(time_deltas, jnp.float32), 0.0)
+            # exact integer µs times: every gap is an integer number of µs (float32 of gap/unit, rounded back)
+            times = jnp.cumsum(jnp.round(dt * np.float32(cfg.time_unit_us)).astype(jnp.int32), axis=1)
+            x = model_frames(cfg, input_ids, times, mask)
+            frames_valid = frames_used(input_ids, times, mask, cfg.num_channels, cfg.num_frames, cfg.split_by,
+                                       cfg.frame_length).T
+            total_time = jnp.sum(dt, axis=1)
+        else:
+            x = frames
+            frames_valid = jnp.ones(x.shape[:2], bool) if frame_mask is None else frame_mask
+            total_time = jnp.zeros(x.shape[1])
         hidden_states = (x,)
-        x = SpikingPatchSplitting(cfg, name="patch_embed")(x, train)
+        x = SpikingPatchSplitting(cfg, name="patch_embed")(x, train, frame_mask)
         hidden_states += (x,)
         for i in range(cfg.num_layers):
-            x = SpikeDrivenSelfAttention(cfg, name=f"block{i}_attn")(x, train)
-            x = SpikingMLP(cfg, name=f"block{i}_mlp")(x, train)
+            x = SpikeDrivenSelfAttention(cfg, name=f"block{i}_attn")(x, train, frame_mask)
+            x = SpikingMLP(cfg, name=f"block{i}_mlp")(x, train, frame_mask)
             hidden_states += (x,)
-        spikes = LIF(cfg, name="head_lif")(jnp.mean(x, axis=(2, 3)))  # (T, B, D)
+        spikes = LIF(cfg, name="head_lif")(jnp.mean(x, axis=(2, 3)), frame_mask)  # (T, B, D)
         hidden = spikes.transpose(1, 0, 2).astype(self.dtype)
-        frames_valid = jnp.broadcast_to(jnp.any(mask, axis=1, keepdims=True), hidden.shape[:2])
         return BackboneOutput(
-            last_hidden_state=hidden, pooled_mask=frames_valid, pooled_time_deltas=jnp.zeros(hidden.shape[:2]),
+            last_hidden_state=hidden, pooled_mask=frames_valid.T, pooled_time_deltas=jnp.zeros(hidden.shape[:2]),
             hidden_states=hidden_states if output_hidden_states else None, inputs_embeds=None,
-            total_time=jnp.sum(dt, axis=1),
+            total_time=total_time,
         )  # fmt: skip
 
 
