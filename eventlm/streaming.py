@@ -272,6 +272,12 @@ class Streamer:
             raise ValueError(f"the CPU streaming kernel cannot run this model: {reason}; use implementation='xla'")
         return reason is None and (implementation == "cpu-kernel" or _computes_on_cpu())
 
+    def host_step(self, implementation: str):
+        """The callable (buffer, logits, tokens, dt, counts) -> (outputs, buffer, logits) that `stream` runs
+        for a chunk instead of the bucketed XLA step, or None for the XLA step: the CPU kernel where
+        `use_cpu_kernel` says so."""
+        return self.cpu_kernel if self.use_cpu_kernel(implementation) else None
+
     def row_step(self, consts, device_state, ids, dt, n):
         """One chunk of one stream: (outputs, new device state). device_state: (its row of the state
         buffer, its logits); ids, dt (L,), n valid events (scalar)."""
@@ -303,6 +309,132 @@ class Streamer:
             return jax.vmap(row, in_axes=(None, 0, 0, 0, 0))(consts, device_state, ids, dt, n)
 
         return jax.jit(step)
+
+
+class FrameStreamer(Streamer):
+    """The streaming step of a frame-based backbone (frames closed by event count or by time: the Spike-Driven
+    Transformer). The events of a chunk are cut into frames on the host (the family's `close_frames`, the
+    same rule as its full forward); the frames that close run through the backbone in order, from the carried
+    state, in one jitted call per ≤ FRAME_PIECE frames (padded to powers of two, a mask freezing the padding);
+    they enter the readout as final positions. The open frame (events so far, more may come) runs from the
+    committed state as the provisional last position, so the prediction equals the full forward on the prefix.
+
+    A family supplies `network_state_template()` (one stream's carried backbone state, ShapeDtypeStructs),
+    `close_frames(...)` (host) and `run_frames(consts, net_state, counts (T, B, channels), mask (T, B))` →
+    (net_state, hidden (B, T, D)); its state row also holds the open frame's event counts and the three
+    framing numbers (events in it, µs since it began, whether the stream has begun).
+    """
+
+    FRAME_PIECE = 64
+    num_channels: int = 0
+
+    def network_state_template(self):
+        raise NotImplementedError
+
+    def close_frames(self, tokens, gaps_us, n, open_events, since_us, started):
+        raise NotImplementedError
+
+    def run_frames(self, consts, net_state, counts, mask):
+        raise NotImplementedError
+
+    def backbone_state_template(self):
+        scalar = jax.ShapeDtypeStruct((), np.float32)
+        return {"network": self.network_state_template(),
+                "open": jax.ShapeDtypeStruct((self.num_channels,), np.float32),
+                "framing": {"open_events": scalar, "since_us": scalar, "started": scalar}}
+
+    def cpu_kernel_reason(self):
+        return "frame-based models stream through their jitted frame step"
+
+    def host_step(self, implementation: str):
+        if implementation not in ("auto", "xla"):
+            raise ValueError(f"a frame-based model streams with implementation 'auto' or 'xla' (its jitted frame "
+                             f"step), got {implementation!r}")
+        return self._frame_chunk
+
+    @functools.cached_property
+    def _framing_slice(self):
+        """The flat offsets [lo, hi) of open_events, since_us, started (adjacent leaves) in a state row."""
+        paths = [jax.tree_util.keystr(p) for p, _ in
+                 jax.tree_util.tree_flatten_with_path(self.backbone_state_template())[0]]
+        lo = self.layout.entries[paths.index("['framing']['open_events']")][0]
+        assert [self.layout.entries[paths.index(f"['framing']['{k}']")][0] for k in ("since_us", "started")] \
+            == [lo + 1, lo + 2]
+        return lo, lo + 3
+
+    @functools.cached_property
+    def _frame_fns(self):
+        cfg, dtype, layout, fingerprint = self.config, self.dtype, self.layout, self.fingerprint
+        readout_fn = jax.vmap(lambda consts, *row: _classification_readout(cfg, dtype, consts, *row),
+                              in_axes=(None, 0, 0, 0, 0, 0))
+
+        def commit(consts, buffer, counts, mask, merge_open):
+            """Closed frames (T, B, channels) into the state; the open frame's counts join frame 0 of the
+            streams that close it (merge_open)."""
+            TRACE_COUNTS[fingerprint] += 1
+            consts = consts.unpack()
+            state, readout = layout.unpack(buffer)
+            counts = counts.at[0].add(state["open"] * merge_open[:, None])
+            network, hidden = self.run_frames(consts, state["network"], counts, mask)
+            m = mask.T.astype(jnp.float32)  # (B, T)
+            count = jnp.sum(m, axis=1)
+            last = jnp.take_along_axis(hidden, jnp.maximum(count.astype(jnp.int32) - 1, 0)[:, None, None], axis=1)[:, 0]
+            readout = readout.replace(
+                weighted_sum=readout.weighted_sum + jnp.einsum("btd,bt->bd", hidden.astype(jnp.float32), m),
+                weight=readout.weight + count,
+                last_hidden=jnp.where((count > 0)[:, None], last.astype(readout.last_hidden.dtype),
+                                      readout.last_hidden))
+            state = {**state, "network": network, "open": state["open"] * (1.0 - merge_open[:, None])}
+            return jax.vmap(layout.pack)((state, readout))
+
+        def finish(consts, buffer, new_counts, framing, chunk_time):
+            """The open frame gets the chunk's events past the closed frames; the prediction reads the
+            committed positions plus the open frame as the provisional last one."""
+            TRACE_COUNTS[fingerprint] += 1
+            consts = consts.unpack()
+            state, readout = layout.unpack(buffer)
+            open_counts = state["open"] + new_counts
+            has = framing["open_events"] > 0
+            _, hidden = self.run_frames(consts, state["network"], open_counts[None], has[None])
+            readout = readout.replace(total_time=readout.total_time + chunk_time)
+            logits, readout = readout_fn(consts, readout, hidden, jnp.zeros(hidden.shape[:2]),
+                                         has[:, None], jnp.zeros(has.shape, jnp.int32))
+            state = {**state, "open": open_counts, "framing": framing}
+            return logits, jax.vmap(layout.pack)((state, readout))
+
+        return jax.jit(commit), jax.jit(finish)
+
+    def _frame_chunk(self, buffer, logits, tokens, dts, counts):
+        cfg = self.config
+        batch = tokens.shape[0]
+        lo, hi = self._framing_slice
+        framing = np.asarray(buffer[:, lo:hi], np.float64)
+        gaps_us = np.round(dts * np.float32(cfg.time_unit_us)).astype(np.int64)  # the full forward's rule
+        offset, closed, open_events, since_us, started = self.close_frames(
+            tokens, gaps_us, counts, framing[:, 0].astype(np.int64), framing[:, 1].astype(np.int64),
+            framing[:, 2] > 0)
+        commit, finish = self._frame_fns
+        consts = self.constants
+        rows, cols = np.nonzero(offset >= 0)
+        frame_of = offset[rows, cols]
+        total = int(closed.max()) if batch else 0
+        for start in range(0, total, self.FRAME_PIECE):
+            size = min(self.FRAME_PIECE, total - start)
+            padded = _bucket(size, BUCKETS)
+            piece = np.zeros((padded, batch, self.num_channels), np.float32)
+            sel = (frame_of >= start) & (frame_of < start + size) & (frame_of < closed[rows])
+            np.add.at(piece, (frame_of[sel] - start, rows[sel], tokens[rows[sel], cols[sel]]), 1.0)
+            mask = (start + np.arange(padded))[:, None] < np.minimum(closed, start + size)[None, :]
+            merge = (closed > 0) & (start == 0)
+            buffer = commit(consts, buffer, piece, mask, merge.astype(np.float32))
+        new_counts = np.zeros((batch, self.num_channels), np.float32)
+        sel = frame_of == closed[rows]
+        np.add.at(new_counts, (rows[sel], tokens[rows[sel], cols[sel]]), 1.0)
+        framing = {"open_events": open_events.astype(np.float32), "since_us": since_us.astype(np.float32),
+                   "started": started.astype(np.float32)}
+        chunk_time = np.sum(dts, axis=1, dtype=np.float32)
+        logits, buffer = finish(consts, buffer, new_counts, framing, chunk_time)
+        return logits, buffer, logits
 
 
 class BackboneChunk(NamedTuple):
@@ -609,8 +741,9 @@ def stream(model, input_ids, timestamps, state: StreamState, params=None, batch_
             return _empty_output(model, state, batch), state
         dt = _gaps_before(cfg, ts, n, state)
         tokens, dts, counts, pending = _internal_events(cfg, ids, dt, n, state)
-    if streamer.use_cpu_kernel(implementation):
-        out, buffer, logits = streamer.cpu_kernel(state.buffer, state.logits, tokens, dts, counts)
+    host_step = streamer.host_step(implementation)
+    if host_step is not None:
+        out, buffer, logits = host_step(state.buffer, state.logits, tokens, dts, counts)
         device_state, pieces = (buffer, logits), [out]
     else:
         out, device_state, pieces = _xla_chunk(streamer, buckets, state, tokens, dts, counts)

@@ -86,9 +86,23 @@ def lif(x, threshold=1.0):  # x (T, ...): SpikingJelly's step loop
     return lif_numpy(x.astype(np.float32), v_th=threshold)[0].astype(np.float64)
 
 
-def reference_forward(model, frames):
+def bilinear_np(x, size):
+    """torch's interpolate(mode="bilinear", align_corners=False, antialias=False) over the last two axes,
+    written out: output i reads input (i + ½)·(in/out) − ½, linearly between its two neighbours."""
+    for axis, out in ((-1, size[0]), (-2, size[1])):
+        n = x.shape[axis]
+        src = np.maximum((np.arange(out) + 0.5) * (n / out) - 0.5, 0.0)
+        lo = np.floor(src).astype(int)
+        hi = np.minimum(lo + 1, n - 1)
+        w = (src - lo).reshape((-1,) + (1,) * (-axis - 1))
+        x = np.take(x, lo, axis=axis) * (1 - w) + np.take(x, hi, axis=axis) * w
+    return x
+
+
+def reference_forward(model, frames, used=None):
     """The reference's SpikeDrivenTransformer.forward (MS_SPS, MS_Block_Conv ×L, head) in numpy: frames
-    (T, B, P, H, W) → logits (B, classes)."""
+    (T, B, P, H, W) → logits (B, classes); eventlm's options written beside it (resize, channel frames,
+    attention over the frames, the head's mean over the used frames (T, B) only)."""
     cfg = model.config
     P = jax.tree_util.tree_map(np.asarray, model.params)["sdt"]
     S = jax.tree_util.tree_map(np.asarray, model.batch_stats)["sdt"]
@@ -103,7 +117,12 @@ def reference_forward(model, frames):
         return maxpool_np(x, k, stride)
 
     sps, sps_s = P["patch_embed"], S["patch_embed"]
+    used = np.ones((T, B), bool) if used is None else used
     x = frames.astype(np.float64)
+    if cfg.frame_size is not None:
+        x = bilinear_np(x, cfg.frame_size)
+    if cfg.frame_layout == "channels":  # every sensor channel an input feature of a 1×1 frame
+        x = x.reshape(T, B, -1, 1, 1)
     for i in range(3):
         x = lif(cbn(x, sps[f"proj{i}"], sps_s[f"proj{i}"]))
         if cfg.pooling_stat[i] == "1":
@@ -130,7 +149,10 @@ def reference_forward(model, frames):
         kv = k * v
         if cfg.dvs_mode:
             kv = pool(kv, 3, 1)
-        kv = lif(kv.sum(axis=-2, keepdims=True), threshold=0.5)
+        kv = kv.sum(axis=-2, keepdims=True)
+        if cfg.attention_over == "time":  # Σ over frames t' ≤ t (causal) or all frames
+            kv = np.cumsum(kv, axis=0) if cfg.causal_attention else np.broadcast_to(kv.sum(axis=0), kv.shape)
+        kv = lif(kv, threshold=0.5)
         y = q * kv
         if cfg.dvs_mode:
             y = pool(y, 3, 1)
@@ -144,7 +166,9 @@ def reference_forward(model, frames):
         x = cbn(lif(y), m["fc2"], m_s["fc2"], bias=True) + identity
     spikes = lif(x.reshape(T, B, cfg.hidden_size, -1).mean(axis=3))  # (T, B, D)
     head = P["classifier"] if "classifier" in P else jax.tree_util.tree_map(np.asarray, model.params)["classifier"]
-    return (spikes @ head["kernel"] + head["bias"]).mean(axis=0), spikes
+    per_frame = spikes @ head["kernel"] + head["bias"]
+    w = used[..., None].astype(np.float64)
+    return (per_frame * w).sum(axis=0) / np.maximum(w.sum(axis=0), 1), spikes
 
 
 def random_tokens(seed, batch=3, length=400):
@@ -177,15 +201,32 @@ def decoded_events(ids, ts, mask):
         yield rest % W, rest // W, p, t
 
 
-def reference_frames(ids, ts, mask, T, split_by):
+def reference_frames(ids, ts, mask, T, split_by, frame_length=0):
+    """(T, B, 2, H, W) frames and the used frames (T, B): SpikingJelly's for "number" / "time"; for
+    "events" / "duration" event k (time t) in frame k // frame_events ((t − t_0) // frame_us), written
+    out as loops."""
     W, H, _ = SENSOR
-    frames = [spikingjelly_frames(x, y, p, t, W, H, T, split_by) for x, y, p, t in decoded_events(ids, ts, mask)]
-    return np.stack(frames, axis=1)  # (T, B, 2, H, W)
+    if split_by in ("number", "time"):
+        frames = [spikingjelly_frames(x, y, p, t, W, H, T, split_by) for x, y, p, t in decoded_events(ids, ts, mask)]
+        return np.stack(frames, axis=1), None
+    frames, used = np.zeros((T, ids.shape[0], 2, H, W)), np.zeros((T, ids.shape[0]), bool)
+    for b, (x, y, p, t) in enumerate(decoded_events(ids, ts, mask)):
+        for k in range(t.size):
+            f = k // frame_length if split_by == "events" else (t[k] - t[0]) // frame_length
+            frames[f, b, p[k], y[k], x[k]] += 1
+            used[: f + 1, b] = True
+    return frames, used
 
 
-@pytest.mark.parametrize("overrides", [dict(), dict(dvs_mode=True, pooling_stat="1100"), dict(mlp_ratio=1),
-                                       dict(spike_mode="plif", split_by="time")],
-                         ids=["gesture-like", "dvs-mode", "mlp-residual", "plif-time"])
+@pytest.mark.parametrize("overrides", [
+    dict(), dict(dvs_mode=True, pooling_stat="1100"), dict(mlp_ratio=1), dict(spike_mode="plif", split_by="time"),
+    dict(frame_size=[6, 5], dvs_mode=True, pooling_stat="0011", classification_loss="tet"),
+    dict(split_by="events", frame_events=45, num_frames=10), dict(split_by="duration", frame_us=25_000, num_frames=9),
+    dict(frame_layout="channels", stem_kernel_size=1, pooling_stat="0000", attention_over="time",
+         causal_attention=True, split_by="duration", frame_us=20_000, num_frames=11),
+    dict(frame_layout="channels", stem_kernel_size=1, pooling_stat="0000", attention_over="time"),
+], ids=["gesture-like", "dvs-mode", "mlp-residual", "plif-time", "cifar10-dvs-like", "by-events", "by-duration",
+        "audio-causal", "audio-over-all-frames"])
 def test_forward_equals_the_reference_in_numpy(overrides):
     cfg = tiny_config(**overrides)
     model = trained_like(FlaxSpikeDrivenTransformerForSequenceClassification(cfg, seed=1))
@@ -193,10 +234,14 @@ def test_forward_equals_the_reference_in_numpy(overrides):
         model.params = jax.tree_util.tree_map_with_path(
             lambda p, a: jnp.zeros_like(a) if p[-1].key == "w" else a, model.params)
     ids, ts, mask = random_tokens(seed=len(overrides))
-    frames = reference_frames(ids, ts, mask, cfg.num_frames, cfg.split_by)
-    ref_logits, ref_spikes = reference_forward(model, frames)
+    frames, used = reference_frames(ids, ts, mask, cfg.num_frames, cfg.split_by, cfg.frame_length)
+    ref_logits, ref_spikes = reference_forward(model, frames, used)
     out = model(ids, ts, attention_mask=mask, output_hidden_states=True)
-    np.testing.assert_array_equal(np.asarray(out.hidden_states[0]).transpose(0, 1, 4, 2, 3), frames)
+    network_input = bilinear_np(frames, cfg.frame_size) if cfg.frame_size else frames
+    if cfg.frame_layout == "channels":
+        network_input = network_input.reshape(frames.shape[:2] + (-1,))
+    np.testing.assert_allclose(np.asarray(out.hidden_states[0]).transpose(0, 1, 4, 2, 3).reshape(network_input.shape),
+                               network_input, rtol=1e-6)
     rate = ref_spikes.mean()
     assert 0.02 < rate < 0.98, f"head firing rate {rate}: the weights do not exercise the spikes"
     np.testing.assert_allclose(np.asarray(out.logits), ref_logits, rtol=1e-4, atol=1e-4 * np.abs(ref_logits).max())
@@ -357,3 +402,124 @@ def test_task_preset_builds_the_model_for_the_tokenizers_camera():
     check_vocabulary(config, camera)
     with pytest.raises(ValueError, match=r"frames of a \(32, 24, 2\) sensor .* tokenizer is for \(128, 128, 2\)"):
         check_vocabulary(config, EventTokenizer.from_pretrained("dvs-gesture"))
+
+
+# ---------------------------------------------------------------------------------- streaming, TET, new options
+
+STREAMING_CASES = {
+    "image-by-events": dict(split_by="events", frame_events=37, num_frames=12, dvs_mode=True),
+    "image-by-duration": dict(split_by="duration", frame_us=18_000, num_frames=13, spike_mode="plif"),
+    "audio-causal": dict(frame_layout="channels", stem_kernel_size=1, pooling_stat="0000", attention_over="time",
+                         causal_attention=True, split_by="duration", frame_us=15_000, num_frames=16),
+}
+
+
+@pytest.mark.parametrize("case", sorted(STREAMING_CASES))
+def test_streaming_frame_by_frame_equals_the_full_forward_on_every_prefix(case):
+    """Chunks of random lengths (1 … 70, two streams receiving different numbers of events through the
+    attention mask): after every chunk the streamed logits equal the full forward on the prefix; frames
+    close by count or by time, some chunks close several frames at once, some none."""
+    cfg = tiny_config(**STREAMING_CASES[case])
+    model = trained_like(FlaxSpikeDrivenTransformerForSequenceClassification(cfg, seed=2), seed=4)
+    ids, ts, mask = random_tokens(seed=11, batch=2, length=320)
+    n = mask.sum(axis=1)
+    rng = np.random.default_rng(5)
+    state, pos, checked, moved = model.init_stream(2), 0, 0, 0
+    previous = np.asarray(state.logits)
+    while pos < ids.shape[1]:
+        k = min(int(rng.choice([1, 2, 5, 17, 70])), ids.shape[1] - pos)
+        part = (np.arange(pos, pos + k)[None] < n[:, None]).astype(np.int32)
+        out, state = model.stream(ids[:, pos:pos + k], ts[:, pos:pos + k], state, attention_mask=part)
+        pos += k
+        if rng.random() < 0.3 or pos == ids.shape[1]:
+            prefix = (np.arange(ids.shape[1])[None] < np.minimum(n, pos)[:, None]).astype(np.int32)
+            full = np.asarray(model(ids, ts, attention_mask=prefix).logits)
+            np.testing.assert_allclose(np.asarray(out.logits), full, rtol=1e-5, atol=1e-5 * np.abs(full).max())
+            checked += 1
+        moved += not np.allclose(np.asarray(out.logits), previous)
+        previous = np.asarray(out.logits)
+    assert checked >= 5 and moved >= 5  # the prediction really changes as frames close
+
+
+def test_models_that_need_the_whole_sample_refuse_to_stream():
+    for overrides, words in ((dict(), "split_by='number'"),
+                             (dict(attention_over="time", split_by="events", frame_events=9), "later frames")):
+        model = FlaxSpikeDrivenTransformerForSequenceClassification(tiny_config(**overrides), seed=0)
+        with pytest.raises(ValueError, match=words):
+            model.init_stream(1)
+
+
+def test_close_frames_by_hand():
+    from eventlm.models.spike_driven_transformer.frames import close_frames
+
+    # duration 10 µs, channels < 5; tokens 7 are special (carry time, place no event); a fresh stream starts at
+    # its first real event (t = 3 here: bos at 0 µs, gap 3)
+    tokens = np.array([[7, 1, 2, 3, 7, 4]])
+    gaps = np.array([[0, 3, 4, 9, 30, 1]])
+    offset, closed, open_events, since, started = close_frames(tokens, gaps, np.array([6]), 5, "duration", 10,
+                                                               np.array([0]), np.array([0]), np.array([False]))
+    # times from the first event: 0, 4, 13, (43), 44 → frames 0, 0, 1, 4; 4 frames closed; the open one began at 40
+    assert offset.tolist() == [[-1, 0, 0, 1, -1, 4]] and closed.tolist() == [4]
+    assert open_events.tolist() == [1] and since.tolist() == [4] and started.tolist() == [True]
+    # continuing: 5 µs later (since 4 + 5 = 9) still the open frame, 1 µs more closes it
+    offset, closed, open_events, since, _ = close_frames(np.array([[0, 0]]), np.array([[5, 1]]), np.array([2]), 5,
+                                                         "duration", 10, open_events, since, started)
+    assert offset.tolist() == [[0, 1]] and closed.tolist() == [1] and open_events.tolist() == [1]
+    assert since.tolist() == [0]
+    offset, closed, open_events, _, _ = close_frames(np.array([[0, 9, 1, 2, 3]]), np.zeros((1, 5), int),
+                                                     np.array([5]), 5, "events", 3, np.array([2]), np.array([0]),
+                                                     np.array([True]))
+    assert offset.tolist() == [[0, -1, 1, 1, 1]] and closed.tolist() == [2] and open_events.tolist() == [0]
+
+
+def test_frame_resize_is_torchvisions_bilinear_resize_without_antialiasing():
+    torch = pytest.importorskip("torch")
+    from eventlm.models.spike_driven_transformer.frames import resize_frames
+
+    x = np.random.default_rng(0).integers(0, 5, (2, 3, 2, 24, 36)).astype(np.float32)
+    for size in ([18, 12], [12, 8], [9, 6], [36, 24]):
+        ours = np.asarray(resize_frames(jnp.asarray(x), size))
+        ref = torch.nn.functional.interpolate(torch.from_numpy(x.reshape(-1, 2, 24, 36)), size=(size[1], size[0]),
+                                              mode="bilinear", align_corners=False, antialias=False)
+        np.testing.assert_allclose(ours, ref.numpy().reshape(ours.shape), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(ours, bilinear_np(x, size), rtol=1e-6, atol=1e-6)
+
+
+def test_tet_loss_equals_the_references_criterion_written_out():
+    """TET on trained-like weights against criterion.TET_loss of the reference written in numpy: per-frame
+    logits (the head's linear layer on every frame's spikes), (1 − λ)·mean_t CE + λ·MSE(logits, means)."""
+    cfg = tiny_config(classification_loss="tet", tet_lamb=0.2, tet_means=0.5)
+    model = trained_like(FlaxSpikeDrivenTransformerForSequenceClassification(cfg, seed=3))
+    ids, ts, mask = random_tokens(seed=8)
+    labels = np.array([2, 0, 1])
+    out = model(ids, ts, attention_mask=mask, labels=labels)
+    frames, _ = reference_frames(ids, ts, mask, cfg.num_frames, cfg.split_by)
+    _, spikes = reference_forward(model, frames)
+    head = jax.tree_util.tree_map(np.asarray, model.params)["classifier"]
+    logits = spikes @ head["kernel"] + head["bias"]  # (T, B, C)
+    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    ce = -np.mean([logp[t, np.arange(3), labels].mean() for t in range(cfg.num_frames)])
+    expected = 0.8 * ce + 0.2 * np.mean((logits - 0.5) ** 2)
+    np.testing.assert_allclose(float(out.loss), expected, rtol=1e-4)
+    plain = model.__class__(tiny_config(), seed=3)
+    plain.params, plain.batch_stats = model.params, model.batch_stats
+    assert abs(float(plain(ids, ts, attention_mask=mask, labels=labels).loss) - expected) > 1e-3  # not plain CE
+    np.testing.assert_allclose(np.asarray(out.logits), logits.mean(0), rtol=1e-4, atol=1e-5)
+
+
+def test_new_options_are_checked_and_long_samples_are_refused_naming_the_value():
+    with pytest.raises(ValueError, match="frame_events"):
+        tiny_config(split_by="events")
+    with pytest.raises(ValueError, match="frame_size"):
+        tiny_config(frame_size=[5, 5])
+    with pytest.raises(ValueError, match="causal_attention"):
+        tiny_config(causal_attention=True)
+    with pytest.raises(ValueError, match="classifier_pooling"):
+        tiny_config(classification_loss="tet", classifier_pooling="last")
+    for name in ("cifar10-dvs", "shd", "ssc"):
+        SpikeDrivenTransformerConfig.from_preset(name)
+    model = FlaxSpikeDrivenTransformerForSequenceClassification(
+        tiny_config(split_by="duration", frame_us=10_000, num_frames=5), seed=0)
+    ids, ts, mask = random_tokens(seed=1)
+    with pytest.raises(ValueError, match=r"sample 0 fills \d+ frames of 10000 µs .*num_frames=5"):
+        model(ids, ts, attention_mask=mask)

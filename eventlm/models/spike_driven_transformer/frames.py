@@ -64,6 +64,16 @@ def events_to_frames(tokens, timestamps_us, valid, sensor_size, num_frames: int,
     return counts.reshape(tokens.shape[0], num_frames, polarities, height, width)
 
 
+def frames_to_input(config, frames):
+    """(B, T, P, H, W) frames → the network's (T, B, H, W, C) input: resized (frame_size), laid out as images
+    (C = polarities) or as 1×1 frames of every sensor channel (frame_layout="channels", token order)."""
+    if config.frame_size is not None:
+        frames = resize_frames(frames, config.frame_size)
+    if config.frame_layout == "channels":
+        return frames.reshape(frames.shape[:2] + (1, 1, -1)).transpose(1, 0, 2, 3, 4)
+    return frames.transpose(1, 0, 3, 4, 2)
+
+
 def frames_used(tokens, timestamps_us, valid, num_channels: int, num_frames: int, split_by: str,
                 frame_length: int = 0):
     """(B, T) bool: the frames a sample fills (all T for the whole-sample splits when it has events; frames
@@ -118,3 +128,41 @@ def frames_left_empty(num_events: np.ndarray, timestamps_us, num_frames: int, sp
         frame = np.minimum((t - t[0]) // width, num_frames - 1)
         out[b] = np.unique(frame).size < num_frames
     return out
+
+
+def close_frames(tokens, gaps_us, n, num_channels: int, split_by: str, frame_length: int, open_events, since_us,
+                 started):
+    """Host, incremental (streaming): the frames of a chunk of events, continuing from a stream's open frame.
+
+    tokens (B, L) ids, gaps_us (B, L) int64 µs before each token, n (B,) valid tokens; the stream's open frame
+    holds `open_events` (B,) events, began `since_us` (B,) µs before the newest token seen, and `started` (B,)
+    says whether any real event was seen (a "duration" stream's frames start at its first real event).
+    Returns (offset (B, L): the frame of each real event counted from the open frame, −1 for others;
+    closed (B,): frames closed by the chunk (frames 0 … closed − 1; frame `closed` is the new open one);
+    open_events, since_us, started after the chunk). The same rule as `frame_of_events` over a whole sample:
+    a frame closes when its frame_events-th event arrives, or when a real event arrives at or after its end
+    (special tokens carry time but close nothing, as they place no event)."""
+    batch, length = tokens.shape
+    valid = np.arange(length)[None, :] < np.asarray(n)[:, None]
+    real = valid & (tokens >= 0) & (tokens < num_channels)
+    has = real.any(axis=1)
+    rows = np.arange(batch)
+    open_events, since_us = np.asarray(open_events, np.int64), np.asarray(since_us, np.int64)
+    started = np.asarray(started, bool)
+    if split_by == "events":
+        total = open_events[:, None] + np.cumsum(real, axis=1) - 1
+        offset = np.where(real, total // frame_length, -1)
+        count = open_events + real.sum(axis=1)
+        return offset, count // frame_length, count % frame_length, since_us, started | has
+    if split_by != "duration":
+        raise ValueError(f"split_by={split_by!r} frames need the whole sample; streaming needs 'events' or 'duration'")
+    clock = np.cumsum(np.where(valid, gaps_us, 0), axis=1)  # µs since the newest token before the chunk
+    first = np.argmax(real, axis=1)
+    base = np.where(started, since_us, -clock[rows, first])  # a new stream's frame 0 starts at its first event
+    elapsed = base[:, None] + clock
+    offset = np.where(real, elapsed // frame_length, -1)
+    closed = np.where(has, offset.max(axis=1), 0)
+    in_open = (real & (offset == closed[:, None])).sum(axis=1)
+    open_after = np.where(closed > 0, in_open, open_events + in_open)
+    since_after = np.where(started | has, base + clock[:, -1] - closed * frame_length, 0)
+    return offset, closed, open_after, since_after, started | has

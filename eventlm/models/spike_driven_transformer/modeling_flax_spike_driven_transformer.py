@@ -33,7 +33,7 @@ from ...modeling_events import (BackboneOutput, EventModelModule, FlaxEventPreTr
                                 SequenceClassificationModule, valid_mask)
 from ...spiking import multistep_lif
 from .configuration_spike_driven_transformer import SpikeDrivenTransformerConfig
-from .frames import events_to_frames, frames_used, resize_frames
+from .frames import events_to_frames, frames_to_input, frames_used
 
 
 def _carried(module, name, shape, dtype, frame_mask):
@@ -173,18 +173,6 @@ class SpikingMLP(nn.Module):
         return y + identity
 
 
-def model_frames(config, input_ids, times_us, mask):
-    """(T, B, H, W, C) network input of a batch of tokenized samples: the frames (events_to_frames), resized
-    (frame_size), laid out as images (C = polarities) or as 1×1 frames of every sensor channel."""
-    frames = events_to_frames(input_ids, times_us, mask, config.sensor_size, config.num_frames, config.split_by,
-                              config.frame_length)
-    if config.frame_size is not None:
-        frames = resize_frames(frames, config.frame_size)
-    if config.frame_layout == "channels":  # (B, T, P, H, W) → (T, B, 1, 1, P·H·W), the token order
-        return frames.reshape(frames.shape[:2] + (1, 1, -1)).transpose(1, 0, 2, 3, 4)
-    return frames.transpose(1, 0, 3, 4, 2)
-
-
 class FlaxSpikeDrivenTransformerBackbone(nn.Module):
     """Event tokens → frames → MS_SPS → blocks → per-frame spikes (B, T, D): the backbone of every model.
     Streaming calls it on ready frames (T, B, H, W, C) with a frame_mask (T, B), carrying every membrane (and
@@ -202,7 +190,8 @@ class FlaxSpikeDrivenTransformerBackbone(nn.Module):
             dt = jnp.where(mask, jnp.asarray(time_deltas, jnp.float32), 0.0)
             # exact integer µs times: every gap is an integer number of µs (float32 of gap/unit, rounded back)
             times = jnp.cumsum(jnp.round(dt * np.float32(cfg.time_unit_us)).astype(jnp.int32), axis=1)
-            x = model_frames(cfg, input_ids, times, mask)
+            x = frames_to_input(cfg, events_to_frames(input_ids, times, mask, cfg.sensor_size, cfg.num_frames,
+                                                      cfg.split_by, cfg.frame_length))
             frames_valid = frames_used(input_ids, times, mask, cfg.num_channels, cfg.num_frames, cfg.split_by,
                                        cfg.frame_length).T
             total_time = jnp.sum(dt, axis=1)
@@ -237,10 +226,12 @@ class FlaxSpikeDrivenTransformerForSequenceClassificationModule(SequenceClassifi
 
 
 class FlaxSpikeDrivenTransformerPreTrainedModel(FlaxEventPreTrainedModel):
-    """The Spike-Driven Transformer's config and backbone name; one optimizer group; no streaming step yet."""
+    """The Spike-Driven Transformer's config and backbone name; one optimizer group; its streaming step."""
 
     config_class = SpikeDrivenTransformerConfig
     base_model_prefix = "sdt"
+    streamer_class = ("eventlm.models.spike_driven_transformer.streaming_spike_driven_transformer:"
+                      "SpikeDrivenTransformerStreamer")
 
 
 class FlaxSpikeDrivenTransformerModel(FlaxSpikeDrivenTransformerPreTrainedModel):
