@@ -34,7 +34,10 @@ MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES = OrderedDict([
     ("eventssm", "FlaxEventSSMForSequenceClassification"),
     ("spike-driven-transformer", "FlaxSpikeDrivenTransformerForSequenceClassification"),
 ])
-MODEL_FOR_NEXT_EVENT_PREDICTION_MAPPING_NAMES = OrderedDict(eventssm="FlaxEventSSMForNextEventPrediction")
+MODEL_FOR_NEXT_EVENT_PREDICTION_MAPPING_NAMES = OrderedDict([
+    ("eventssm", "FlaxEventSSMForNextEventPrediction"),
+    ("spike-driven-transformer", "FlaxSpikeDrivenTransformerForNextEventPrediction"),
+])
 
 
 def config_class_for(model_type: str):

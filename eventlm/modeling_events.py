@@ -239,6 +239,7 @@ class BackboneOutput(ModelOutput):
     hidden_states: Optional[Tuple[jax.Array, ...]] = None
     inputs_embeds: jax.Array = None
     total_time: jax.Array = None
+    event_context: Optional[jax.Array] = None
 
 
 
@@ -388,21 +389,30 @@ class NextEventHead(nn.Module):
     `local_proj` (so the most recent event always informs the prediction). With D = 1 (pooling_stride=1,
     the recommended pretraining setting) it reads the event's own hidden state. No prediction at k ever
     sees an event after k (batch-norm statistics in training mode aside, as for any batch-normed model).
+    A backbone with data-dependent positions (frames) names event k's last complete position itself
+    (`event_context`); one without event embeddings (inputs_embeds None) gets the head's own `event_embed`.
     """
 
     config: Any
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, hidden, inputs_embeds):
+    def __call__(self, hidden, inputs_embeds, event_context=None, input_ids=None):
         cfg = self.config
-        length, width = inputs_embeds.shape[1], hidden.shape[-1]
-        if cfg.total_stride == 1:
+        width = hidden.shape[-1]
+        if event_context is None and cfg.total_stride == 1:
             features = hidden
         else:
-            window = (jnp.arange(length) + 1) // cfg.total_stride - 1  # last complete window at k
-            context = jnp.take(hidden, jnp.clip(window, 0, hidden.shape[1] - 1), axis=1)
-            context = context * (window >= 0)[None, :, None]
+            if inputs_embeds is None:
+                ids = jnp.clip(input_ids, 0, cfg.vocab_size - 1)
+                inputs_embeds = nn.Embed(cfg.vocab_size, width, dtype=self.dtype, name="event_embed")(ids)
+            length = inputs_embeds.shape[1]
+            if event_context is None:
+                window = jnp.broadcast_to((jnp.arange(length) + 1) // cfg.total_stride - 1, (hidden.shape[0], length))
+            else:
+                window = event_context
+            context = jnp.take_along_axis(hidden, jnp.clip(window, 0, hidden.shape[1] - 1)[..., None], axis=1)
+            context = context * (window >= 0)[..., None]
             features = context + flat_dense(nn.Dense(width, dtype=self.dtype, name="local_proj"), inputs_embeds)
         features = nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=self.dtype, name="norm")(features)
         logits = flat_dense(nn.Dense(cfg.vocab_size, dtype=self.dtype, name="token_logits"), features)
@@ -511,10 +521,13 @@ class NextEventPredictionModule(_TaskModule):
                 "next-event prediction needs gap_convention='before': with 'after' every event carries the "
                 "gap to the next one, which the model would then read instead of predicting it"
             )
+        reason = getattr(self.config, "not_causal_reason", None)
+        if reason:
+            raise ValueError(f"next-event prediction needs a causal backbone: {reason}")
         backbone = self.backbone_class(self.config, self.dtype, name=self.backbone_name)
         out = backbone(input_ids, time_deltas, attention_mask, train, output_hidden_states)
         head = NextEventHead(self.config, self.dtype, name=HEAD_NAMES["next-event"])
-        logits, mix, means, scales = head(out.last_hidden_state, out.inputs_embeds)
+        logits, mix, means, scales = head(out.last_hidden_state, out.inputs_embeds, out.event_context, input_ids)
         loss = token_nll = time_nll = None
         if labels is not None:
             mask = jnp.asarray(valid_mask(attention_mask, input_ids.shape))

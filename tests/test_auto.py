@@ -75,7 +75,7 @@ def test_unknown_model_type_lists_known_types(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"")
     for auto_class, known in ((AutoModel, "'eventssm', 'spike-driven-transformer'"),
                               (AutoModelForSequenceClassification, "'eventssm', 'spike-driven-transformer'"),
-                              (AutoModelForNextEventPrediction, "'eventssm'")):
+                              (AutoModelForNextEventPrediction, "'eventssm', 'spike-driven-transformer'")):
         with pytest.raises(ValueError, match=rf"'not-a-model'.*known model types: \[{known}\]"):
             auto_class.from_pretrained(tmp_path)
     with pytest.raises(ValueError, match=r"known model types: \['eventssm', 'spike-driven-transformer'\]"):

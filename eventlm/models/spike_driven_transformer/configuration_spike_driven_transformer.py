@@ -176,11 +176,20 @@ class SpikeDrivenTransformerConfig(EventModelConfig):
         return {"events": self.frame_events, "duration": self.frame_us}.get(self.split_by, 0)
 
     @property
+    def not_causal_reason(self) -> Optional[str]:
+        """Why frame t of this model depends on later events (None: it does not, so it streams frame by frame
+        and can predict the next event)."""
+        if self.split_by not in ("events", "duration"):
+            return (f"split_by={self.split_by!r} cuts a sample into frames only once all its events are in; use "
+                    "split_by='events' or 'duration'")
+        if self.attention_over == "time" and not self.causal_attention:
+            return "attention_over='time' without causal_attention reads later frames; set causal_attention=True"
+        return None
+
+    @property
     def streams(self) -> bool:
-        """Whether the model can run frame by frame as events arrive (frames closed by count or time, and no
-        frame reading a later one)."""
-        return self.split_by in ("events", "duration") and not (self.attention_over == "time"
-                                                                and not self.causal_attention)
+        """Whether the model can run frame by frame as events arrive (see not_causal_reason)."""
+        return self.not_causal_reason is None
 
     @property
     def num_channels(self) -> int:

@@ -18,6 +18,7 @@ frame, so counting needs no decoding; special tokens (ids ≥ W·H·P) and paddi
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -85,6 +86,22 @@ def frames_used(tokens, timestamps_us, valid, num_channels: int, num_frames: int
         return jnp.broadcast_to(has, (tokens.shape[0], num_frames))
     last = jnp.max(frame_of_events(tokens, timestamps_us, valid, num_frames, split_by, frame_length), axis=1)
     return frames <= last[:, None]
+
+
+def frame_context(tokens, timestamps_us, valid, num_channels: int, num_frames: int, split_by: str,
+                  frame_length: int):
+    """(B, L) int32: for every position k, the last frame complete at k (−1: none), for the next-event head.
+    "events": the frame of k's event closes with it when k is its frame_events-th event; "duration": a frame
+    is known complete only once an event at or after its end arrives, so k reads the frame before its own.
+    Special tokens and padding read what the event before them read (a running maximum)."""
+    real = valid & (tokens >= 0) & (tokens < num_channels)
+    if split_by == "events":
+        rank = jnp.cumsum(real, axis=1) - 1
+        own = jnp.minimum((rank + 1) // frame_length, num_frames) - 1
+    else:
+        own = frame_of_events(tokens, timestamps_us, real, num_frames, split_by, frame_length) - 1
+    own = jnp.where(real, own, -1).astype(jnp.int32)
+    return jax.lax.cummax(own, axis=1)
 
 
 def frames_filled(num_events: np.ndarray, timestamps_us, config) -> np.ndarray:

@@ -29,11 +29,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ...modeling_events import (BackboneOutput, EventModelModule, FlaxEventPreTrainedModel, ForSequenceClassification,
-                                SequenceClassificationModule, valid_mask)
+from ...modeling_events import (BackboneOutput, EventModelModule, FlaxEventPreTrainedModel, ForNextEventPrediction,
+                                ForSequenceClassification, NextEventPredictionModule, SequenceClassificationModule,
+                                valid_mask)
 from ...spiking import multistep_lif
 from .configuration_spike_driven_transformer import SpikeDrivenTransformerConfig
-from .frames import events_to_frames, frames_to_input, frames_used
+from .frames import events_to_frames, frame_context, frames_to_input, frames_used
 
 
 def _carried(module, name, shape, dtype, frame_mask):
@@ -195,10 +196,12 @@ class FlaxSpikeDrivenTransformerBackbone(nn.Module):
             frames_valid = frames_used(input_ids, times, mask, cfg.num_channels, cfg.num_frames, cfg.split_by,
                                        cfg.frame_length).T
             total_time = jnp.sum(dt, axis=1)
+            event_context = None if cfg.not_causal_reason else frame_context(
+                input_ids, times, mask, cfg.num_channels, cfg.num_frames, cfg.split_by, cfg.frame_length)
         else:
             x = frames
             frames_valid = jnp.ones(x.shape[:2], bool) if frame_mask is None else frame_mask
-            total_time = jnp.zeros(x.shape[1])
+            total_time, event_context = jnp.zeros(x.shape[1]), None
         hidden_states = (x,)
         x = SpikingPatchSplitting(cfg, name="patch_embed")(x, train, frame_mask)
         hidden_states += (x,)
@@ -211,7 +214,7 @@ class FlaxSpikeDrivenTransformerBackbone(nn.Module):
         return BackboneOutput(
             last_hidden_state=hidden, pooled_mask=frames_valid.T, pooled_time_deltas=jnp.zeros(hidden.shape[:2]),
             hidden_states=hidden_states if output_hidden_states else None, inputs_embeds=None,
-            total_time=total_time,
+            total_time=total_time, event_context=event_context,
         )  # fmt: skip
 
 
@@ -221,6 +224,11 @@ class FlaxSpikeDrivenTransformerModule(EventModelModule):
 
 
 class FlaxSpikeDrivenTransformerForSequenceClassificationModule(SequenceClassificationModule):
+    backbone_class = FlaxSpikeDrivenTransformerBackbone
+    backbone_name = "sdt"
+
+
+class FlaxSpikeDrivenTransformerForNextEventPredictionModule(NextEventPredictionModule):
     backbone_class = FlaxSpikeDrivenTransformerBackbone
     backbone_name = "sdt"
 
@@ -247,9 +255,18 @@ class FlaxSpikeDrivenTransformerForSequenceClassification(ForSequenceClassificat
     module_class = FlaxSpikeDrivenTransformerForSequenceClassificationModule
 
 
+class FlaxSpikeDrivenTransformerForNextEventPrediction(ForNextEventPrediction,
+                                                       FlaxSpikeDrivenTransformerPreTrainedModel):
+    """Spike-Driven Transformer pretraining head (frames closed by count or time): event k reads the spikes of
+    the last frame complete at k plus its own event embedding, and predicts the next token and the gap to it."""
+
+    module_class = FlaxSpikeDrivenTransformerForNextEventPredictionModule
+
+
 __all__ = [
     "FlaxSpikeDrivenTransformerModel",
     "FlaxSpikeDrivenTransformerForSequenceClassification",
+    "FlaxSpikeDrivenTransformerForNextEventPrediction",
     "FlaxSpikeDrivenTransformerPreTrainedModel",
     "FlaxSpikeDrivenTransformerBackbone",
 ]

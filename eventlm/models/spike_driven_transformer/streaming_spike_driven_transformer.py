@@ -29,11 +29,10 @@ class SpikeDrivenTransformerStreamer(FrameStreamer):
     def __init__(self, model, params, batch_stats):
         cfg = model.config
         if not cfg.streams:
-            why = (f"split_by={cfg.split_by!r} cuts a sample into frames only once all its events are in"
-                   if cfg.split_by not in ("events", "duration") else
-                   "attention_over='time' without causal_attention reads later frames")
-            raise ValueError(f"this Spike-Driven Transformer cannot stream: {why}; a streaming model needs "
-                             "split_by='events' or 'duration' (and causal_attention=True with attention_over='time')")
+            raise ValueError(f"this Spike-Driven Transformer cannot stream: {cfg.not_causal_reason}")
+        if model.task != "classification":
+            raise ValueError("streaming a Spike-Driven Transformer next-event model is not built yet; run the full "
+                             "forward on the prefix (model(input_ids, timestamps)) instead")
         self.num_channels = cfg.num_channels
         self.backbone = FlaxSpikeDrivenTransformerBackbone(cfg, model.module.dtype)
         super().__init__(model, params, batch_stats)
