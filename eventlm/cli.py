@@ -54,10 +54,29 @@ def _job(runner_name: str) -> Callable[[Sequence[str]], int]:
 
         pipelines.setup_logging()
         model_args, data_args, training_args = parse_args((ModelArguments, DataArguments, TrainingArguments), argv)
-        getattr(pipelines, runner_name)(model_args, data_args, training_args)
+        try:
+            getattr(pipelines, runner_name)(model_args, data_args, training_args)
+        except Exception:
+            _leave_distributed_run()
+            raise
         return 0
 
     return run
+
+
+def _leave_distributed_run() -> None:
+    """A process of a multi-process run that fails prints its error and exits at once: jax's orderly shutdown
+    would wait (--distributed_timeout) at a barrier for peers that are gone or still in a step with it."""
+    import jax
+
+    if jax.distributed.is_initialized() and jax.process_count() > 1:
+        import os
+        import traceback
+
+        traceback.print_exc()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
 
 
 train = _job("run_classification")

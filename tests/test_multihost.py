@@ -201,6 +201,7 @@ def runs(tmp_path_factory):
             killed[0].wait()
         out["survivor_seconds"], out["survivor_code"] = time.time() - t0, killed[0].returncode
         out["survivor_output"] = killed[0].log.read_text()
+        print(f"process 0 exited {out['survivor_seconds']:.1f} s after process 1 was killed")
         out["killed_losses"] = losses(r.root / "killed")
 
         # the killed run continued: by one process (in a copy) and by two processes (the restart), side by side
@@ -259,11 +260,11 @@ def test_only_process_0_writes_the_folder_and_pushes(runs):
 
 def test_a_killed_process_stops_the_other_with_a_clear_error_in_bounded_time(runs):
     output = runs["survivor_output"]
-    assert runs["survivor_seconds"] < 3 * TIMEOUT + 30, "process 0 still ran after process 1 was killed"
+    assert runs["survivor_seconds"] < TIMEOUT, f"process 0 ran {runs['survivor_seconds']:.0f} s after process 1 was killed"
     assert runs["survivor_code"] != 0
-    clear = ("another process has probably stopped" in output
-             or "This most likely indicates that another task died" in output)
-    assert clear, output[-4000:]
+    # the trainer's line, and the process left at once (not after jax's shutdown barrier timed out)
+    assert "another process has probably stopped" in output and "resume from step 4" in output, output[-4000:]
+    assert "Shutdown barrier has failed" not in output, output[-4000:]
     # the steps before the kill were logged (process 0 writes metrics as it goes) and are the reference's
     np.testing.assert_allclose(runs["killed_losses"][:4], losses(runs["root"] / "one")[:4], rtol=1e-5, atol=1e-6)
 
