@@ -4,6 +4,10 @@
     eventlm pretrain [flags | args.yaml]     next-event pretraining (scripts/run_next_event_pretraining.py)
     eventlm evaluate [flags | args.yaml]     evaluation of a trained model (scripts/run_evaluation.py)
     eventlm convert-dataset SOURCE OUTPUT    an event folder or a tonic dataset -> a Hub dataset folder
+    eventlm launch --num_processes N -- train ...   N local processes as one multi-process run
+
+train / pretrain / evaluate take --num_processes, --process_id and --coordinator_address HOST:PORT (or
+JAX_NUM_PROCESSES / JAX_PROCESS_ID / JAX_COORDINATOR_ADDRESS, or a SLURM job) to run on several machines.
 
 `eventlm <command> --help` lists a command's flags. Other modules add commands with
 `register_command(name, "module:function", help)` (e.g. `stream`, `convert-checkpoint`); a command whose
@@ -50,10 +54,29 @@ def _job(runner_name: str) -> Callable[[Sequence[str]], int]:
 
         pipelines.setup_logging()
         model_args, data_args, training_args = parse_args((ModelArguments, DataArguments, TrainingArguments), argv)
-        getattr(pipelines, runner_name)(model_args, data_args, training_args)
+        try:
+            getattr(pipelines, runner_name)(model_args, data_args, training_args)
+        except Exception:
+            _leave_distributed_run()
+            raise
         return 0
 
     return run
+
+
+def _leave_distributed_run() -> None:
+    """A process of a multi-process run that fails prints its error and exits at once: jax's orderly shutdown
+    would wait (--distributed_timeout) at a barrier for peers that are gone or still in a step with it."""
+    import jax
+
+    if jax.distributed.is_initialized() and jax.process_count() > 1:
+        import os
+        import traceback
+
+        traceback.print_exc()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
 
 
 train = _job("run_classification")
@@ -126,6 +149,7 @@ register_command("train", "eventlm.cli:train", "train a sequence classifier (run
 register_command("pretrain", "eventlm.cli:pretrain", "next-event pretraining (run_next_event_pretraining)")
 register_command("evaluate", "eventlm.cli:evaluate", "evaluate a trained model (run_evaluation)")
 register_command("convert-dataset", "eventlm.cli:convert_dataset", "event folder / tonic dataset -> Hub dataset")
+register_command("launch", "eventlm.launch:main", "start N local processes of a command as one multi-process run")
 # added by other parts of eventlm; listed here so that `eventlm --help` shows where they go
 register_command("stream", "eventlm.streaming:main",
                  "run a model event chunk by event chunk on a recording")

@@ -222,6 +222,16 @@ class TrainingArguments:
     hub_model_id: Optional[str] = field(default=None, metadata={"help": "Repo id to push to (default: output folder name)."})
     hub_token: Optional[str] = field(default=None, metadata={"help": "Hub token for the push."})
     hub_private_repo: Optional[bool] = field(default=None, metadata={"help": "Create the repo private."})
+    num_processes: Optional[int] = field(default=None, metadata={
+        "help": "Processes of a multi-process run (jax.distributed), one per host or per accelerator group "
+                "(default: JAX_NUM_PROCESSES, or SLURM / Open MPI's task count; 1)."})
+    process_id: Optional[int] = field(default=None, metadata={
+        "help": "This process's rank, 0..num_processes-1 (default: JAX_PROCESS_ID, or SLURM / Open MPI's)."})
+    coordinator_address: Optional[str] = field(default=None, metadata={
+        "help": "HOST:PORT of process 0, the same on every process (default: JAX_COORDINATOR_ADDRESS, or "
+                "derived from the SLURM job)."})
+    distributed_timeout: int = field(default=100, metadata={
+        "help": "Seconds a process waits for the others (start-up, a peer that died) before it stops with an error."})
 
 
 def default_preset(model_args: ModelArguments, data_args: DataArguments) -> str:

@@ -26,7 +26,7 @@ from .arguments import (TASK_PRESETS, DataArguments, ModelArguments, TrainingArg
 from .card import build_model_card, push_folder_to_hub
 from .metrics import save_results, write_json_atomic
 from .plots import plot_training_curves
-from .sharding import initialize_distributed, split_for_host
+from .sharding import broadcast_from_main, initialize_distributed, split_for_host
 from .tasks import TASKS, task_for
 from .trainer import CHECKPOINT_DIR, Trainer
 
@@ -38,7 +38,9 @@ EVENT_COLUMNS = ("t", "x")  # y and p may be absent (audio sensors)
 _RUN_INDEPENDENT = {"output_dir", "overwrite_output_dir", "do_train", "do_eval", "disable_tqdm", "report_to",
                     "prefetch_batches", "async_checkpointing", "push_to_hub", "hub_model_id", "hub_token",
                     "hub_private_repo", "logging_steps", "cache_dir", "token", "local_files_only",
-                    "synthetic_cache_dir", "save_total_limit", "per_device_eval_batch_size"}
+                    "synthetic_cache_dir", "save_total_limit", "per_device_eval_batch_size",
+                    # the global batch (per device x devices) is what counts, not how processes share the devices
+                    "num_processes", "process_id", "coordinator_address", "distributed_timeout"}
 DEFAULT_OUTPUT_DIRS = {"classification": "out/classification", "next-event": "out/next-event",
                        "evaluation": "out/evaluation"}
 
@@ -86,7 +88,7 @@ def prepare_output_dir(training_args: TrainingArguments, signature: Dict[str, An
         raise ValueError(f"output_dir {str(out)!r} is a file, not a folder")
     record = out / RUN_ARGS_FILE
     occupied = out.is_dir() and any(out.iterdir())
-    if occupied and training_args.overwrite_output_dir:
+    if occupied and training_args.overwrite_output_dir and _is_main():
         for name in (CHECKPOINT_DIR, "runs"):
             shutil.rmtree(out / name, ignore_errors=True)
         for name in (RUN_ARGS_FILE, "metrics.jsonl"):
@@ -418,6 +420,8 @@ def _finish_outputs(trainer: Trainer, model, tokenizer, training_args, model_arg
 
 
 def _print_summary(lines: List[str]) -> None:
+    if not _is_main():  # one summary per run, not one per process
+        return
     width = max(len(line) for line in lines)
     print("=" * width)
     for line in lines:
@@ -430,12 +434,32 @@ def _print_summary(lines: List[str]) -> None:
 # ----------------------------------------------------------------------------------------------------
 
 
+def start_processes(training_args: TrainingArguments) -> bool:
+    """jax.distributed from --num_processes / --process_id / --coordinator_address (or the environment JAX and
+    SLURM set); nothing for a single process. Returns True when several processes run."""
+    return initialize_distributed(training_args.coordinator_address, training_args.num_processes,
+                                  training_args.process_id, timeout=training_args.distributed_timeout)
+
+
 def _prepare(model_args, data_args, training_args, task):
-    initialize_distributed()  # several hosts (jax.distributed); nothing on one machine
+    start_processes(training_args)
     resolve_presets(model_args, data_args, training_args)
     if training_args.output_dir is None:
         training_args.output_dir = DEFAULT_OUTPUT_DIRS[task]
-    return prepare_output_dir(training_args, run_signature(model_args, data_args, training_args))
+    # process 0 checks the output folder and decides whether to resume; the others follow its decision (a
+    # refusal stops every process at once instead of leaving the others waiting in the first step)
+    refused = None
+    try:
+        resume = prepare_output_dir(training_args, run_signature(model_args, data_args, training_args))
+    except ValueError as err:
+        refused, resume = err, False
+    decision = broadcast_from_main(-1 if refused is not None else int(resume))
+    if refused is not None and _is_main():
+        raise refused
+    if decision < 0:
+        raise ValueError(f"process 0 refused the output folder {training_args.output_dir!r} (its output says why "
+                         f"and what to do); this process stops with it")
+    return bool(decision)
 
 
 def run_classification(model_args: ModelArguments, data_args: DataArguments,
@@ -461,7 +485,8 @@ def run_classification(model_args: ModelArguments, data_args: DataArguments,
     if model.config.num_labels != num_labels:
         raise ValueError(f"the model has {model.config.num_labels} labels, the dataset {num_labels}")
     collator = make_collator(tokenizer, data_args, task.name, num_labels)
-    train_split = split_for_host(slice_training_split(splits["train"], data_args)) if training_args.do_train else None
+    # every process holds the whole training set (the trainer gives each its part of every global batch)
+    train_split = slice_training_split(splits["train"], data_args) if training_args.do_train else None
     trainer = Trainer(model, training_args, train_split, split_for_host(splits["validation"]), collator,
                       augment=make_augment(data_args, tokenizer, num_labels), task=task)
     results: Dict[str, Any] = {}
@@ -562,7 +587,7 @@ def run_next_event_pretraining(model_args: ModelArguments, data_args: DataArgume
     model = load_model(auto_class_for_task(task.name), model_args, tokenizer, training_args.seed)
     check_vocabulary(model.config, tokenizer)
     collator = make_collator(tokenizer, data_args, task.name)
-    train_split = split_for_host(slice_training_split(splits["train"], data_args)) if training_args.do_train else None
+    train_split = slice_training_split(splits["train"], data_args) if training_args.do_train else None
     trainer = Trainer(model, training_args, train_split, split_for_host(splits["validation"]), collator,
                       augment=None, task=task)
     results: Dict[str, Any] = {}
@@ -610,7 +635,7 @@ def run_evaluation(model_args: ModelArguments, data_args: DataArguments,
         raise ValueError("run_evaluation needs --model_name_or_path (a model folder or Hub repo id)")
     resolve_presets(model_args, data_args, training_args)
     training_args.output_dir = training_args.output_dir or DEFAULT_OUTPUT_DIRS["evaluation"]
-    initialize_distributed()
+    start_processes(training_args)
     model = load_pretrained(model_args.model_name_or_path, **hub_options(model_args))  # the class config.json names
     task = task_for(model)
     Path(training_args.output_dir).mkdir(parents=True, exist_ok=True)

@@ -1,10 +1,10 @@
-"""Data parallelism with jax.sharding: one mesh axis "data" over every visible device.
+"""Data parallelism with jax.sharding: one mesh axis "data" over every visible device, on one or many processes.
 
 The batch is split along its first axis over the devices, parameters and optimizer state are
 replicated; jit (GSPMD) inserts the gradient all-reduce. The same code runs on one CPU, on simulated CPU
 devices (XLA_FLAGS=--xla_force_host_platform_device_count=4), on a GPU node and, after
-`initialize_distributed()`, on several hosts, each feeding its own slice of the global batch
-(`split_dataset_by_node`).
+`initialize_distributed()`, on several processes (jax.distributed), each feeding its own contiguous slice
+of every global batch (`DataParallel.host_rows`).
 """
 
 import logging
@@ -21,20 +21,88 @@ DATA_AXIS = "data"
 IGNORE_INDEX = -100  # next-event label of a padded position (the collator's convention)
 
 
+ENV_COORDINATOR, ENV_NUM_PROCESSES, ENV_PROCESS_ID = "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"
+_CLUSTER_SIZE_VARS = ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE")  # jax reads the rest of these clusters itself
+
+
+def distributed_settings(coordinator_address: Optional[str] = None, num_processes: Optional[int] = None,
+                         process_id: Optional[int] = None, environ=None) -> Optional[Dict[str, object]]:
+    """Where this process stands in a multi-process run, or None for a single process.
+
+    The flags win; else JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID (what `eventlm launch`
+    sets); else a SLURM or Open MPI job of more than one task, whose values jax.distributed detects itself
+    (returned as None fields). A half-given set raises ValueError naming the missing flag."""
+    env = os.environ if environ is None else environ
+    address = coordinator_address or env.get(ENV_COORDINATOR) or None
+    count = num_processes if num_processes is not None else _int_env(env, ENV_NUM_PROCESSES)
+    rank = process_id if process_id is not None else _int_env(env, ENV_PROCESS_ID)
+    cluster = next((int(env[k]) for k in _CLUSTER_SIZE_VARS if k in env and env[k].strip().isdigit()), 1) > 1
+    if address is None and count in (None, 1) and rank in (None, 0):
+        return {"coordinator_address": None, "num_processes": None, "process_id": None} if cluster else None
+    if count is not None and count < 1:
+        raise ValueError(f"--num_processes must be >= 1, got {count}")
+    if count == 1 and address is None:
+        return None
+    if address is None:
+        raise ValueError(f"--num_processes {count} needs --coordinator_address HOST:PORT (process 0's host and a "
+                         f"free port, the same on every process)")
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"--coordinator_address must be HOST:PORT (e.g. 10.0.0.1:1234), got {address!r}")
+    if not cluster and (count is None or rank is None):
+        missing = "--num_processes" if count is None else "--process_id"
+        raise ValueError(f"--coordinator_address {address} needs {missing} too (or {ENV_NUM_PROCESSES} / "
+                         f"{ENV_PROCESS_ID}; `eventlm launch` sets them)")
+    if count is not None and rank is not None and not 0 <= rank < count:
+        raise ValueError(f"--process_id must be in 0..{count - 1} for --num_processes {count}, got {rank}")
+    return {"coordinator_address": address, "num_processes": count, "process_id": rank}
+
+
+def _int_env(env, name: str) -> Optional[int]:
+    value = env.get(name)
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"the environment variable {name} must be an integer, got {value!r}") from None
+
+
 def initialize_distributed(coordinator_address: Optional[str] = None, num_processes: Optional[int] = None,
-                           process_id: Optional[int] = None) -> bool:
-    """Start jax.distributed when several hosts take part (arguments or JAX_COORDINATOR_ADDRESS /
-    SLURM / Open MPI environment detected by jax). Returns True when more than one process runs."""
-    explicit = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS")
-    cluster = any(k in os.environ for k in ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE")) and int(
-        os.environ.get("SLURM_NTASKS", os.environ.get("OMPI_COMM_WORLD_SIZE", "1"))) > 1
-    if not (explicit or cluster):
+                           process_id: Optional[int] = None, timeout: int = 100) -> bool:
+    """Start jax.distributed when several processes take part (see distributed_settings). Returns True when
+    more than one process runs.
+
+    CPU collectives across processes go through gloo (jax_cpu_collectives_implementation; it only concerns
+    the CPU backend, so GPU and TPU runs are unaffected). `timeout` (seconds) bounds how long a process
+    waits for a peer that died or never came: jax's heartbeat and shutdown timeouts, and the start-up wait."""
+    settings = distributed_settings(coordinator_address, num_processes, process_id)
+    if settings is None:
         return False
     if not jax.distributed.is_initialized():
-        jax.distributed.initialize(coordinator_address=explicit, num_processes=num_processes, process_id=process_id)
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(**settings, initialization_timeout=int(timeout),
+                                   heartbeat_timeout_seconds=int(timeout), shutdown_timeout_seconds=int(timeout))
     logger.info("jax.distributed: process %d of %d, %d local / %d global devices", jax.process_index(),
                 jax.process_count(), jax.local_device_count(), jax.device_count())
     return jax.process_count() > 1
+
+
+def barrier(name: str) -> None:
+    """Wait until every process got here (nothing on a single process)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def broadcast_from_main(value: int) -> int:
+    """Process 0's integer on every process (a decision only the main process takes, e.g. resume or not)."""
+    if jax.process_count() == 1:
+        return int(value)
+    from jax.experimental import multihost_utils
+
+    return int(multihost_utils.broadcast_one_to_all(np.asarray(value, np.int32)))
 
 
 class DataParallel:
@@ -68,6 +136,16 @@ class DataParallel:
 
     def global_batch_size(self, per_device_batch_size: int) -> int:
         return per_device_batch_size * self.num_devices
+
+    def host_rows(self, global_rows: np.ndarray) -> np.ndarray:
+        """This process's part of a global batch of row indices: the contiguous block that lands on its local
+        devices (the layout of split_dataset_by_node, applied to every global batch). Every process reads the
+        whole dataset's order, so the global batches, and the losses, do not depend on the process count."""
+        global_rows = np.asarray(global_rows)
+        spans = self.batch.addressable_devices_indices_map(global_rows.shape[:1]).values()
+        starts = sorted(span[0].start or 0 for span in spans)
+        stops = sorted(span[0].stop if span[0].stop is not None else len(global_rows) for span in spans)
+        return global_rows[starts[0]:stops[-1]]
 
     def replicate(self, tree):
         """Place a pytree (parameters, optimizer state) on every device."""

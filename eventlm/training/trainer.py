@@ -17,6 +17,12 @@ resumed run sees the same batches and keys as an uninterrupted one.
 "step" counts training batches (micro-batches): with gradient accumulation k, the optimizer updates
 every k steps. Data parallel over all devices (see sharding.py): the global batch of a step is
 per_device_train_batch_size x number of devices.
+
+Several processes (jax.distributed, see sharding.py): every process holds the whole training set and the
+same seeded epoch order; each reads its contiguous block of every global batch (DataParallel.host_rows),
+so the global batches, the losses and the checkpoints do not depend on how many processes share the
+devices (a checkpoint written by 2 processes resumes in 1, and the reverse). Evaluation datasets may be
+split per process (split_for_host): the metrics are sums over every process's rows.
 """
 
 import json
@@ -38,7 +44,7 @@ from tqdm.auto import tqdm
 from .checkpoints import CheckpointStore
 from .metrics import MetricsLogger
 from .optimizer import OptimizerSetup, create_optimizer, scaled_learning_rate
-from .sharding import IGNORE_INDEX, DataParallel, agree_on_length, pad_batch_to_length
+from .sharding import IGNORE_INDEX, DataParallel, agree_on_length, barrier, pad_batch_to_length
 from .tasks import EvalOutput, Task, task_for
 
 logger = logging.getLogger(__name__)
@@ -175,17 +181,28 @@ class Trainer:
         return not self.metric_name.endswith("loss") and "nll" not in self.metric_name
 
     def steps_per_epoch(self) -> int:
-        local_batch = self.parallel.local_batch_size(self.args.per_device_train_batch_size)
-        rows = len(self.train_dataset)
-        if self.parallel.process_count > 1:  # every host runs the same number of steps
-            rows = int(np.min(_allgather_int(rows)))
-        steps = rows // local_batch
+        global_batch = self.parallel.global_batch_size(self.args.per_device_train_batch_size)
+        rows = self._train_rows()
+        steps = rows // global_batch
         if steps < 1:
             raise ValueError(
-                f"the training set has {rows} rows, fewer than one batch of {local_batch} "
-                f"(per_device_train_batch_size x {self.parallel.num_local_devices} devices); lower the batch size"
+                f"the training set has {rows} rows, fewer than one batch of {global_batch} "
+                f"(per_device_train_batch_size x {self.parallel.num_devices} devices); lower the batch size"
             )
         return steps
+
+    def _train_rows(self) -> int:
+        """len(train_dataset), checked once to be the same on every process (each holds the whole set)."""
+        if getattr(self, "_checked_rows", None) is None:
+            rows = len(self.train_dataset)
+            if self.parallel.process_count > 1:
+                counts = _allgather_int(rows)
+                if len(set(counts.tolist())) > 1:
+                    raise ValueError(
+                        f"the processes hold training sets of different lengths {counts.tolist()}; every process "
+                        f"must load the whole training set (the trainer splits each batch itself)")
+            self._checked_rows = rows
+        return self._checked_rows
 
     def total_steps(self) -> int:
         """Training batches to run: max_steps x accumulation when max_steps > 0, else epochs x steps/epoch."""
@@ -288,16 +305,22 @@ class Trainer:
 
     # ------------------------------------------------------------------ batches
     def _collate(self, rows) -> Dict[str, np.ndarray]:
-        batch = _host_batch(self.collator(rows))
+        """This process's rows -> its numpy batch (no communication: this runs in the prefetch thread)."""
+        return _host_batch(self.collator(rows))
+
+    def _global_batch(self, batch: Dict[str, np.ndarray]):
+        """The numpy batch padded to the longest of all processes' batches, as global arrays over the mesh.
+        Runs on the main thread: a collective from the prefetch thread could pair with another collective
+        (a checkpoint's barrier) of another process."""
         length = agree_on_length(batch["input_ids"].shape[1])
-        return pad_batch_to_length(batch, length, self.pad_token_id)
+        return self.parallel.shard_batch(pad_batch_to_length(batch, length, self.pad_token_id))
 
     def _train_batches(self, epoch: int, start: int) -> Iterator:
-        """(position, numpy batch) of epoch `epoch` from batch `start` on."""
-        local_batch = self.parallel.local_batch_size(self.args.per_device_train_batch_size)
-        order = epoch_order(len(self.train_dataset), local_batch, self.args.seed, epoch)[: self.steps_per_epoch()]
+        """(position, numpy batch) of epoch `epoch` from batch `start` on: this process's rows of each global batch."""
+        global_batch = self.parallel.global_batch_size(self.args.per_device_train_batch_size)
+        order = epoch_order(self._train_rows(), global_batch, self.args.seed, epoch)[: self.steps_per_epoch()]
         for position in range(start, len(order)):
-            rows = fetch_rows(self.train_dataset, order[position])
+            rows = fetch_rows(self.train_dataset, self.parallel.host_rows(order[position]))
             if self.augment is not None:  # seeded per (seed, host, epoch, batch): the same on resume
                 rng = np.random.default_rng([self.args.seed, self.parallel.process_index, epoch, position])
                 rows = self.augment(rows, rng)
@@ -370,9 +393,11 @@ class Trainer:
         if self.optimizer is None:
             self.optimizer = self.create_optimizer()
         self.state = self.init_state()
-        if not resume and (self.output_dir / CHECKPOINT_DIR).exists():
+        if not resume:
             self.close_checkpoints()
-            shutil.rmtree(self.output_dir / CHECKPOINT_DIR)
+            if self.is_main and (self.output_dir / CHECKPOINT_DIR).exists():
+                shutil.rmtree(self.output_dir / CHECKPOINT_DIR)
+            barrier("eventlm-fresh-start")  # no process opens the checkpoints before process 0 removed them
         step, epoch, position = self._restore_latest()
         self.logger.truncate_after(step)  # records of steps after the restored state are re-logged
         total = self.total_steps()
@@ -391,7 +416,7 @@ class Trainer:
                     if step >= total:
                         break
                     tick = time.perf_counter()
-                    batch = self.parallel.shard_batch(host_batch)
+                    batch = self._global_batch(host_batch)
                     self.state, metrics = self._train_step(self.state, batch)
                     step += 1
                     if pending is not None:  # read the previous step's numbers while this one runs
@@ -417,6 +442,10 @@ class Trainer:
                     epoch, position = epoch + 1, 0
                     continue
                 break
+        except jax.errors.JaxRuntimeError as err:
+            if self.parallel.process_count > 1:
+                raise self._peer_lost(err) from err
+            raise
         finally:
             bar.close()
             if self._store is not None:
@@ -435,7 +464,7 @@ class Trainer:
         return {
             "train_loss": float(np.mean([r["loss"] for r in records])) if records else float("nan"),
             "train_runtime": round(runtime, 3),
-            "train_samples": int(len(self.train_dataset) * self.parallel.process_count),
+            "train_samples": int(self._train_rows()),
             "train_steps": int(step),
             "train_samples_per_second": round(samples / max(runtime, 1e-9), 3),
             "train_steps_per_second": round(done / max(runtime, 1e-9), 3),
@@ -444,6 +473,16 @@ class Trainer:
             "best_step": self.best_step,
             f"best_validation_{self.metric_name}": self.best_metric,
         }
+
+    def _peer_lost(self, err: Exception) -> RuntimeError:
+        """The one line a process prints when a collective with the other processes fails mid-run."""
+        latest = self._store.latest_step() if self._store is not None else None
+        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        where = f"step {latest}" if latest is not None else "the start (no checkpoint yet)"
+        return RuntimeError(
+            f"process {self.parallel.process_index} of {self.parallel.process_count}: a step shared with the other "
+            f"processes failed ({reason}); another process has probably stopped (its output says why). Start all "
+            f"{self.parallel.process_count} processes again with the same arguments: they resume from {where}")
 
     def _eval_interval(self, steps_per_epoch: int) -> int:
         strategy = self.args.eval_strategy
@@ -523,7 +562,7 @@ class Trainer:
         t0 = time.perf_counter()
         totals: Dict[str, Any] = {}
         for host_batch in prefetch(self._eval_batches(dataset), self.args.prefetch_batches):
-            sums = jax.device_get(self._eval_step(params, batch_stats, self.parallel.shard_batch(host_batch)))
+            sums = jax.device_get(self._eval_step(params, batch_stats, self._global_batch(host_batch)))
             for key, value in sums.items():
                 totals[key] = totals.get(key, 0) + np.asarray(value, np.float64)
         runtime = time.perf_counter() - t0
