@@ -1,0 +1,210 @@
+"""Bad input never crashes and never silently lies (issue 15): damaged stream states are refused on both
+streaming implementations (the CPU kernel used to segfault), values that would wrap or overflow are
+refused or kept exact, and every error names the problem, the value and the fix."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from eventlm.models.eventssm import modeling_flax_eventssm as M
+from eventlm.models.eventssm.configuration_eventssm import EventSSMConfig
+from eventlm.streaming import init_stream, stream
+
+TINY = dict(vocab_size=23, pad_token_id=20, bos_token_id=21, eos_token_id=22, hidden_size=8, state_size=8,
+            num_ssm_blocks=2, num_stages=2, num_layers_per_stage=2, pooling_stride=3, dropout=0.0, num_labels=5)
+IMPLEMENTATIONS = ("cpu-kernel", "xla")
+
+
+@pytest.fixture(scope="module")
+def model():
+    return M.FlaxEventSSMForSequenceClassification(EventSSMConfig(**TINY), seed=1)
+
+
+@pytest.fixture(scope="module")
+def after_model():
+    return M.FlaxEventSSMForSequenceClassification(EventSSMConfig(**TINY, gap_convention="after"), seed=1)
+
+
+IDS, TS = np.array([[1, 2, 3, 4]]), np.array([[10, 20, 30, 40]])
+
+
+def _started(model, implementation):
+    return stream(model, IDS, TS, init_stream(model, 1), implementation=implementation)[1]
+
+
+def _window_slot(state):
+    """The flat column of stage 0's first open-window token slot (an int32 leaf of the layout)."""
+    return next(a for a, n, _, dtype in state.layout.entries if dtype == np.int32 and n > 1)
+
+
+def _count_column(state):
+    return next(a for a, n, shape, dtype in state.layout.entries if dtype == np.int32 and shape == ())
+
+
+def test_forged_pending_token_segfault_reproducer_runs_in_a_subprocess():
+    """The issue's reproducer: a forged pending token crashed the process in the CPU kernel (SIGSEGV)."""
+    code = textwrap.dedent(f"""
+        import numpy as np
+        from eventlm.models.eventssm import modeling_flax_eventssm as M
+        from eventlm.models.eventssm.configuration_eventssm import EventSSMConfig
+        from eventlm.streaming import init_stream, stream
+        m = M.FlaxEventSSMForSequenceClassification(EventSSMConfig(**{TINY!r}, gap_convention="after"), seed=1)
+        _, s = stream(m, np.array([[1, 2]]), np.array([[1, 2]]), init_stream(m, 1), implementation="cpu-kernel")
+        s = s.replace(pending_token=np.array([10**8], np.int32))
+        try:
+            stream(m, np.array([[1, 2]]), np.array([[3, 4]]), s, implementation="cpu-kernel")
+        except ValueError as e:
+            print("REFUSED", e)
+    """)
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "REFUSED" in done.stdout and "pending_token 100000000" in done.stdout
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_forged_pending_token_is_refused(after_model, implementation):
+    state = _started(after_model, implementation).replace(pending_token=np.array([10**8], np.int32))
+    with pytest.raises(ValueError, match=r"pending_token 100000000.*init_stream"):
+        stream(after_model, IDS, TS + 100, state, implementation=implementation)
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+@pytest.mark.parametrize("value", [1e9, -1e9, 2.5, np.nan])
+def test_forged_window_token_slot_is_refused(model, implementation, value):
+    state = _started(model, implementation)
+    buffer = np.array(state.buffer)
+    buffer[0, _window_slot(state)] = value
+    with pytest.raises(ValueError, match="stream state is damaged"):
+        stream(model, IDS, TS + 100, state.replace(buffer=buffer), implementation=implementation)
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_forged_window_count_and_shapes_are_refused(model, implementation):
+    state = _started(model, implementation)
+    buffer = np.array(state.buffer)
+    buffer[0, _count_column(state)] = 1e6
+    with pytest.raises(ValueError, match=r"index or count in \[0, 2\]"):
+        stream(model, IDS, TS + 100, state.replace(buffer=buffer), implementation=implementation)
+    with pytest.raises(ValueError, match="buffer"):
+        stream(model, IDS, TS + 100, state.replace(buffer=np.zeros((1, 5), np.float32)), implementation=implementation)
+    with pytest.raises(ValueError, match="num_events"):
+        stream(model, IDS, TS + 100, state.replace(num_events=np.array([-3])), implementation=implementation)
+
+
+def test_state_damaged_in_place_after_a_step_is_refused(model):
+    """A numpy buffer (the CPU kernel's) can be changed in place after a step: it is scanned on every call."""
+    state = _started(model, "cpu-kernel")
+    state.buffer[0, _window_slot(state)] = 1e9
+    with pytest.raises(ValueError, match="stream state is damaged"):
+        stream(model, IDS, TS + 100, state, implementation="cpu-kernel")
+
+
+def test_cpu_kernel_bounds_checks_its_own_inputs(model):
+    """Below the driver: the kernel refuses out-of-range ids and counts itself (never reads out of bounds)."""
+    from eventlm.streaming import streamer_for
+
+    kernel = streamer_for(model).cpu_kernel
+    state = init_stream(model, 1)
+    buffer, logits = np.asarray(state.buffer), np.asarray(state.logits)
+    dt = np.zeros((1, 2), np.float32)
+    with pytest.raises(ValueError, match="outside the model's tables"):
+        kernel(buffer, logits, np.array([[1, 10**8]]), dt, np.array([2]))
+    with pytest.raises(ValueError, match="outside the model's tables"):
+        kernel(buffer, logits, np.array([[1, 2]]), dt, np.array([50]))
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_huge_gap_streams_what_the_full_forward_gives(model, implementation):
+    """A gap of 1e18 µs was NaN in streaming but finite in the full forward."""
+    ids, ts = np.array([[1, 2, 3, 4, 1]]), np.array([[10, 20, 30, 40, 40 + 10**18]])
+    full = np.asarray(model(ids, ts).logits)
+    out, state = stream(model, ids[:, :4], ts[:, :4], init_stream(model, 1), implementation=implementation)
+    out, state = stream(model, ids[:, 4:], ts[:, 4:], state, implementation=implementation)
+    assert np.isfinite(np.asarray(out.logits)).all()
+    np.testing.assert_allclose(np.asarray(out.logits), full, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_uint64_timestamps_past_int64_are_refused(model, implementation):
+    """uint64 timestamps ≥ 2^63 wrapped to negative int64 and gave NaN logits and a poisoned state."""
+    state = init_stream(model, 1)
+    ts = np.array([[2**63, 2**63 + 5]], np.uint64)
+    with pytest.raises(ValueError, match=r"past the int64 µs range"):
+        stream(model, IDS[:, :2], ts, state, implementation=implementation)
+    with pytest.raises(ValueError, match=r"past the int64 µs range"):
+        model(IDS[:, :2], ts)
+    out, _ = stream(model, IDS[:, :2], np.array([[5, 9]], np.uint64), state, implementation=implementation)
+    assert np.isfinite(np.asarray(out.logits)).all()
+
+
+# ------------------------------------------------------------------------------------------------
+# Configs: values that give NaN logits, and sizes that would allocate gigabytes, are refused up front
+
+
+@pytest.mark.parametrize("field, value", [
+    ("layer_norm_eps", float("nan")), ("layer_norm_eps", -1.0), ("time_unit_us", float("inf")),
+    ("time_unit_us", float("nan")), ("timepool_eps", float("nan")), ("step_rescale", float("inf")),
+    ("batchnorm_eps", float("nan")), ("state_size", 40_000), ("num_stages", 1000), ("hidden_size", 10**6),
+    ("vocab_size", 2**25), ("num_labels", 10**9), ("num_layers_per_stage", 10**4), ("bos_token_id", 10**6),
+])
+def test_bad_config_values_are_refused_at_construction(field, value):
+    with pytest.raises(ValueError, match=field):
+        EventSSMConfig(**{**TINY, field: value})
+
+
+def test_bad_config_json_values_are_refused_on_load(tmp_path, model):
+    import json
+
+    model.save_pretrained(tmp_path / "m")
+    path = tmp_path / "m" / "config.json"
+    config = json.loads(path.read_text())
+    path.write_text(json.dumps({**config, "layer_norm_eps": float("nan")}))  # json writes NaN
+    with pytest.raises(ValueError, match="layer_norm_eps must be a finite number > 0, got nan"):
+        M.FlaxEventSSMForSequenceClassification.from_pretrained(tmp_path / "m")
+
+
+# ------------------------------------------------------------------------------------------------
+# Weights files that do not hold the model's weights are refused (they loaded a random model)
+
+
+def _damaged_copy(model, folder, change):
+    from safetensors.numpy import load_file, save_file
+
+    model.save_pretrained(folder)
+    tensors = load_file(folder / "model.safetensors")
+    save_file(change(tensors), folder / "model.safetensors")
+    return folder
+
+
+def _flip_a_bit(tensors):
+    key = "params.eventssm.stage0_block0.ssm.B"
+    bad = bytearray(key.encode())
+    bad[len("params.eventssm.s")] ^= 0x01
+    return {**{k: v for k, v in tensors.items() if k != key}, bad.decode(): tensors[key]}
+
+
+@pytest.mark.parametrize("change, named", [
+    (lambda t: {}, "holds no tensors"),
+    (lambda t: {k.replace("embed", "embedding_table"): v for k, v in t.items()}, "embedding_table"),
+    (_flip_a_bit, "params.eventssm.stage0_block0.ssm.B"),
+    (lambda t: {k: v for k, v in t.items() if k != "params.classifier.kernel"}, "params.classifier.kernel"),
+])
+def test_weights_with_missing_or_renamed_keys_are_refused(tmp_path, model, change, named):
+    folder = _damaged_copy(model, tmp_path / "m", change)
+    with pytest.raises(ValueError, match=r"missing \[.*" if named != "holds no tensors" else named) as err:
+        M.FlaxEventSSMForSequenceClassification.from_pretrained(folder)
+    assert named in str(err.value) and "allow_missing_weights=True" in str(err.value)
+    loaded = M.FlaxEventSSMForSequenceClassification.from_pretrained(folder, allow_missing_weights=True)
+    assert loaded.params["classifier"]["kernel"].shape == (8, 5)
+
+
+def test_a_checkpoint_of_another_head_still_loads_with_a_fresh_head(tmp_path, model):
+    model.save_pretrained(tmp_path / "m")
+    other = M.FlaxEventSSMForNextEventPrediction.from_pretrained(tmp_path / "m")
+    np.testing.assert_array_equal(np.asarray(other.params["eventssm"]["embed"]["embedding"]),
+                                  np.asarray(model.params["eventssm"]["embed"]["embedding"]))
