@@ -208,3 +208,118 @@ def test_a_checkpoint_of_another_head_still_loads_with_a_fresh_head(tmp_path, mo
     other = M.FlaxEventSSMForNextEventPrediction.from_pretrained(tmp_path / "m")
     np.testing.assert_array_equal(np.asarray(other.params["eventssm"]["embed"]["embedding"]),
                                   np.asarray(model.params["eventssm"]["embed"]["embedding"]))
+
+
+# ------------------------------------------------------------------------------------------------
+# Recordings: values that wrapped or shifted silently, and foreign exceptions, become clear errors
+
+
+from eventlm.data.events import as_events, check_sensor_size  # noqa: E402
+from eventlm.data.readers import read_events  # noqa: E402
+
+
+def _nas(path, addr, ticks, address_bytes=2):
+    raw = np.empty(len(addr), [("addr", f">u{address_bytes}"), ("ts", ">u4")])
+    raw["addr"], raw["ts"] = addr, ticks
+    raw.tofile(path)
+    return path
+
+
+def test_coordinates_past_int16_are_refused_not_wrapped(tmp_path):
+    with pytest.raises(ValueError, match=r"'x' has value 40000 at index 1, past the event schema's range"):
+        as_events({"t": [0, 1], "x": np.array([3, 40_000], np.int64), "y": [0, 0], "p": [0, 1]})
+    with pytest.raises(ValueError, match=r"'y' has value 32768"):
+        as_events({"t": [0], "x": [0], "y": np.array([32768], np.uint16), "p": [0]})
+    table = np.zeros(2, [("t", "<i8"), ("x", "<i4"), ("y", "<i4"), ("p", "<i1")])
+    table["x"] = [1, 70_000]
+    np.save(tmp_path / "big.npy", table)
+    with pytest.raises(ValueError, match=r"big.npy.*70000"):
+        read_events(tmp_path / "big.npy")
+    path = _nas(tmp_path / "wide.aedat", [0, 2 * 40_000], [1, 2], address_bytes=4)
+    with pytest.raises(ValueError, match=r"\(65536, 1, 2\) for .*wide.aedat is larger than the event schema"):
+        read_events(path, format="nas", channels=65_536, address_bytes=4, on_off=True)
+    with pytest.raises(ValueError, match="larger than the event schema holds"):
+        check_sensor_size((99_999_999, 99_999_999, 2))
+    # one polarity ignores p, whatever it holds (tonic's SHD carries p = 1)
+    assert as_events({"t": [0], "x": [0], "p": [1]}, (700, 1, 1))["p"][0] == 0
+
+
+@pytest.mark.parametrize("kind", ["nas", "aedat2", "dat"])
+def test_a_corrupt_timestamp_word_is_not_taken_for_a_wrap(tmp_path, kind):
+    """A single 0xFFFFFFFF timestamp word shifted every later event by 2^32 ticks."""
+    ticks = np.array([100, 200, 0xFFFFFFFF, 300, 400], np.int64)
+    if kind == "nas":
+        path = _nas(tmp_path / "n.aedat", [0, 2, 4, 6, 8], ticks)
+        read = lambda: read_events(path, format="nas", channels=64)  # noqa: E731
+    elif kind == "aedat2":
+        raw = np.empty(5, [("addr", ">u4"), ("ts", ">u4")])
+        raw["addr"], raw["ts"] = 5 << 1 | 5 << 8, ticks
+        path = tmp_path / "d.aedat"
+        with open(path, "wb") as f:
+            f.write(b"#!AER-DAT2.0\r\n# AEChip: ch.unizh.ini.jaer.chip.retina.DVS128\r\n")
+            raw.tofile(f)
+        read = lambda: read_events(path)  # noqa: E731
+    else:
+        ev = np.empty(5, [("ts", "<u4"), ("data", "<u4")])
+        ev["ts"], ev["data"] = ticks, 3 | 4 << 14
+        path = tmp_path / "c.dat"
+        path.write_bytes(b"% Data file containing CD events\n% Width 304\n% Height 240\n" + bytes([0, 8]) + ev.tobytes())
+        read = lambda: read_events(path)  # noqa: E731
+    with pytest.raises(ValueError, match=r"event 2 has timestamp word 0xffffffff.*corrupt timestamp word"):
+        read()
+
+
+def test_dat_polarity_past_one_is_refused(tmp_path):
+    ev = np.empty(3, [("ts", "<u4"), ("data", "<u4")])
+    ev["ts"], ev["data"] = [1, 2, 3], np.array([0, 15 << 28, 1 << 28], np.int64) | 3
+    path = tmp_path / "p.dat"
+    path.write_bytes(b"% Data file containing CD events\n" + bytes([0, 8]) + ev.tobytes())
+    with pytest.raises(ValueError, match=r"p.dat: event 1 has polarity 15"):
+        read_events(path)
+
+
+def test_dat_absurd_geometry_is_refused(tmp_path):
+    ev = np.empty(1, [("ts", "<u4"), ("data", "<u4")])
+    ev["ts"], ev["data"] = [1], [3]
+    path = tmp_path / "g.dat"
+    path.write_bytes(b"% geometry 99999999x99999999\n" + bytes([0, 8]) + ev.tobytes())
+    with pytest.raises(ValueError, match=r"g.dat.*larger than the event schema holds"):
+        read_events(path)
+
+
+def test_corrupt_aedat4_panic_becomes_a_value_error_naming_the_file(realdata, tmp_path):
+    """aedat (pyo3) raises PanicException, a BaseException that `except Exception` does not catch."""
+    data = bytearray((realdata / "tonic_test_data" / "sample.aedat4").read_bytes())
+    data[1079] ^= 0xFF  # inside the XML description: the Rust XML parser panics
+    path = tmp_path / "bad.aedat4"
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"bad.aedat4 \(format 'aedat4'\): not a readable aedat4 file.*Panic"):
+        read_events(path)
+
+
+def test_foreign_exceptions_name_the_file(tmp_path):
+    (tmp_path / "z.npz").write_bytes(b"PK\x03\x04 not really a zip")  # BadZipFile
+    with pytest.raises(ValueError, match=r"z.npz \(format 'npz'\).*BadZipFile"):
+        read_events(tmp_path / "z.npz")
+    (tmp_path / "u.csv").write_bytes(b"t,x,y,p\n1,2,3,\xff\xfe\n")  # UnicodeDecodeError
+    with pytest.raises(ValueError, match=r"u.csv \(format 'csv'\).*UnicodeDecodeError"):
+        read_events(tmp_path / "u.csv")
+
+
+def test_npy_claiming_an_absurd_shape_is_refused_before_allocating(tmp_path):
+    table = np.zeros(4, [("t", "<i8"), ("x", "<i2"), ("y", "<i2"), ("p", "<i1")])
+    np.save(tmp_path / "e.npy", table)
+    data = (tmp_path / "e.npy").read_bytes().replace(b"(4,)", b"(20000000000,)", 1)
+    (tmp_path / "e.npy").write_bytes(data)
+    with pytest.raises(ValueError, match=r"e.npy: its header claims an array of shape \(20000000000,\)"):
+        read_events(tmp_path / "e.npy")
+    np.savez(tmp_path / "e.npz", t=np.arange(3), x=np.arange(3))
+    import zipfile
+    with zipfile.ZipFile(tmp_path / "e.npz") as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    members["t.npy"] = members["t.npy"].replace(b"(3,)", b"(9000000000,)", 1)
+    with zipfile.ZipFile(tmp_path / "f.npz", "w") as z:
+        for n, b in members.items():
+            z.writestr(n, b)
+    with pytest.raises(ValueError, match=r"f.npz \(array 't'\): its header claims"):
+        read_events(tmp_path / "f.npz")
