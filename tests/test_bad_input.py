@@ -323,3 +323,44 @@ def test_npy_claiming_an_absurd_shape_is_refused_before_allocating(tmp_path):
             z.writestr(n, b)
     with pytest.raises(ValueError, match=r"f.npz \(array 't'\): its header claims"):
         read_events(tmp_path / "f.npz")
+
+
+# ------------------------------------------------------------------------------------------------
+# The collator: labels and pre-tokenized rows are checked, never cast silently
+
+
+@pytest.fixture(scope="module")
+def collator():
+    from eventlm.data.collator import EventCollator
+    from eventlm.tokenization_events import EventTokenizer
+
+    return EventCollator(EventTokenizer.from_pretrained("shd"))
+
+
+def _row(label=0, **tokens):
+    return {"t": [1, 2, 3], "x": [4, 5, 6], "label": label, **tokens}
+
+
+def test_collator_labels_are_not_wrapped_or_misread(collator):
+    with pytest.raises(ValueError, match=r"sample 1 has label 1099511627776"):
+        collator([_row(0), _row(2**40)])
+    with pytest.raises(ValueError, match=r"sample 0 has label 'cat'; class labels must be integer class ids"):
+        collator([_row("cat")])
+    with pytest.raises(ValueError, match="class labels must be integers, got nan"):
+        collator([_row(float("nan"))])
+    assert collator([_row(3), _row(4.0)])["labels"].tolist() == [3, 4]
+
+
+@pytest.mark.parametrize("timestamps, mask, message", [
+    ([1.0, float("nan"), 3.0], [1, 1, 1], "sample 0: timestamps must be integer µs, got nan"),
+    ([0.7, 1.0, 2.0], [1, 1, 1], "sample 0: timestamps must be integer µs, got 0.7"),
+    ([1, 2, 3], [1, 5, 1], "attention_mask must hold 0/1, got 5"),
+    ([3, 2, 1], [1, 1, 1], "timestamps decrease"),
+    (np.array([1, 2, 2**63], np.uint64), [1, 1, 1], "past the int64 µs range"),
+])
+def test_pretokenized_rows_get_the_model_input_checks(collator, timestamps, mask, message):
+    row = {"input_ids": np.array([1, 2, 3]), "timestamps": timestamps, "attention_mask": mask, "label": 0}
+    with pytest.raises(ValueError, match=message):
+        collator([row])
+    ok = {"input_ids": np.array([1, 2, 3]), "timestamps": [1.0, 2.0, 3.0], "attention_mask": [1, 1, 0], "label": 0}
+    assert collator([ok])["timestamps"][0, :3].tolist() == [1, 2, 3]
