@@ -364,3 +364,40 @@ def test_pretokenized_rows_get_the_model_input_checks(collator, timestamps, mask
         collator([row])
     ok = {"input_ids": np.array([1, 2, 3]), "timestamps": [1.0, 2.0, 3.0], "attention_mask": [1, 1, 0], "label": 0}
     assert collator([ok])["timestamps"][0, :3].tolist() == [1, 2, 3]
+
+
+# ------------------------------------------------------------------------------------------------
+# The CLI: a user's mistake is one line and exit status 2; subcommands have their own usage
+
+
+def test_cli_user_error_is_one_line_and_debug_shows_the_traceback(tmp_path, capsys, monkeypatch):
+    from eventlm import cli
+
+    monkeypatch.delenv("EVENTLM_DEBUG", raising=False)
+    assert cli.main(["stream", str(tmp_path / "no-model"), str(tmp_path / "no.npy")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("eventlm stream: error: ") and "no.npy does not exist" in err
+    assert "Traceback" not in err
+    with pytest.raises(FileNotFoundError):
+        cli.main(["stream", str(tmp_path / "no-model"), str(tmp_path / "no.npy"), "--debug"])
+    monkeypatch.setenv("EVENTLM_DEBUG", "1")
+    with pytest.raises(FileNotFoundError):
+        cli.main(["stream", str(tmp_path / "no-model"), str(tmp_path / "no.npy")])
+
+
+def test_cli_subcommand_usage_flag_prefixes_and_did_you_mean(capsys):
+    from eventlm import cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["pretrain", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: eventlm pretrain ") and "next-event prediction" in out
+    with pytest.raises(SystemExit) as exit_info:  # a prefix is not silently taken for the flag
+        cli.main(["train", "--num_train_epoch", "3"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "eventlm train: error: unrecognized argument --num_train_epoch (did you mean " \
+        "--num_train_epochs?)" in err
+    assert cli.main(["train", "--preset", "shd-tiny-typo"]) == 2
+    assert "unknown --preset 'shd-tiny-typo'" in capsys.readouterr().err
