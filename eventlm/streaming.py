@@ -893,6 +893,17 @@ def _streaming_tokenizer(model, model_name_or_path, sensor_size, tokenizer=None)
     return tokenizer
 
 
+def _check_recording_sensor(tokenizer, sensor, recording_path) -> None:
+    """A recording of another sensor than the model's tokenizer (width, height, or polarities where the model
+    reads them) is refused: its events would fit the vocabulary and stream to a confident, meaningless answer."""
+    (w, h, p), (W, H, P) = tuple(sensor), tuple(tokenizer.sensor_size)
+    if (w, h) != (W, H) or (P > 1 and p != P):
+        raise ValueError(
+            f"{recording_path} comes from a {tuple(sensor)} sensor (width, height, polarities) but the model's "
+            f"tokenizer is for {(W, H, P)}: a recording of another sensor. Stream a recording of the model's sensor; "
+            f"if this one is from it, say so with sensor_size=({W}, {H}, {P}) (--sensor-size {W} {H} {P})")
+
+
 @dataclass
 class StreamRun:
     """What `run_stream` measured: per printed step the stream time (s), events so far, and the
@@ -939,6 +950,7 @@ def run_stream(model_name_or_path, recording_path, chunk_size: int = 256, plot=N
     recording = read_events(recording_path, format=format, **reader_options)
     model, head = load_streaming_model(model_name_or_path)
     tokenizer = _streaming_tokenizer(model, model_name_or_path, recording.sensor_size, tokenizer)
+    _check_recording_sensor(tokenizer, recording.sensor_size, recording_path)
     ids, ts, _ = tokenizer.encode_stream(recording.events)
     if max_events is not None:
         ids, ts = ids[:max_events], ts[:max_events]

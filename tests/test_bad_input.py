@@ -401,3 +401,16 @@ def test_cli_subcommand_usage_flag_prefixes_and_did_you_mean(capsys):
         "--num_train_epochs?)" in err
     assert cli.main(["train", "--preset", "shd-tiny-typo"]) == 2
     assert "unknown --preset 'shd-tiny-typo'" in capsys.readouterr().err
+
+
+def test_stream_refuses_a_recording_of_another_sensor(tmp_path, model):
+    """A 20-channel model streamed an 8-channel cochlea recording without a word (a confident prediction)."""
+    from eventlm.streaming import run_stream
+    from eventlm.tokenization_events import EventTokenizer
+
+    model.save_pretrained(tmp_path / "m")
+    EventTokenizer(sensor_size=(20, 1, 1)).save_pretrained(tmp_path / "m")
+    path = _nas(tmp_path / "cochlea.aedat", np.arange(0, 16, 2), np.arange(8) * 100)
+    with pytest.raises(ValueError, match=r"cochlea.aedat comes from a \(8, 1, 2\) sensor .* tokenizer is for "
+                                         r"\(20, 1, 1\).*--sensor-size 20 1 1"):
+        run_stream(tmp_path / "m", path, format="nas", channels=8)
