@@ -414,3 +414,63 @@ def test_stream_refuses_a_recording_of_another_sensor(tmp_path, model):
     with pytest.raises(ValueError, match=r"cochlea.aedat comes from a \(8, 1, 2\) sensor .* tokenizer is for "
                                          r"\(20, 1, 1\).*--sensor-size 20 1 1"):
         run_stream(tmp_path / "m", path, format="nas", channels=8)
+
+
+# ------------------------------------------------------------------------------------------------
+# Resume survives a damaged latest checkpoint and a torn metrics line
+
+
+def _run(folder, steps):
+    from test_training import tiny_trainer  # (the tests folder is on sys.path under pytest)
+
+    trainer = tiny_trainer(folder, max_steps=steps, save_steps=2, save_total_limit=2, async_checkpointing=False)
+    start = trainer._checkpoints().latest_step()
+    trainer.train()
+    trainer.close()
+    return start
+
+
+def _damage_state(step_dir):
+    for f in (step_dir / "state").rglob("*"):
+        if f.is_file() and f.stat().st_size > 0:
+            f.write_bytes(b"\x00garbage" * 4)
+
+
+def _damage_meta(step_dir):
+    import json
+
+    for f in (step_dir / "meta").rglob("*"):
+        if f.is_file():
+            try:
+                meta = json.loads(f.read_text())
+            except ValueError:
+                continue
+            if isinstance(meta, dict) and "position" in meta:
+                f.write_text(json.dumps({**meta, "position": 10**9}))
+
+
+@pytest.mark.parametrize("damage", [_damage_state, _damage_meta])
+def test_resume_falls_back_to_the_older_intact_checkpoint(tmp_path, caplog, damage):
+    import logging
+
+    from eventlm.training.metrics import read_jsonl
+
+    _run(tmp_path, 4)
+    assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == [2, 4]
+    damage(tmp_path / "checkpoints" / "4")
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"split": "train", "st')  # killed while appending a line
+    with caplog.at_level(logging.WARNING):
+        _run(tmp_path, 6)
+    assert "checkpoint step 4" in caplog.text and "damaged" in caplog.text and "dropping its last line" in caplog.text
+    assert any(p.name.startswith("4-") for p in (tmp_path / "checkpoints-damaged").iterdir())
+    steps = [r["step"] for r in read_jsonl(tmp_path / "metrics.jsonl") if r["split"] == "train"]
+    assert steps == [1, 2, 3, 4, 5, 6]  # steps 3-4 re-run from checkpoint 2
+
+
+def test_metrics_line_damaged_in_the_middle_is_named(tmp_path):
+    from eventlm.training.metrics import read_jsonl
+
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n{"st\n{"step": 3}\n')
+    with pytest.raises(ValueError, match=r"metrics.jsonl: line 2 is not a JSON record"):
+        read_jsonl(tmp_path / "metrics.jsonl")
