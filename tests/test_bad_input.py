@@ -474,3 +474,76 @@ def test_metrics_line_damaged_in_the_middle_is_named(tmp_path):
     (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n{"st\n{"step": 3}\n')
     with pytest.raises(ValueError, match=r"metrics.jsonl: line 2 is not a JSON record"):
         read_jsonl(tmp_path / "metrics.jsonl")
+
+
+# ------------------------------------------------------------------------------------------------
+# Datasets are checked row by row before the first step (not at the first batch holding the bad row)
+
+
+def _event_rows(n=300, seed=0):
+    rng = np.random.default_rng(seed)
+    rows = {"t": [], "x": [], "y": [], "p": [], "label": []}
+    for _ in range(n):
+        k = int(rng.integers(5, 20))
+        rows["t"].append(np.sort(rng.integers(0, 10_000, k)).tolist())
+        rows["x"].append(rng.integers(0, 16, k).tolist())
+        rows["y"].append([0] * k)
+        rows["p"].append([1] * k)
+        rows["label"].append(int(rng.integers(0, 3)))
+    return rows
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("x", 5000, r"'train' split, row 217, field 'x', event 3: x = 5000 lies outside the sensor \(16, 1, 1\)"),
+    ("t", -1, r"'train' split, row 217, field 't', event 3: timestamp -1 is negative"),
+    ("t", 0, r"'train' split, row 217, field 't', event 3: timestamps decrease"),
+])
+def test_dataset_rows_are_checked_before_training(field, value, message):
+    import datasets
+
+    from eventlm.tokenization_events import EventTokenizer
+    from eventlm.training.pipelines import check_event_rows
+
+    rows = _event_rows()
+    rows["t"][217] = [10, 20, 30, 40, 50, 60]
+    for name in ("x", "y", "p"):
+        rows[name][217] = rows[name][217][:1] * 6
+    rows[field][217][3] = value
+    tokenizer = EventTokenizer(sensor_size=(16, 1, 1))
+    check_event_rows(datasets.Dataset.from_dict(_event_rows()), "train", tokenizer)  # a good one passes
+    dataset = datasets.Dataset.from_dict(rows)
+    with pytest.raises(ValueError, match=message):
+        check_event_rows(dataset, "train", tokenizer)
+    shuffled = dataset.select(list(range(200, 300)))  # row numbers are those of the split as the job sees it
+    with pytest.raises(ValueError, match=message.replace("row 217", "row 17")):
+        check_event_rows(shuffled, "train", tokenizer)
+
+
+def test_training_job_refuses_a_bad_row_before_the_first_step(tmp_path, monkeypatch):
+    import datasets
+    from test_scripts import TINY, _script
+
+    from eventlm.training import pipelines
+    from eventlm.training.trainer import Trainer
+
+    def refuse(self, *args, **kwargs):
+        raise AssertionError("training started although a row was bad")
+
+    monkeypatch.setattr(Trainer, "train", refuse)
+    rows = _event_rows(40)
+    rows["x"][33][0] = 5000
+    bad = datasets.Dataset.from_dict(rows, features=datasets.Features({
+        "t": datasets.Sequence(datasets.Value("int64")), "x": datasets.Sequence(datasets.Value("int16")),
+        "y": datasets.Sequence(datasets.Value("int16")), "p": datasets.Sequence(datasets.Value("int8")),
+        "label": datasets.ClassLabel(names=["a", "b", "c"])}))
+    monkeypatch.setattr(pipelines, "load_event_datasets", lambda *a: {"train": bad, "validation": bad})
+    with pytest.raises(ValueError, match=r"'train' split, row 33, field 'x', event 0: x = 5000"):
+        _script("run_classification").main(TINY + ["--output_dir", str(tmp_path / "out"), "--tokenizer_name",
+                                                   str(_tokenizer_folder(tmp_path))])
+
+
+def _tokenizer_folder(tmp_path):
+    from eventlm.tokenization_events import EventTokenizer
+
+    EventTokenizer(sensor_size=(16, 1, 1)).save_pretrained(tmp_path / "tok")
+    return tmp_path / "tok"
