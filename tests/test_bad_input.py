@@ -540,6 +540,7 @@ def test_training_job_refuses_a_bad_row_before_the_first_step(tmp_path, monkeypa
     with pytest.raises(ValueError, match=r"'train' split, row 33, field 'x', event 0: x = 5000"):
         _script("run_classification").main(TINY + ["--output_dir", str(tmp_path / "out"), "--tokenizer_name",
                                                    str(_tokenizer_folder(tmp_path))])
+    assert not (tmp_path / "out").exists()  # a job refused up front leaves no output folder behind
 
 
 def _tokenizer_folder(tmp_path):
@@ -547,3 +548,15 @@ def _tokenizer_folder(tmp_path):
 
     EventTokenizer(sensor_size=(16, 1, 1)).save_pretrained(tmp_path / "tok")
     return tmp_path / "tok"
+
+
+def test_cli_hints_are_in_flag_words(tmp_path, capsys, monkeypatch):
+    from eventlm import cli
+
+    monkeypatch.delenv("EVENTLM_DEBUG", raising=False)
+    path = _nas(tmp_path / "cochlea.aedat", [0, 2], [1, 2])  # headerless: the format cannot be guessed
+    assert cli.main(["stream", str(tmp_path / "m"), str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--format nas --reader-options '{\"channels\": 64" in err
+    assert cli.main(["stream", str(tmp_path / "m"), str(path), "--format", "nas"]) == 2
+    assert "--reader-options '{\"channels\": 64}'" in capsys.readouterr().err

@@ -66,7 +66,9 @@ _EXTENSIONS = {".bin": "nmnist", ".aedat4": "aedat4", ".dat": "dat", ".mat": "st
                ".npy": "npy", ".npz": "npz", ".csv": "csv"}  # .raw and .aedat: decided by the header
 _PROPHESEE_PLUGINS = (("gen4", (1280, 720)), ("imx636", (1280, 720)), ("gen3", (640, 480)))
 _NAS_HELP = ("pass format='nas' with channels=<frequency channels, e.g. 64>, address_bytes=2|4, "
-             "tick_us=<µs per tick, 0.2 for MATLAB/aerzip recordings, 1 for jAER>, stereo=True|False")
+             "tick_us=<µs per tick, 0.2 for MATLAB/aerzip recordings, 1 for jAER>, stereo=True|False "
+             """(on the command line: --format nas --reader-options '{"channels": 64, "address_bytes": 2, """
+             """"tick_us": 0.2}')""")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -489,7 +491,8 @@ def _decode_aedat3(path, lines, data, sensor_size):
 
 def _read_nas(path, channels=None, address_bytes=2, tick_us=0.2, stereo=False, on_off=True):
     if channels is None:
-        raise ValueError(f"{path}: format='nas' needs channels=<number of frequency channels, e.g. 32 or 64>")
+        raise ValueError(f"{path}: format='nas' needs channels=<number of frequency channels, e.g. 32 or 64> "
+                         """(on the command line: --reader-options '{"channels": 64}')""")
     if isinstance(channels, bool) or not isinstance(channels, (int, np.integer)) or channels < 1:
         raise ValueError(f"channels must be a positive integer, got {channels!r}")
     if isinstance(address_bytes, bool) or not isinstance(address_bytes, (int, np.integer)) \

@@ -77,10 +77,12 @@ def run_signature(model_args, data_args, training_args) -> Dict[str, Any]:
     return out
 
 
-def prepare_output_dir(training_args: TrainingArguments, signature: Dict[str, Any]) -> bool:
+def prepare_output_dir(training_args: TrainingArguments, signature: Dict[str, Any], claim: bool = True) -> bool:
     """Make sure output_dir may hold this run; returns True when a run with the same arguments is there to
     resume. An output folder holding another run (other arguments, or files that are not an eventlm run)
-    raises ValueError unless --overwrite_output_dir, which deletes the previous run's checkpoints and logs."""
+    raises ValueError unless --overwrite_output_dir, which deletes the previous run's checkpoints and logs.
+    claim=False only checks: `claim_output_dir` creates the folder and records the run once the data and
+    the model have passed their checks (a job refused up front leaves no folder behind)."""
     out = Path(training_args.output_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"output_dir {str(out)!r} is a file, not a folder")
@@ -109,10 +111,17 @@ def prepare_output_dir(training_args: TrainingArguments, signature: Dict[str, An
                 f"--output_dir, or pass --overwrite_output_dir to start afresh there"
             )
         return (out / CHECKPOINT_DIR).is_dir()
-    if _is_main():
-        out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(record, signature)
+    if claim:
+        claim_output_dir(training_args, signature)
     return False
+
+
+def claim_output_dir(training_args: TrainingArguments, signature: Dict[str, Any]) -> None:
+    """Create output_dir and record the run's arguments (what a resume compares), unless already there."""
+    out = Path(training_args.output_dir)
+    if _is_main() and not (out / RUN_ARGS_FILE).is_file():
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / RUN_ARGS_FILE, signature)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -505,7 +514,8 @@ def _prepare(model_args, data_args, training_args, task):
     resolve_presets(model_args, data_args, training_args)
     if training_args.output_dir is None:
         training_args.output_dir = DEFAULT_OUTPUT_DIRS[task]
-    return prepare_output_dir(training_args, run_signature(model_args, data_args, training_args))
+    signature = run_signature(model_args, data_args, training_args)
+    return prepare_output_dir(training_args, signature, claim=False), signature
 
 
 def run_classification(model_args: ModelArguments, data_args: DataArguments,
@@ -515,7 +525,7 @@ def run_classification(model_args: ModelArguments, data_args: DataArguments,
     from ..auto import auto_class_for_task
 
     task = TASKS["classification"]
-    resume = _prepare(model_args, data_args, training_args, task.name)
+    resume, signature = _prepare(model_args, data_args, training_args, task.name)
     splits = load_event_datasets(data_args, model_args, training_args.seed)
     require_train_split(splits, data_args)
     label = task.label_column(data_args)
@@ -532,6 +542,7 @@ def run_classification(model_args: ModelArguments, data_args: DataArguments,
         check_event_rows(ds, name, tokenizer)
     if model.config.num_labels != num_labels:
         raise ValueError(f"the model has {model.config.num_labels} labels, the dataset {num_labels}")
+    claim_output_dir(training_args, signature)  # the checks passed: now the folder is made
     collator = make_collator(tokenizer, data_args, task.name, num_labels)
     train_split = split_for_host(slice_training_split(splits["train"], data_args)) if training_args.do_train else None
     trainer = Trainer(model, training_args, train_split, split_for_host(splits["validation"]), collator,
@@ -624,7 +635,7 @@ def run_next_event_pretraining(model_args: ModelArguments, data_args: DataArgume
     task = TASKS["next-event"]
     if training_args.metric_for_best_model is None:
         training_args.metric_for_best_model = task.default_metric
-    resume = _prepare(model_args, data_args, training_args, task.name)
+    resume, signature = _prepare(model_args, data_args, training_args, task.name)
     splits = load_event_datasets(data_args, model_args, training_args.seed)
     sensor_size = splits.pop("sensor_size", None)
     require_train_split(splits, data_args)
@@ -635,6 +646,7 @@ def run_next_event_pretraining(model_args: ModelArguments, data_args: DataArgume
     check_vocabulary(model.config, tokenizer)
     for name, ds in splits.items():
         check_event_rows(ds, name, tokenizer)
+    claim_output_dir(training_args, signature)  # the checks passed: now the folder is made
     collator = make_collator(tokenizer, data_args, task.name)
     train_split = split_for_host(slice_training_split(splits["train"], data_args)) if training_args.do_train else None
     trainer = Trainer(model, training_args, train_split, split_for_host(splits["validation"]), collator,
