@@ -498,22 +498,28 @@ def _check_state_contents(streamer, state) -> None:
     """ValueError for a damaged or forged state (shapes, indices and counts out of range, non-finite values),
     so that no step reads outside its tables. A few µs: one compiled pass over the state; a jax buffer this
     streamer produced itself (immutable) is not scanned again."""
-    b, size = state.batch_size, streamer.layout.size
-    host = (state.last_timestamp, state.num_events, state.pending_token)
-    logits_shape = None if state.logits is None else tuple(np.shape(state.logits))
-    want_logits = (b, streamer.config.num_labels) if streamer.task == "classification" else None
-    if tuple(np.shape(state.buffer)) != (b, size) or any(np.shape(a) != (b,) or np.asarray(a).dtype.kind not in "iu"
-                                                         for a in host) or logits_shape != want_logits:
+    spec = streamer.__dict__.get("_state_spec")
+    if spec is None:  # (columns, limits, logits width): a transformers config attribute costs µs per read
+        width = streamer.config.num_labels if streamer.task == "classification" else None
+        spec = streamer.__dict__["_state_spec"] = (*streamer.state_bounds, width)
+    columns, limits, width = spec
+    buffer, logits, host = state.buffer, state.logits, (state.last_timestamp, state.num_events, state.pending_token)
+    b, size = len(state.last_timestamp) if hasattr(state.last_timestamp, "__len__") else 0, streamer.layout.size
+    try:
+        fits = tuple(buffer.shape) == (b, size) and all(
+            isinstance(a, np.ndarray) and a.shape == (b,) and a.dtype.kind in "iu" for a in host) and (
+            logits is None if width is None else tuple(logits.shape) == (b, width))
+    except (AttributeError, TypeError):
+        fits = False
+    if not fits:
         raise ValueError(
-            f"the stream state is damaged: buffer {np.shape(state.buffer)}, logits {logits_shape}, last_timestamp / "
+            f"the stream state is damaged: buffer {np.shape(buffer)}, logits {np.shape(logits)}, last_timestamp / "
             f"num_events / pending_token {[np.shape(a) for a in host]}, where this model needs buffer {(b, size)}, "
-            f"logits {want_logits} and integer arrays of shape ({b},); start a new one with init_stream(model, {b})")
-    buffer = state.buffer
+            f"logits {None if width is None else (b, width)} and integer arrays of shape ({b},); start a new one "
+            f"with init_stream(model, {b})")
     trusted = not isinstance(buffer, np.ndarray) and buffer is streamer.__dict__.get("_checked_buffer")
-    columns, limits = streamer.state_bounds
-    rows = np.zeros((0, size), np.float32) if trusted else np.asarray(buffer, np.float32)
-    code, row, where = _state_fault(rows, columns, limits, np.asarray(state.pending_token),
-                                    np.asarray(state.num_events), streamer.vocab_size)
+    rows = _NO_ROWS if trusted else np.asarray(buffer, np.float32)
+    code, row, where = _state_fault(rows, columns, limits, state.pending_token, state.num_events, streamer.vocab_size)
     if code == 0:
         if not trusted and not isinstance(buffer, np.ndarray):
             streamer.__dict__["_checked_buffer"] = buffer
@@ -523,6 +529,9 @@ def _check_state_contents(streamer, state) -> None:
     what = _STATE_FAULTS[code].format(col=where, value=value, limit=limit, vocab=streamer.vocab_size)
     raise ValueError(f"the stream state is damaged: stream {row} {what}; it was not made by init_stream/stream for "
                      f"this model (or was changed since). Start a new one with init_stream(model, {b})")
+
+
+_NO_ROWS = np.zeros((0, 0), np.float32)
 
 
 def _as_chunk(config, input_ids, timestamps, attention_mask):

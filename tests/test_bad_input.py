@@ -94,6 +94,10 @@ def test_forged_window_count_and_shapes_are_refused(model, implementation):
         stream(model, IDS, TS + 100, state.replace(buffer=np.zeros((1, 5), np.float32)), implementation=implementation)
     with pytest.raises(ValueError, match="num_events"):
         stream(model, IDS, TS + 100, state.replace(num_events=np.array([-3])), implementation=implementation)
+    with pytest.raises(ValueError, match="stream state is damaged"):
+        stream(model, IDS, TS + 100, state.replace(pending_token=[-1]), implementation=implementation)
+    with pytest.raises(ValueError, match="stream state is damaged"):
+        stream(model, IDS, TS + 100, state.replace(logits=None), implementation=implementation)
 
 
 def test_state_damaged_in_place_after_a_step_is_refused(model):
