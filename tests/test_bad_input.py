@@ -564,3 +564,13 @@ def test_cli_hints_are_in_flag_words(tmp_path, capsys, monkeypatch):
     assert err.count("\n") == 1 and "--format nas --reader-options '{\"channels\": 64" in err
     assert cli.main(["stream", str(tmp_path / "m"), str(path), "--format", "nas"]) == 2
     assert "--reader-options '{\"channels\": 64}'" in capsys.readouterr().err
+
+
+def test_empty_names_are_refused_clearly():
+    from eventlm import AutoModelForSequenceClassification
+    from eventlm.tokenization_events import EventTokenizer
+
+    with pytest.raises(ValueError, match="empty name"):
+        EventTokenizer.from_pretrained("")
+    with pytest.raises(FileNotFoundError, match="'' is neither an existing local folder nor a valid Hub repo id"):
+        AutoModelForSequenceClassification.from_pretrained("")
