@@ -9,7 +9,8 @@
 train / pretrain / evaluate take --num_processes, --process_id and --coordinator_address HOST:PORT (or
 JAX_NUM_PROCESSES / JAX_PROCESS_ID / JAX_COORDINATOR_ADDRESS, or a SLURM job) to run on several machines.
 
-`eventlm <command> --help` lists a command's flags. Other modules add commands with
+`eventlm <command> --help` lists a command's flags. A user's mistake prints one line `eventlm <command>:
+error: …` and exits with 2; `--debug` (or EVENTLM_DEBUG=1) shows the traceback instead. Other modules add commands with
 `register_command(name, "module:function", help)` (e.g. `stream`, `convert-checkpoint`); a command whose
 module is not installed says so instead of failing at start-up.
 """
@@ -17,8 +18,13 @@ module is not installed says so instead of failing at start-up.
 import argparse
 import importlib
 import json
+import os
 import sys
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
+
+
+# what a command raises for a user's mistake (a bad file, flag value or dataset): printed as one line
+USER_ERRORS = (ValueError, OSError, TypeError, KeyError)
 
 
 class Command(NamedTuple):
@@ -47,13 +53,15 @@ def _resolve(command: Command) -> Optional[Callable]:
     return getattr(module, func, None)
 
 
-def _job(runner_name: str) -> Callable[[Sequence[str]], int]:
+def _job(runner_name: str, command: str, description: str) -> Callable[[Sequence[str]], int]:
     def run(argv: Sequence[str]) -> int:
         from .training import pipelines
         from .training.arguments import DataArguments, ModelArguments, TrainingArguments, parse_args
 
         pipelines.setup_logging()
-        model_args, data_args, training_args = parse_args((ModelArguments, DataArguments, TrainingArguments), argv)
+        model_args, data_args, training_args = parse_args(
+            (ModelArguments, DataArguments, TrainingArguments), argv, prog=f"eventlm {command}",
+            description=f"{description}. Flags, or one args.yaml / args.json file holding them.")
         try:
             getattr(pipelines, runner_name)(model_args, data_args, training_args)
         except Exception:
@@ -79,9 +87,9 @@ def _leave_distributed_run() -> None:
         os._exit(1)
 
 
-train = _job("run_classification")
-pretrain = _job("run_next_event_pretraining")
-evaluate = _job("run_evaluation")
+train = _job("run_classification", "train", "Train a sequence classifier on an event dataset")
+pretrain = _job("run_next_event_pretraining", "pretrain", "Pretrain a model by next-event prediction")
+evaluate = _job("run_evaluation", "evaluate", "Evaluate a trained model on a dataset split")
 
 
 def convert_dataset(argv: Sequence[str]) -> int:
@@ -188,7 +196,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"eventlm: the command {name!r} is not available in this installation "
               f"({COMMANDS[name].target} is missing)", file=sys.stderr)
         return 2
-    result = func(rest)
+    debug = "--debug" in rest or os.environ.get("EVENTLM_DEBUG", "") not in ("", "0")
+    rest = [a for a in rest if a != "--debug"]
+    try:
+        result = func(rest)
+    except USER_ERRORS as err:  # a user's mistake: one line (the traceback with --debug)
+        if debug:
+            raise
+        message = " ".join(str(err).split()) or type(err).__name__
+        print(f"eventlm {name}: error: {message}  (--debug or EVENTLM_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
+        return 2
     return int(result or 0)
 
 

@@ -4,6 +4,7 @@ A model family's config subclasses it, adds its own fields, sets `model_type` (a
 they differ) and extends `_check`. Importing this module needs no jax.
 """
 
+import math
 from typing import Optional
 
 from transformers import PretrainedConfig
@@ -12,6 +13,10 @@ CLASSIFIER_POOLINGS = ("mean", "timepool", "last")
 GAP_CONVENTIONS = ("before", "after")
 READOUT_CONVENTIONS = ("masked", "reference")
 CLASSIFICATION_LOSSES = ("cross_entropy", "tet")
+# size limits checked before a model is built (larger values would allocate gigabytes or trace for minutes)
+MAX_VOCAB_SIZE = 2**24  # token ids stay exact as float32 (the stream state holds them so)
+MAX_HIDDEN_SIZE = 2**14
+MAX_NUM_LABELS = 2**20
 
 
 class EventModelConfig(PretrainedConfig):
@@ -64,6 +69,10 @@ class EventModelConfig(PretrainedConfig):
     card_config_keys = None
 
     def __post_init__(self, **kwargs):
+        n = kwargs.get("num_labels")  # checked first: transformers builds an id2label entry per label
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_NUM_LABELS):
+            raise ValueError(f"{type(self).__name__}.num_labels must be a positive integer ≤ {MAX_NUM_LABELS:,}, "
+                             f"got {n!r}")
         super().__post_init__(**kwargs)
         self._check()
 
@@ -75,11 +84,23 @@ class EventModelConfig(PretrainedConfig):
             if getattr(self, name) not in allowed:
                 self._fail(name, f"one of {allowed}")
 
-    def _check_positive_ints(self, names):
+    def _check_positive_ints(self, names, limit: Optional[int] = None):
+        """Positive integers, at most `limit` where given (sizes: refused before anything is allocated)."""
         for name in names:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 self._fail(name, "a positive integer")
+            if limit is not None and value > limit:
+                self._fail(name, f"at most {limit:,} (a larger model would not fit in memory)")
+
+    def _check_finite(self, names, minimum: float = 0.0, inclusive: bool = False):
+        """Finite real numbers > minimum (≥ with inclusive): NaN and ±Infinity from a config.json are refused."""
+        for name in names:
+            value = getattr(self, name)
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and (
+                value >= minimum if inclusive else value > minimum)
+            if not ok:
+                self._fail(name, f"a finite number {'≥' if inclusive else '>'} {minimum:g}")
 
     def _check(self):
         """Raise ValueError naming the setting and its value when the settings cannot build a model."""
@@ -89,15 +110,25 @@ class EventModelConfig(PretrainedConfig):
         if self.classification_loss == "tet" and self.classifier_pooling != "mean":
             self._fail("classifier_pooling", "'mean' with classification_loss='tet' (TET scores each position's "
                                              "logits, whose mean must be the prediction)")
+        self._check_finite(("tet_means",), minimum=-math.inf)
         if not 0.0 <= self.tet_lamb <= 1.0:
             self._fail("tet_lamb", "in [0, 1]")
-        self._check_positive_ints(("vocab_size", "hidden_size", "num_mixture_components"))
-        if not self.time_unit_us > 0:
-            self._fail("time_unit_us", "positive")
+        self._check_positive_ints(("vocab_size",), MAX_VOCAB_SIZE)
+        self._check_positive_ints(("hidden_size",), MAX_HIDDEN_SIZE)
+        self._check_positive_ints(("num_mixture_components",), 1024)
+        self._check_finite(("time_unit_us", "layer_norm_eps"))
+        self._check_finite(("timepool_eps",), inclusive=True)
+        self._check_finite(("dropout",), inclusive=True)
         if not 0.0 <= self.dropout < 1.0:
             self._fail("dropout", "in [0, 1)")
-        if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
-            raise ValueError(f"pad_token_id {self.pad_token_id} lies outside the vocabulary of {self.vocab_size}")
+        if self.id2label is not None and len(self.id2label) > MAX_NUM_LABELS:
+            self._fail("num_labels", f"at most {MAX_NUM_LABELS:,}")
+        for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
+            value = getattr(self, name, None)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or not 0 <= value < self.vocab_size):
+                raise ValueError(f"{name} {value!r} lies outside the vocabulary of {self.vocab_size} (token ids "
+                                 f"0 … {self.vocab_size - 1}); set it to a token id of the vocabulary or None")
 
     def check_events(self, input_ids, timestamps, valid) -> None:
         """Raise ValueError naming the sample when valid events (B, L) cannot feed this model; called by

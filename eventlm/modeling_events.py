@@ -147,6 +147,10 @@ def check_inputs(config, input_ids, timestamps, attention_mask=None) -> None:
             raise ValueError(f"timestamps holds {ts[i, k]} at (sample, position) ({i}, {k})")
     elif ts.dtype.kind not in "iu":
         raise ValueError(f"timestamps must be integer µs, got dtype {ts.dtype}")
+    if ts.dtype.kind == "u" and ts.dtype.itemsize == 8 and (ts[valid] >= 2**63).any():
+        i, k = _first_bad((ts >= 2**63) & valid)
+        raise ValueError(f"timestamps holds {ts[i, k]} µs at (sample, position) ({i}, {k}), past the int64 µs range "
+                         "(2^63 µs); timestamps are int64 µs (check the time unit and that no field is corrupted)")
     ts64 = ts.astype(np.int64) if ts.dtype.kind in "iu" else ts
     decreasing = (np.diff(ts64, axis=1) < 0) & valid[:, 1:]
     if decreasing.any():

@@ -506,6 +506,7 @@ class FlaxPreTrainedModel:
         input_shape=(1, 16),
         seed: int = 0,
         ignore_mismatched_sizes: bool = False,
+        allow_missing_weights: bool = False,
         **config_overrides,
     ):
         """Load a model saved by save_pretrained from a local folder or a Hub repo id.
@@ -515,6 +516,9 @@ class FlaxPreTrainedModel:
         next-event-prediction checkpoint loads into a classifier with its backbone. `config_overrides` set
         config fields (e.g. num_labels=5); with ignore_mismatched_sizes=True wrongly-shaped tensors are
         re-initialised instead of raising. Parameters keep the stored dtype; `dtype` is the compute dtype.
+        Only a head the checkpoint lacks entirely (`_fresh_head_key`) may be missing from it: any other missing
+        tensor (an empty file, renamed or damaged key names) raises a ValueError naming the missing and the
+        unexpected keys, unless allow_missing_weights=True initialises them (listed in a warning).
         """
         folder = resolve_pretrained_folder(
             pretrained_model_name_or_path, revision=revision, cache_dir=cache_dir,
@@ -550,6 +554,17 @@ class FlaxPreTrainedModel:
             )
 
         to_init = set(expected) - set(state)
+        not_head = sorted(k for k in to_init - set(mismatched) if not _fresh_head_key(k, stored, cls.base_model_prefix))
+        if not_head and not allow_missing_weights:
+            unexpected = sorted(set(stored) - set(expected))
+            raise ValueError(
+                f"{weights_path} does not hold the weights of {cls.__name__}: {len(not_head)} of its "
+                f"{len(expected)} tensors are missing [{_short(not_head)}]"
+                + (f" and {len(unexpected)} stored tensors are unexpected [{_short(unexpected)}]" if unexpected else "")
+                + (" (the file holds no tensors at all)" if not stored else "")
+                + ". The file is damaged or was saved from another model; save or download it again, or pass "
+                "allow_missing_weights=True to initialise the missing tensors at random."
+            )
         if to_init:
             fresh = flatten_variables(init())
             state.update({key: fresh[key] for key in to_init})
@@ -595,6 +610,17 @@ class FlaxPreTrainedModel:
                 f"neither options of from_pretrained nor fields of {type(config).__name__}"
             )
         return config
+
+
+def _fresh_head_key(key: str, stored, backbone: str) -> bool:
+    """Whether a weight the checkpoint lacks may be initialised: it belongs to a module beside the backbone
+    (a task head) of which the checkpoint holds no tensor at all (a checkpoint of another head, or a bare
+    backbone). A backbone tensor, or part of a head, missing means a damaged or foreign file."""
+    group = key.split(_SEP)[:2]
+    if len(group) < 2 or group[1] == backbone:
+        return False
+    prefix = _SEP.join(group) + _SEP
+    return not any(name.startswith(prefix) for name in stored)
 
 
 def _warn_load_report(class_name, source, missing, unexpected, mismatched) -> None:

@@ -31,6 +31,7 @@ import functools
 import hashlib
 import importlib
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -254,6 +255,21 @@ class Streamer:
     def make_cpu_kernel(self):
         """A callable (buffer, logits, tokens, dt, counts) -> (outputs, buffer, logits); see `stream`."""
         raise NotImplementedError
+
+    def backbone_state_limits(self):
+        """The template's tree with, per leaf, the largest value an entry may hold when it is an index or a
+        count (an int: entries must be integers in [0, limit]), else np.inf (any finite value)."""
+        return jax.tree_util.tree_map(lambda _: np.inf, self.backbone_state_template())
+
+    @functools.cached_property
+    def state_bounds(self):
+        """(columns, limits) of the flat state row's index / count entries (`backbone_state_limits`)."""
+        limits = jax.tree_util.tree_leaves((self.backbone_state_limits(), (np.inf,) * 4))
+        columns, bounds = [], []
+        for (offset, size, _, _), limit in zip(self.layout.entries, limits):
+            if np.isfinite(limit):
+                columns.extend(range(offset, offset + size)), bounds.extend([limit] * size)
+        return np.asarray(columns, np.int64), np.asarray(bounds, np.float32)
 
     # -- shared --------------------------------------------------------------------------------------
     @functools.cached_property
@@ -599,6 +615,55 @@ def _check_state(streamer, state, batch):
             f"the chunk holds {batch} stream(s) (input_ids.shape[0]) but the state was made for batch_size="
             f"{state.batch_size}; pass one row per stream of the state or init_stream(model, batch_size={batch})"
         )
+    _check_state_contents(streamer, state)
+
+
+_STATE_FAULTS = {
+    1: "holds a non-finite value in its state buffer (column {col})",
+    2: "holds {value} at column {col} of its state buffer, where an index or count in [0, {limit:g}] belongs",
+    3: "has pending_token {value}, outside [-1, vocab_size={vocab})",
+    4: "has num_events {value} (< 0)",
+}
+
+
+def _check_state_contents(streamer, state) -> None:
+    """ValueError for a damaged or forged state (shapes, indices and counts out of range, non-finite values),
+    so that no step reads outside its tables. A few µs: one compiled pass over the state; a jax buffer this
+    streamer produced itself (immutable) is not scanned again."""
+    spec = streamer.__dict__.get("_state_spec")
+    if spec is None:  # (columns, limits, logits width): a transformers config attribute costs µs per read
+        width = streamer.config.num_labels if streamer.task == "classification" else None
+        spec = streamer.__dict__["_state_spec"] = (*streamer.state_bounds, width)
+    columns, limits, width = spec
+    buffer, logits, host = state.buffer, state.logits, (state.last_timestamp, state.num_events, state.pending_token)
+    b, size = len(state.last_timestamp) if hasattr(state.last_timestamp, "__len__") else 0, streamer.layout.size
+    try:
+        fits = tuple(buffer.shape) == (b, size) and all(
+            isinstance(a, np.ndarray) and a.shape == (b,) and a.dtype.kind in "iu" for a in host) and (
+            logits is None if width is None else tuple(logits.shape) == (b, width))
+    except (AttributeError, TypeError):
+        fits = False
+    if not fits:
+        raise ValueError(
+            f"the stream state is damaged: buffer {np.shape(buffer)}, logits {np.shape(logits)}, last_timestamp / "
+            f"num_events / pending_token {[np.shape(a) for a in host]}, where this model needs buffer {(b, size)}, "
+            f"logits {None if width is None else (b, width)} and integer arrays of shape ({b},); start a new one "
+            f"with init_stream(model, {b})")
+    trusted = not isinstance(buffer, np.ndarray) and buffer is streamer.__dict__.get("_checked_buffer")
+    rows = _NO_ROWS if trusted else np.asarray(buffer, np.float32)
+    code, row, where = _state_fault(rows, columns, limits, state.pending_token, state.num_events, streamer.vocab_size)
+    if code == 0:
+        if not trusted and not isinstance(buffer, np.ndarray):
+            streamer.__dict__["_checked_buffer"] = buffer
+        return
+    value = (rows[row, where] if code <= 2 else state.pending_token[row] if code == 3 else state.num_events[row])
+    limit = limits[np.searchsorted(columns, where)] if code == 2 else 0
+    what = _STATE_FAULTS[code].format(col=where, value=value, limit=limit, vocab=streamer.vocab_size)
+    raise ValueError(f"the stream state is damaged: stream {row} {what}; it was not made by init_stream/stream for "
+                     f"this model (or was changed since). Start a new one with init_stream(model, {b})")
+
+
+_NO_ROWS = np.zeros((0, 0), np.float32)
 
 
 def _as_chunk(config, input_ids, timestamps, attention_mask):
@@ -670,7 +735,7 @@ def _plain_chunk(config, input_ids, timestamps, state):
     if ids.ndim == 1 and ts.ndim == 1:
         ids, ts = ids[None], ts[None]
     if ids.ndim != 2 or ts.shape != ids.shape or ids.shape[1] == 0 or ids.dtype.kind not in "iu" \
-            or ts.dtype.kind not in "iu" or ids.shape[0] != state.batch_size:
+            or ts.dtype.kind not in "iu" or ts.dtype == np.uint64 or ids.shape[0] != state.batch_size:
         return None
     ok, gaps = checked_gaps(ids, ts, state.last_timestamp, state.num_events, config.vocab_size)
     return (ids, ts, gaps_to_units(gaps, config.time_unit_us)) if ok else None
@@ -747,6 +812,7 @@ def stream(model, input_ids, timestamps, state: StreamState, params=None, batch_
         device_state, pieces = (buffer, logits), [out]
     else:
         out, device_state, pieces = _xla_chunk(streamer, buckets, state, tokens, dts, counts)
+        streamer.__dict__["_checked_buffer"] = device_state[0]  # made here from a checked state: not scanned again
     last = ts[:, -1] if fast is not None else ts[np.arange(batch), np.maximum(n - 1, 0)]
     new_state = StreamState(device_state[0], device_state[1], np.where(n > 0, last, state.last_timestamp).astype(np.int64),
                             state.num_events + n, pending, state.fingerprint, state.model_name, state.layout)
@@ -783,6 +849,31 @@ def _xla_chunk(streamer, buckets, state, tokens, dts, counts):
 
 def _njit(func):
     return numba.njit(cache=True, nogil=True)(func) if numba is not None else func
+
+
+@_njit
+def _state_fault(buffer, columns, limits, pending, num_events, vocab_size):
+    """(code, row, index) of the first fault of a state (codes: `_STATE_FAULTS`; 0: none): a non-finite
+    buffer entry, an index / count entry (columns, each ≤ its limit) that is not an integer in range, a
+    pending token outside [−1, vocab_size), a negative event count."""
+    for r in range(pending.shape[0]):
+        if pending[r] < -1 or pending[r] >= vocab_size:
+            return 3, r, 0
+        if num_events[r] < 0:
+            return 4, r, 0
+    for r in range(buffer.shape[0]):
+        finite = True
+        for j in range(buffer.shape[1]):
+            finite &= math.isfinite(buffer[r, j])
+        if not finite:
+            for j in range(buffer.shape[1]):
+                if not math.isfinite(buffer[r, j]):
+                    return 1, r, j
+        for k in range(columns.shape[0]):
+            v = buffer[r, columns[k]]
+            if not (v >= 0 and v <= limits[k] and v == math.floor(v)):
+                return 2, r, columns[k]
+    return 0, 0, 0
 
 
 @_njit
@@ -944,6 +1035,17 @@ def _streaming_tokenizer(model, model_name_or_path, sensor_size, tokenizer=None)
     return tokenizer
 
 
+def _check_recording_sensor(tokenizer, sensor, recording_path) -> None:
+    """A recording of another sensor than the model's tokenizer (width, height, or polarities where the model
+    reads them) is refused: its events would fit the vocabulary and stream to a confident, meaningless answer."""
+    (w, h, p), (W, H, P) = tuple(sensor), tuple(tokenizer.sensor_size)
+    if (w, h) != (W, H) or (P > 1 and p != P):
+        raise ValueError(
+            f"{recording_path} comes from a {tuple(sensor)} sensor (width, height, polarities) but the model's "
+            f"tokenizer is for {(W, H, P)}: a recording of another sensor. Stream a recording of the model's sensor; "
+            f"if this one is from it, say so with sensor_size=({W}, {H}, {P}) (--sensor-size {W} {H} {P})")
+
+
 @dataclass
 class StreamRun:
     """What `run_stream` measured: per printed step the stream time (s), events so far, and the
@@ -990,6 +1092,7 @@ def run_stream(model_name_or_path, recording_path, chunk_size: int = 256, plot=N
     recording = read_events(recording_path, format=format, **reader_options)
     model, head = load_streaming_model(model_name_or_path)
     tokenizer = _streaming_tokenizer(model, model_name_or_path, recording.sensor_size, tokenizer)
+    _check_recording_sensor(tokenizer, recording.sensor_size, recording_path)
     ids, ts, _ = tokenizer.encode_stream(recording.events)
     if max_events is not None:
         ids, ts = ids[:max_events], ts[:max_events]

@@ -594,6 +594,9 @@ class EventTokenizer:
         """Load a tokenizer from a folder (or its tokenizer_config.json), a preset name ("shd",
         "dvs-gesture", ... see EventTokenizer.presets()) or a Hub repo id. Keyword overrides replace
         saved settings, e.g. from_pretrained("prophesee-gen4", downsample=4)."""
+        if not str(pretrained_name_or_path).strip():  # Path("") is the current folder
+            raise ValueError(f"EventTokenizer.from_pretrained got an empty name; pass a folder, a preset "
+                             f"({', '.join(cls.presets())}) or a Hub repo id")
         path = Path(pretrained_name_or_path)
         if path.is_dir():
             path = path / CONFIG_NAME

@@ -142,8 +142,8 @@ class EventCollator:
             ids = np.asarray(row["input_ids"])
             if "timestamps" not in row:
                 raise ValueError(f"sample {i} has input_ids but no timestamps; both come from the tokenizer")
-            ts = np.asarray(row["timestamps"], np.int64)
-            mask = np.asarray(row["attention_mask"], np.int32) if "attention_mask" in row else np.ones(len(ids), np.int32)
+            ts = np.asarray(row["timestamps"])
+            mask = np.asarray(row["attention_mask"]) if "attention_mask" in row else np.ones(len(ids), np.int32)
             if not (ids.ndim == ts.ndim == mask.ndim == 1 and len(ids) == len(ts) == len(mask)):
                 raise ValueError(
                     f"sample {i}: input_ids {ids.shape}, timestamps {ts.shape} and attention_mask {mask.shape} "
@@ -154,6 +154,7 @@ class EventCollator:
                     f"sample {i}: input_ids must be integers in [0, {tok.vocab_size}), got values "
                     f"{ids.min()}..{ids.max()} ({ids.dtype})"
                 )
+            ts, mask = _checked_pretokenized(tok, ids, ts, mask, i)
             if self.max_length is not None and len(ids) > self.max_length:
                 if not self.truncation:
                     raise ValueError(f"sample {i} has {len(ids)} tokens, more than max_length={self.max_length}")
@@ -195,12 +196,20 @@ class EventCollator:
         return self._soft_labels(arrays)
 
     def _hard_labels(self, arrays):
+        kinds = [a.dtype.kind for a in arrays]
+        if any(k not in "iubf" for k in kinds):
+            i = next(i for i, k in enumerate(kinds) if k not in "iubf")
+            raise ValueError(f"sample {i} has label {arrays[i].item()!r}; class labels must be integer class ids "
+                             "(turn names into ids with the dataset's ClassLabel feature or config.label2id)")
         labels = np.array([a.item() for a in arrays])
-        if labels.dtype.kind not in "iub" and not (labels == np.round(labels)).all():
-            raise ValueError(f"class labels must be integers, got {labels[labels != np.round(labels)][0]!r}")
+        if labels.dtype.kind == "f" and not (np.isfinite(labels) & (labels == np.round(labels))).all():
+            bad = labels[~(np.isfinite(labels) & (labels == np.round(labels)))][0]
+            raise ValueError(f"class labels must be integers, got {bad.item()!r}")
+        if labels.dtype.kind == "f":
+            labels = np.clip(labels, -1, 2**31)  # (beyond int32 either way: refused below, never wrapped)
         labels = labels.astype(np.int64)
         hi = self.num_labels
-        bad = (labels < 0) | ((labels >= hi) if hi else False)
+        bad = (labels < 0) | (labels >= (hi if hi else 2**31 - 1))
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise ValueError(
@@ -229,6 +238,28 @@ class EventCollator:
                     raise ValueError(f"sample {i} has soft label {a.tolist()}: values must be finite and >= 0")
                 out[i] = row
         return out
+
+
+def _checked_pretokenized(tokenizer, ids, timestamps, mask, i):
+    """(timestamps int64, mask int32) of a pre-tokenized sample after the model's own input checks (integer
+    µs in int64's range and in time order, a 0/1 mask with the valid events first): a NaN timestamp became
+    INT64_MIN, 0.7 became 0, a mask of 5 passed."""
+    from ..modeling_events import check_inputs  # (jax: imported only for pre-tokenized rows)
+
+    if timestamps.dtype.kind == "f":
+        bad = ~np.isfinite(timestamps) | (timestamps != np.round(timestamps))
+        if bad.any():
+            k = int(np.argmax(bad))
+            raise ValueError(f"sample {i}: timestamps must be integer µs, got {timestamps[k]} at position {k}")
+    elif timestamps.size and timestamps.dtype.kind not in "iu":
+        raise ValueError(f"sample {i}: timestamps must be integer µs, got dtype {timestamps.dtype}")
+    if timestamps.dtype.kind == "f" and timestamps.size and np.abs(timestamps).max() >= 2.0**63:
+        raise ValueError(f"sample {i}: timestamps hold {np.abs(timestamps).max()}, past the int64 µs range")
+    try:
+        check_inputs(tokenizer, ids[None], timestamps[None], mask[None])
+    except ValueError as err:
+        raise ValueError(f"sample {i}: {err}") from err
+    return timestamps.astype(np.int64), mask.astype(np.int32)
 
 
 def _num_events(row):

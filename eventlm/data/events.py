@@ -12,6 +12,8 @@ import numpy as np
 
 EVENT_DTYPE = np.dtype([("t", "<i8"), ("x", "<i2"), ("y", "<i2"), ("p", "<i1")])
 EVENT_FIELDS = ("t", "x", "y", "p")
+_SCHEMA_LIMITS = {"x": 2**15, "y": 2**15, "p": 2**7}  # values must stay below these (int16, int16, int8)
+MAX_SENSOR_SIZE = (2**15, 2**15, 2**7)  # (W, H, P) the schema holds
 
 
 class EventStream(NamedTuple):
@@ -36,7 +38,7 @@ def _field(obj, name):
     )
 
 
-def _as_int(values, name, lo=None, hi=None):
+def _as_int(values, name, lo=None, hi=None, schema=True):
     """Values of field `name` as integers (t: int64; x, y, p keep their integer dtype, range-checked in
     it without an int64 copy), rejecting non-integers, NaN and out-of-range values."""
     arr = np.asarray(values)
@@ -65,6 +67,14 @@ def _as_int(values, name, lo=None, hi=None):
         i = int(np.argmax(arr))
         raise ValueError(
             f"events field '{name}' has value {arr[i]} at index {i}, outside the sensor (must be < {hi})"
+        )
+    limit = _SCHEMA_LIMITS.get(name) if schema else None
+    if arr.size and limit is not None and arr.dtype.kind in "iu" and np.iinfo(arr.dtype).max >= limit \
+            and arr.max() >= limit:  # would wrap in the schema's int16 / int8 fields
+        i = int(np.argmax(arr))
+        raise ValueError(
+            f"events field '{name}' has value {arr[i]} at index {i}, past the event schema's range (x, y < 32768, "
+            f"p < 128: int16 / int8); a sensor this large is not supported, or the file is corrupt"
         )
     return arr
 
@@ -106,7 +116,8 @@ def event_columns(obj, sensor_size: Optional[Sequence[int]] = None, sort: bool =
     if p is None:
         p = np.zeros(n, np.int8)
     else:
-        p = _as_int(p, "p", lo=0 if P is None or P > 1 else None, hi=P if P is not None and P > 1 else None)
+        p = _as_int(p, "p", lo=0 if P is None or P > 1 else None, hi=P if P is not None and P > 1 else None,
+                    schema=P != 1)
         if P == 1:
             p = np.zeros(n, np.int8)  # one polarity: p carries no information
     for name, arr in (("x", x), ("y", y), ("p", p)):
@@ -135,6 +146,9 @@ def check_sensor_size(sensor_size, where: str = "") -> Tuple[int, int, int]:
         raise ValueError(f"sensor_size must be (W, H, P) integers, got {sensor_size!r}{suffix}") from None
     if len(size) != 3 or min(size) < 1:
         raise ValueError(f"sensor_size must be three positive integers (W, H, P), got {sensor_size!r}{suffix}")
+    if any(s > m for s, m in zip(size, MAX_SENSOR_SIZE)):
+        raise ValueError(f"sensor_size {size}{suffix} is larger than the event schema holds (W, H ≤ 32768, P ≤ 128: "
+                         "x, y int16, p int8); check the recording's header or the sensor_size you passed")
     return size
 
 

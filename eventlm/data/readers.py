@@ -66,7 +66,9 @@ _EXTENSIONS = {".bin": "nmnist", ".aedat4": "aedat4", ".dat": "dat", ".mat": "st
                ".npy": "npy", ".npz": "npz", ".csv": "csv"}  # .raw and .aedat: decided by the header
 _PROPHESEE_PLUGINS = (("gen4", (1280, 720)), ("imx636", (1280, 720)), ("gen3", (640, 480)))
 _NAS_HELP = ("pass format='nas' with channels=<frequency channels, e.g. 64>, address_bytes=2|4, "
-             "tick_us=<µs per tick, 0.2 for MATLAB/aerzip recordings, 1 for jAER>, stereo=True|False")
+             "tick_us=<µs per tick, 0.2 for MATLAB/aerzip recordings, 1 for jAER>, stereo=True|False "
+             """(on the command line: --format nas --reader-options '{"channels": 64, "address_bytes": 2, """
+             """"tick_us": 0.2}')""")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -92,8 +94,20 @@ def read_events(path, format: Optional[str] = None, **options) -> EventStream:
         raise TypeError(f"read_events(format='{fmt}') got unexpected option(s) {unknown}; it takes {takes}")
     if options.get("sensor_size") is not None:  # checked before the file is read
         options["sensor_size"] = _sensor_option(options["sensor_size"], path)
-    fields, sensor = reader(path, **options)
-    sensor = tuple(int(s) for s in sensor)
+    try:
+        fields, sensor = reader(path, **options)
+    except (TypeError, OSError):
+        raise
+    except ValueError as err:  # ours name the file; a library's (e.g. UnicodeDecodeError) may not
+        if str(path) in str(err):
+            raise
+        raise ValueError(f"{path} (format '{fmt}'): not a readable {fmt} file ({type(err).__name__}: {err})") from err
+    except BaseException as err:  # a library's own failure (BadZipFile, EOFError, a pyo3 PanicException)
+        if not isinstance(err, Exception) and type(err).__name__ != "PanicException":
+            raise  # KeyboardInterrupt, SystemExit
+        raise ValueError(f"{path} (format '{fmt}'): not a readable {fmt} file, truncated or corrupt "
+                         f"({type(err).__name__}: {err})") from err
+    sensor = check_sensor_size(sensor, path)
     try:
         events = as_events(fields, sensor, sort=True)
     except ValueError as err:
@@ -150,9 +164,23 @@ def _sensor_option(sensor_size, where) -> Optional[Tuple[int, int, int]]:
     return None if sensor_size is None else check_sensor_size(sensor_size, where)
 
 
-def _unwrap32(ts: np.ndarray) -> np.ndarray:
-    """uint32 timestamps -> int64, adding 2**32 after every wrap (a drop of more than 2**31)."""
+def _check_time_jumps(path, ts: np.ndarray, unit: str = "µs") -> None:
+    """ValueError at a forward jump of more than 2**31 between consecutive events: a corrupt timestamp word
+    (e.g. 0xFFFFFFFF), which would otherwise shift every later event by 2**32 (or be taken for a wrap)."""
+    if ts.size > 1:
+        jumps = np.diff(ts) > (1 << 31)
+        if jumps.any():
+            i = int(np.argmax(jumps)) + 1
+            raise ValueError(
+                f"{path}: event {i} has timestamp word {int(ts[i]):#x} {unit} after {int(ts[i - 1]):#x}, a jump of "
+                f"more than 2^31 {unit}: a corrupt timestamp word, not a wrap; the file is damaged")
+
+
+def _unwrap32(ts: np.ndarray, path="") -> np.ndarray:
+    """uint32 timestamps -> int64, adding 2**32 after every wrap (a drop of more than 2**31); a forward jump
+    of more than 2**31 is a corrupt word (ValueError naming the event)."""
     ts = ts.astype(np.int64)
+    _check_time_jumps(path, ts, "ticks")
     if ts.size > 1:
         wraps = np.concatenate([[0], np.cumsum(np.diff(ts) < -(1 << 31))])
         ts += wraps << 32
@@ -299,6 +327,12 @@ def _read_prophesee(path, encoding, sensor_size=None):
     sensor = _sensor_option(sensor_size, path) or _prophesee_sensor(header)
     if ev is None:  # expelliarmus returns None when it finds no events
         ev = np.zeros(0, [("t", "<i8"), ("x", "<i2"), ("y", "<i2"), ("p", "u1")])
+    if encoding != "evt3" and ev.size:  # expelliarmus unwraps 32-bit time words and keeps 4-bit polarities
+        _check_time_jumps(path, np.asarray(ev["t"], np.int64))
+        if ev["p"].max() > 1:
+            i = int(np.argmax(ev["p"]))
+            raise ValueError(f"{path}: event {i} has polarity {int(ev['p'][i])}; Prophesee CD events have "
+                             "polarity 0 or 1: the file is corrupt")
     return ev, sensor or sensor_size_of(as_events(ev, sort=True))
 
 
@@ -407,7 +441,7 @@ def _decode_aedat2(path, lines, data, sensor_size):
                          f"cochlea (NAS) recording {_NAS_HELP}")
     kind, W, H = layout
     raw = data.view([("addr", ">u4"), ("ts", ">u4")])
-    addr, t = raw["addr"].astype(np.int64), _unwrap32(raw["ts"])
+    addr, t = raw["addr"].astype(np.int64), _unwrap32(raw["ts"], path)
     if kind == "dvs128":
         keep = (addr & 0x80008000) == 0  # bit 31 / bit 15: special (sync) events, not pixels
         addr = addr[keep]
@@ -457,7 +491,8 @@ def _decode_aedat3(path, lines, data, sensor_size):
 
 def _read_nas(path, channels=None, address_bytes=2, tick_us=0.2, stereo=False, on_off=True):
     if channels is None:
-        raise ValueError(f"{path}: format='nas' needs channels=<number of frequency channels, e.g. 32 or 64>")
+        raise ValueError(f"{path}: format='nas' needs channels=<number of frequency channels, e.g. 32 or 64> "
+                         """(on the command line: --reader-options '{"channels": 64}')""")
     if isinstance(channels, bool) or not isinstance(channels, (int, np.integer)) or channels < 1:
         raise ValueError(f"channels must be a positive integer, got {channels!r}")
     if isinstance(address_bytes, bool) or not isinstance(address_bytes, (int, np.integer)) \
@@ -489,7 +524,7 @@ def _read_nas(path, channels=None, address_bytes=2, tick_us=0.2, stereo=False, o
     else:
         p, base = np.zeros_like(addr), addr
     tick = Fraction(str(float(tick_us))).limit_denominator(1_000_000)
-    ticks = _unwrap32(raw["ts"])
+    ticks = _unwrap32(raw["ts"], path)
     if ticks.size and int(ticks.max()) * tick.numerator >= 1 << 63:
         raise ValueError(f"{path}: timestamps × tick_us={tick_us} overflow int64 µs")
     t = ticks * tick.numerator // tick.denominator  # ticks -> µs, rounded down
@@ -505,7 +540,25 @@ def _table_sensor(fields, sensor_size, path):
     return _sensor_option(sensor_size, path) or sensor_size_of(as_events(fields, sort=True))
 
 
+def _check_npy_claim(f, size: int, where) -> None:
+    """ValueError when an .npy header (file object f at its start, `size` bytes in all) claims more data
+    than the file holds: numpy would try to allocate the claimed size first (MemoryError for a damaged
+    shape) before finding out."""
+    try:
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(f)
+    except ValueError as err:
+        raise ValueError(f"{where}: not a plain numpy .npy file of events ({err})") from err
+    need = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if need > size - f.tell():
+        raise ValueError(f"{where}: its header claims an array of shape {shape} and dtype {dtype} ({need:,} bytes) "
+                         f"but the file holds {size - f.tell():,} bytes of data: truncated or corrupt")
+
+
 def _read_npy(path, sensor_size=None):
+    with open(path, "rb") as f:
+        _check_npy_claim(f, path.stat().st_size, path)
     try:
         arr = np.load(path, allow_pickle=False)
     except ValueError as err:
@@ -517,6 +570,13 @@ def _read_npy(path, sensor_size=None):
 
 
 def _read_npz(path, sensor_size=None):
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:  # each member's header against its own size (see _check_npy_claim)
+        for info in archive.infolist():
+            if info.filename.endswith(".npy"):
+                with archive.open(info) as f:
+                    _check_npy_claim(f, info.file_size, f"{path} (array {info.filename[:-4]!r})")
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}

@@ -15,6 +15,7 @@ eval_strategy, save_steps, save_total_limit, metric_for_best_model, push_to_hub,
 """
 
 import dataclasses
+import functools
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -244,7 +245,8 @@ def resolve_presets(model_args: ModelArguments, data_args: DataArguments, traini
     """Fill every unset (None) field from the task preset, then from the fallbacks. Returns the preset name."""
     name = default_preset(model_args, data_args)
     if name not in TASK_PRESETS:
-        raise ValueError(f"unknown --preset {name!r}; choose one of {sorted(TASK_PRESETS)}")
+        raise ValueError(f"unknown --preset {name!r}{did_you_mean(name, TASK_PRESETS)}; choose one of "
+                         f"{sorted(TASK_PRESETS)}")
     preset = TASK_PRESETS[name]
     model_args.preset = name
     for obj, values in ((data_args, preset["data"]), (training_args, preset["training"])):
@@ -282,15 +284,22 @@ def parse_config_overrides(text: Optional[str]) -> Dict[str, object]:
     return out
 
 
-def parse_args(dataclass_types: Sequence[type], argv: Optional[Sequence[str]] = None) -> Tuple:
-    """HfArgumentParser over `dataclass_types`: flags, or one .json / .yaml / .yml file with the fields."""
+def parse_args(dataclass_types: Sequence[type], argv: Optional[Sequence[str]] = None, prog: Optional[str] = None,
+               description: Optional[str] = None) -> Tuple:
+    """HfArgumentParser over `dataclass_types`: flags, or one .json / .yaml / .yml file with the fields.
+    prog / description: the command's own usage line and help text. Flags are never abbreviated (a prefix
+    such as --num_train_epoch is an error, with the flag it may mean)."""
     from .._quiet import import_transformers_quietly
 
     import_transformers_quietly()
     from transformers import HfArgumentParser
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = HfArgumentParser(tuple(dataclass_types))
+    parser = HfArgumentParser(tuple(dataclass_types), prog=prog, description=description, allow_abbrev=False)
+    parser.error = functools.partial(_short_error, parser.prog)  # one line, not the 60-line usage
+    unknown = _unknown_flags(parser, argv)
+    if unknown:
+        parser.error("; ".join(unknown))
     if len(argv) == 1 and argv[0].lower().endswith((".json", ".yaml", ".yml")):
         path = Path(argv[0])
         if not path.is_file():
@@ -299,3 +308,34 @@ def parse_args(dataclass_types: Sequence[type], argv: Optional[Sequence[str]] = 
             return parser.parse_json_file(str(path), allow_extra_keys=False)
         return parser.parse_yaml_file(str(path), allow_extra_keys=False)
     return parser.parse_args_into_dataclasses(args=argv)
+
+
+def _unknown_flags(parser, argv) -> list:
+    """'unrecognized argument --x (did you mean --y?)' for each flag of argv the parser does not know."""
+    import difflib
+
+    known = [o for action in parser._actions for o in action.option_strings]
+    out = []
+    for arg in argv:
+        if not arg.startswith("--"):
+            continue
+        flag = arg.split("=", 1)[0]
+        if flag in known:
+            continue
+        close = difflib.get_close_matches(flag, known, n=1, cutoff=0.6)
+        out.append(f"unrecognized argument {flag}" + (f" (did you mean {close[0]}?)" if close else ""))
+    return out
+
+
+def _short_error(prog: str, message: str):
+    """argparse's error as one line naming the command and where its flags are listed (exit status 2)."""
+    print(f"{prog}: error: {message}  ({prog} --help lists the flags)", file=sys.stderr)
+    sys.exit(2)
+
+
+def did_you_mean(word: str, choices) -> str:
+    """' (did you mean 'x'?)' for the closest of `choices`, or ''."""
+    import difflib
+
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""

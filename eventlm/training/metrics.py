@@ -7,6 +7,7 @@ Files in the output folder (as transformers' examples write them):
 """
 
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -15,6 +16,7 @@ import numpy as np
 
 from .._io import atomic_path, write_json_atomic as _write_json_atomic
 
+logger = logging.getLogger(__name__)
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -70,10 +72,28 @@ def save_results(output_dir, split: str, metrics: Dict[str, Any], combined: bool
 
 
 def read_jsonl(path) -> List[Dict[str, Any]]:
+    """The records of a .jsonl file. A torn last line (a run killed while appending it) is dropped with a
+    warning; a damaged line before it is a ValueError naming the file and the line."""
     path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError(f"a JSON {type(record).__name__}, not an object")
+        except ValueError as err:
+            if number == len(lines):
+                logger.warning("%s: dropping its last line, cut off or damaged (%s): %r", path, err, line[:80])
+                break
+            raise ValueError(f"{path}: line {number} is not a JSON record ({err}): {line[:80]!r}; the file is "
+                             "damaged (remove that line to resume)") from err
+        records.append(record)
+    return records
 
 
 class MetricsLogger:

@@ -79,10 +79,12 @@ def run_signature(model_args, data_args, training_args) -> Dict[str, Any]:
     return out
 
 
-def prepare_output_dir(training_args: TrainingArguments, signature: Dict[str, Any]) -> bool:
+def prepare_output_dir(training_args: TrainingArguments, signature: Dict[str, Any], claim: bool = True) -> bool:
     """Make sure output_dir may hold this run; returns True when a run with the same arguments is there to
     resume. An output folder holding another run (other arguments, or files that are not an eventlm run)
-    raises ValueError unless --overwrite_output_dir, which deletes the previous run's checkpoints and logs."""
+    raises ValueError unless --overwrite_output_dir, which deletes the previous run's checkpoints and logs.
+    claim=False only checks: `claim_output_dir` creates the folder and records the run once the data and
+    the model have passed their checks (a job refused up front leaves no folder behind)."""
     out = Path(training_args.output_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"output_dir {str(out)!r} is a file, not a folder")
@@ -111,10 +113,17 @@ def prepare_output_dir(training_args: TrainingArguments, signature: Dict[str, An
                 f"--output_dir, or pass --overwrite_output_dir to start afresh there"
             )
         return (out / CHECKPOINT_DIR).is_dir()
-    if _is_main():
-        out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(record, signature)
+    if claim:
+        claim_output_dir(training_args, signature)
     return False
+
+
+def claim_output_dir(training_args: TrainingArguments, signature: Dict[str, Any]) -> None:
+    """Create output_dir and record the run's arguments (what a resume compares), unless already there."""
+    out = Path(training_args.output_dir)
+    if _is_main() and not (out / RUN_ARGS_FILE).is_file():
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / RUN_ARGS_FILE, signature)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -220,6 +229,76 @@ def check_event_columns(dataset, split: str, label_column: Optional[str] = None)
             f"the {split!r} split lacks the column(s) {missing} (it has {columns}); an event dataset has per-sample "
             f"lists t (µs), x, y, p" + (f" and a '{label_column}' column (--label_column_name)" if label_column else "")
         )
+
+
+def _flat_column(dataset, name: str):
+    """(values, offsets) of a list column: every row's values in one numpy array and where each row starts
+    (offsets[i]:offsets[i + 1]); from Arrow without a per-row loop for a datasets.Dataset."""
+    try:
+        import pyarrow as pa
+
+        table = dataset.with_format("arrow")[:]  # (row selections applied)
+        column = table.column(name).combine_chunks()
+        if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
+            lengths = column.value_lengths().fill_null(0).to_numpy(zero_copy_only=False)
+            values = column.flatten().to_numpy(zero_copy_only=False)
+            return np.asarray(values), np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    except (AttributeError, KeyError, TypeError, ImportError):
+        pass
+    rows = [np.asarray(r).ravel() for r in (dataset[name] if hasattr(dataset, "column_names") else
+                                           [row[name] for row in dataset])]
+    offsets = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int64)
+    return (np.concatenate(rows) if rows else np.zeros(0)), offsets
+
+
+def check_event_rows(dataset, split: str, tokenizer) -> None:
+    """Every event of every row against the tokenizer's sensor and the schema, before the first step (one
+    vectorised pass per column): x, y, p inside the sensor (W, H, P; P == 1 ignores p), integer µs timestamps
+    ≥ 0 that never decrease within a row, fields of one length. ValueError naming split, row, field, event."""
+    if not len(dataset):
+        return
+    W, H, P = tokenizer.sensor_size
+    columns = list(getattr(dataset, "column_names", None) or dataset[0].keys())
+    t, offsets = _flat_column(dataset, "t")
+    row_of = lambda k: int(np.searchsorted(offsets, k, side="right") - 1)  # noqa: E731
+
+    def fail(k, field, problem, fix):
+        row = row_of(k)
+        raise ValueError(f"the {split!r} split, row {row}, field '{field}', event {k - int(offsets[row])}: {problem}; "
+                         f"{fix}")
+
+    if t.dtype.kind == "f":
+        bad = ~np.isfinite(t) | (t != np.floor(t))
+        if bad.any():
+            k = int(np.argmax(bad))
+            fail(k, "t", f"timestamp {t[k]} is not an integer µs", "timestamps are int64 µs")
+    elif t.size and t.dtype.kind not in "iu":
+        raise ValueError(f"the {split!r} split's 't' column holds {t.dtype}, not integer µs timestamps")
+    if t.size and (t < 0).any():
+        k = int(np.argmax(t < 0))
+        fail(k, "t", f"timestamp {t[k]} is negative", "timestamps are µs from the recording's start")
+    if t.size > 1:
+        step_back = np.diff(t) < 0
+        step_back[offsets[1:-1] - 1] = False  # row boundaries
+        if step_back.any():
+            k = int(np.argmax(step_back)) + 1
+            fail(k, "t", f"timestamps decrease ({t[k - 1]} then {t[k]} µs)", "sort each row's events by t")
+    for field, size in (("x", W), ("y", H), ("p", P if P > 1 else None)):
+        if field not in columns:
+            continue
+        values, field_offsets = _flat_column(dataset, field)
+        if not np.array_equal(field_offsets, offsets):
+            row = int(np.argmax(np.diff(field_offsets) != np.diff(offsets)))
+            raise ValueError(f"the {split!r} split, row {row}: field '{field}' has "
+                             f"{int(np.diff(field_offsets)[row])} values but 't' has {int(np.diff(offsets)[row])}")
+        if size is None or not values.size:
+            continue
+        bad = (values < 0) | (values >= size)
+        if bad.any():
+            k = int(np.argmax(bad))
+            fail(k, field, f"{field} = {values[k]} lies outside the sensor {(W, H, P)} of the tokenizer "
+                 f"({field} must be in 0..{size - 1})",
+                 "fix that row, or use a tokenizer (--tokenizer_name) and a model for the dataset's sensor")
 
 
 def label_info(datasets_: Dict[str, Any], label_column: str) -> Tuple[int, Dict[int, str]]:
@@ -447,10 +526,12 @@ def _prepare(model_args, data_args, training_args, task):
     if training_args.output_dir is None:
         training_args.output_dir = DEFAULT_OUTPUT_DIRS[task]
     # process 0 checks the output folder and decides whether to resume; the others follow its decision (a
-    # refusal stops every process at once instead of leaving the others waiting in the first step)
+    # refusal stops every process at once instead of leaving the others waiting in the first step); the
+    # folder is claimed (created) later, once data and model have passed their checks
+    signature = run_signature(model_args, data_args, training_args)
     refused = None
     try:
-        resume = prepare_output_dir(training_args, run_signature(model_args, data_args, training_args))
+        resume = prepare_output_dir(training_args, signature, claim=False)
     except ValueError as err:
         refused, resume = err, False
     decision = broadcast_from_main(-1 if refused is not None else int(resume))
@@ -459,7 +540,7 @@ def _prepare(model_args, data_args, training_args, task):
     if decision < 0:
         raise ValueError(f"process 0 refused the output folder {training_args.output_dir!r} (its output says why "
                          f"and what to do); this process stops with it")
-    return bool(decision)
+    return bool(decision), signature
 
 
 def run_classification(model_args: ModelArguments, data_args: DataArguments,
@@ -469,7 +550,7 @@ def run_classification(model_args: ModelArguments, data_args: DataArguments,
     from ..auto import auto_class_for_task
 
     task = TASKS["classification"]
-    resume = _prepare(model_args, data_args, training_args, task.name)
+    resume, signature = _prepare(model_args, data_args, training_args, task.name)
     splits = load_event_datasets(data_args, model_args, training_args.seed)
     require_train_split(splits, data_args)
     label = task.label_column(data_args)
@@ -482,8 +563,11 @@ def run_classification(model_args: ModelArguments, data_args: DataArguments,
     model = load_model(auto_class_for_task(task.name), model_args, tokenizer, training_args.seed,
                        num_labels=num_labels, id2label=id2label, label2id={v: k for k, v in id2label.items()})
     check_vocabulary(model.config, tokenizer)
+    for name, ds in splits.items():  # every row, before the first step (not at the first batch that holds it)
+        check_event_rows(ds, name, tokenizer)
     if model.config.num_labels != num_labels:
         raise ValueError(f"the model has {model.config.num_labels} labels, the dataset {num_labels}")
+    claim_output_dir(training_args, signature)  # the checks passed: now the folder is made
     collator = make_collator(tokenizer, data_args, task.name, num_labels)
     # every process holds the whole training set (the trainer gives each its part of every global batch)
     train_split = slice_training_split(splits["train"], data_args) if training_args.do_train else None
@@ -577,7 +661,7 @@ def run_next_event_pretraining(model_args: ModelArguments, data_args: DataArgume
     task = TASKS["next-event"]
     if training_args.metric_for_best_model is None:
         training_args.metric_for_best_model = task.default_metric
-    resume = _prepare(model_args, data_args, training_args, task.name)
+    resume, signature = _prepare(model_args, data_args, training_args, task.name)
     splits = load_event_datasets(data_args, model_args, training_args.seed)
     sensor_size = splits.pop("sensor_size", None)
     require_train_split(splits, data_args)
@@ -586,6 +670,9 @@ def run_next_event_pretraining(model_args: ModelArguments, data_args: DataArgume
     tokenizer = load_tokenizer(model_args, data_args, sensor_size=sensor_size)
     model = load_model(auto_class_for_task(task.name), model_args, tokenizer, training_args.seed)
     check_vocabulary(model.config, tokenizer)
+    for name, ds in splits.items():
+        check_event_rows(ds, name, tokenizer)
+    claim_output_dir(training_args, signature)  # the checks passed: now the folder is made
     collator = make_collator(tokenizer, data_args, task.name)
     train_split = slice_training_split(splits["train"], data_args) if training_args.do_train else None
     trainer = Trainer(model, training_args, train_split, split_for_host(splits["validation"]), collator,
@@ -647,6 +734,7 @@ def run_evaluation(model_args: ModelArguments, data_args: DataArguments,
     check_event_columns(dataset, split_name, label)
     tokenizer = load_tokenizer(model_args, data_args)
     check_vocabulary(model.config, tokenizer)
+    check_event_rows(dataset, split_name, tokenizer)
     num_labels = task.num_labels(model.config)
     task.check_labels(dataset, split_name, label, num_labels)
     collator = make_collator(tokenizer, data_args, task.name, num_labels)

@@ -50,6 +50,7 @@ from .tasks import EvalOutput, Task, task_for
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
+DAMAGED_CHECKPOINT_DIR = "checkpoints-damaged"  # where resume moves checkpoints it cannot read
 _STEP_CACHE: Dict[tuple, Callable] = {}  # jitted train / eval steps by what they compute (see Trainer._step_key)
 _MAX_INT32 = np.iinfo(np.int32).max
 
@@ -366,21 +367,70 @@ class Trainer:
         return self._store
 
     def _restore_latest(self):
+        """(step, epoch, position) of the newest intact checkpoint, restored into self.state; a damaged newer
+        one (unreadable files, implausible metadata) is moved to checkpoints-damaged/ with a warning."""
         store = self._checkpoints()
         latest = store.latest_step()
         if latest is None:
             self.best_metric, self.best_step = None, None
             return 0, 0, 0
-        self.state, meta = store.restore(latest, self.state)
-        if meta.get("steps_per_epoch") != self.steps_per_epoch():
-            raise ValueError(
-                f"the checkpoint in {store.directory} was written with {meta.get('steps_per_epoch')} steps per "
-                f"epoch, this run has {self.steps_per_epoch()} (a different dataset or batch size); use a new "
-                f"--output_dir or --overwrite_output_dir"
-            )
+        damaged = []
+        for latest in sorted(store.manager.all_steps(), reverse=True):
+            try:
+                state, meta = store.restore(latest, self.state)
+                self._check_resume_meta(meta, latest, store.directory)
+            except _ResumeMismatch:
+                raise
+            except Exception as err:  # tensorstore / JSON / orbax errors of a damaged checkpoint
+                reason = " ".join(str(err).split())[:300]
+                damaged.append(latest)
+                logger.warning("checkpoint step %d in %s is damaged (%s: %s); moving it to %s and resuming from the "
+                               "one before", latest, store.directory, type(err).__name__, reason,
+                               store.directory.parent / DAMAGED_CHECKPOINT_DIR)
+                continue
+            break
+        else:
+            raise ValueError(f"no intact checkpoint in {store.directory}: every one ({damaged}) is damaged; start "
+                             "again with --overwrite_output_dir (or a new --output_dir)")
+        if damaged:
+            self._set_aside(store, damaged)
+        self.state = state
         self.best_metric, self.best_step = meta.get("best_metric"), meta.get("best_step")
+        if self.best_step is not None and self.best_step in damaged:
+            self.best_metric, self.best_step = None, None
         logger.info("resuming from checkpoint step %d (epoch %d, batch %d)", latest, meta["epoch"], meta["position"])
         return int(meta["step"]), int(meta["epoch"]), int(meta["position"])
+
+    def _check_resume_meta(self, meta, step: int, directory) -> None:
+        """The data position a checkpoint records must fit this run; a different epoch length is the user's
+        change (_ResumeMismatch), impossible values are damage (ValueError)."""
+        spe = self.steps_per_epoch()
+        if meta.get("steps_per_epoch") != spe:
+            raise _ResumeMismatch(
+                f"the checkpoint in {directory} was written with {meta.get('steps_per_epoch')} steps per "
+                f"epoch, this run has {spe} (a different dataset or batch size); use a new "
+                f"--output_dir or --overwrite_output_dir"
+            )
+        fields = [meta.get(k) for k in ("step", "epoch", "position")]
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in fields):
+            raise ValueError(f"its metadata holds step/epoch/position {fields}, not integers")
+        m_step, epoch, position = fields
+        if m_step != step or epoch < 0 or not 0 <= position < spe or epoch * spe + position != step:
+            raise ValueError(f"its metadata (step {m_step}, epoch {epoch}, position {position}, {spe} steps per "
+                             f"epoch) does not describe step {step}")
+
+    def _set_aside(self, store, steps) -> None:
+        """Move damaged checkpoints out of the store (a rename: nothing is deleted) and reopen it."""
+        aside = store.directory.parent / DAMAGED_CHECKPOINT_DIR
+        self.close_checkpoints()
+        if not self.is_main:
+            return
+        aside.mkdir(exist_ok=True)
+        for step in steps:
+            source = store.directory / str(step)
+            if source.exists():
+                target = aside / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"
+                source.rename(target)
 
     # ------------------------------------------------------------------ train
     def train(self, resume: bool = True) -> Dict[str, float]:
@@ -589,6 +639,10 @@ class Trainer:
 # ----------------------------------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------------------------------
+
+
+class _ResumeMismatch(ValueError):
+    """A checkpoint of another data setup (not damage): refused, no fallback."""
 
 
 def _allgather_int(value: int) -> np.ndarray:

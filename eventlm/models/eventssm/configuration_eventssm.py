@@ -121,13 +121,30 @@ class EventSSMConfig(EventModelConfig):
             ("pooling_mode", POOLING_MODES), ("discretization", DISCRETIZATIONS), ("norm", NORMS),
             ("pooling_keep", POOLING_KEEPS), ("scan_implementation", SCAN_IMPLEMENTATIONS),
         ])
-        self._check_positive_ints(("state_size", "num_ssm_blocks", "num_stages", "num_layers_per_stage",
-                                   "pooling_stride", "state_expansion_factor", "hidden_expansion_factor"))
+        self._check_positive_ints(("state_size", "num_ssm_blocks"), 2**16)
+        self._check_positive_ints(("num_stages",), 16)
+        self._check_positive_ints(("num_layers_per_stage",), 64)
+        self._check_positive_ints(("pooling_stride",), 4096)
+        self._check_positive_ints(("state_expansion_factor", "hidden_expansion_factor"), 16)
+        self._check_finite(("dt_min", "dt_max", "step_rescale", "batchnorm_eps"))
+        self._check_finite(("batchnorm_momentum",), inclusive=True)
+        if not self.batchnorm_momentum <= 1:
+            self._fail("batchnorm_momentum", "in [0, 1]")
         if self.state_size % self.num_ssm_blocks:
             raise ValueError(
                 f"EventSSMConfig.state_size ({self.state_size}) must be a multiple of num_ssm_blocks "
                 f"({self.num_ssm_blocks})"
             )
+        if self.ssm_block_size > 4096:  # its HiPPO matrix is diagonalised at init (P² memory, P³ time)
+            raise ValueError(f"EventSSMConfig: state_size / num_ssm_blocks = {self.ssm_block_size} is too large a "
+                             "HiPPO block (at most 4,096); raise num_ssm_blocks or lower state_size")
+        last = self.num_stages - 1
+        if self.stage_hidden_size(last) > 2**16 or self.stage_state_size(last) > 8192 \
+                or self.total_stride > 2**31:  # (init builds a P × P eigenvector matrix per stage)
+            raise ValueError(
+                f"EventSSMConfig: the last stage would be {self.stage_hidden_size(last):,} wide with "
+                f"{self.stage_state_size(last):,} states and pool {self.total_stride:,} events per position "
+                "(limits 65,536, 8,192, 2^31); lower state_size, num_stages, the expansion factors or pooling_stride")
         if self.conj_sym and self.ssm_block_size % 2:
             raise ValueError(
                 f"conj_sym=True needs an even SSM block size, got state_size / num_ssm_blocks = {self.ssm_block_size}"

@@ -70,6 +70,9 @@ CLS_POOLS = {"mean": 0, "timepool": 1, "last": 2}
 # ------------------------------------------------------------------------------------------------
 # Numerics
 
+# |θ| above which the Cody-Waite reduction θ = k·π/2 + r loses r (|k| ≥ 2^15): θ is reduced mod 2π first
+THETA_LIMIT, TWO_PI = F32(32768.0), F32(2 * math.pi)
+
 
 @_fast
 def _cexp(lam_re, lam_im, t, out_re, out_im, kbits):
@@ -77,8 +80,13 @@ def _cexp(lam_re, lam_im, t, out_re, out_im, kbits):
     vectorises the loop): exp(x) = 2^k·e^r (Cody-Waite, Cephes expf polynomial, 2^k from its exponent
     bits), cos/sin after θ = k'·π/2 + r (Cephes sinf/cosf), as the XLA step's exp_pair."""
     for p in range(lam_re.shape[0]):
+        out_im[p] = lam_im[p] * t  # θ, kept in out_im until the loop below reads it
+    for p in range(lam_re.shape[0]):  # θ past the reduction's range (huge gaps): θ mod 2π, so that it stays finite
+        if abs(out_im[p]) > THETA_LIMIT:
+            out_im[p] = np.fmod(out_im[p], TWO_PI)
+    for p in range(lam_re.shape[0]):
         m, kbits[p] = _exp_parts(lam_re[p] * t)
-        th = lam_im[p] * t
+        th = out_im[p]
         k = math.floor(th * F32(0.6366197723675814) + F32(0.5))
         q = ((th - k * F32(1.5703125)) - k * F32(4.837512969970703125e-4)) - k * F32(7.54978995489188216e-8)
         q2 = q * q
@@ -456,6 +464,32 @@ def _row_step(w, g, blocks, stages, eps, row, tokens, dt, n, logits_out, next_ou
 
 
 @_njit
+def _out_of_bounds(g, blocks, stages, buffer, tokens, counts) -> int:
+    """The first row (−1: none) whose chunk or state would make `_row_step` read outside its tables: a count
+    past the chunk, a token id outside the vocabulary, an open-window count outside [0, S − 1] or a
+    buffered stage-0 token outside the vocabulary (the driver checks states first; this keeps the kernel
+    memory-safe whatever it is given, at a few comparisons per event)."""
+    vocab, stride = g[VOCAB], blocks[0, STRIDE]
+    for r in range(buffer.shape[0]):
+        if counts[r] < 0 or counts[r] > tokens.shape[1]:
+            return r
+        for i in range(counts[r]):
+            if tokens[r, i] < 0 or tokens[r, i] >= vocab:
+                return r
+        if stride > 1:
+            for s in range(g[NUM_STAGES]):
+                c = buffer[r, stages[s, WIN_COUNT]]
+                if not (c >= 0 and c <= stride - 1):
+                    return r
+                if s == 0:
+                    for i in range(np.int64(c)):
+                        v = buffer[r, stages[0, WIN_IN] + i]
+                        if not (v >= 0 and v < vocab):
+                            return r
+    return -1
+
+
+@_njit
 def _step(w, g, blocks, stages, eps, buffer, tokens, dt, counts, logits, next_out):
     """All streams of a batch: a new state buffer (the old one is left as it is)."""
     new = buffer.copy()
@@ -532,7 +566,7 @@ class CpuStreamKernel:
         g[RO_SUM], g[RO_WEIGHT], g[RO_LAST], g[RO_TIME] = (readout.weighted_sum, readout.weight, readout.last_hidden,
                                                            readout.total_time)
         g[VOCAB] = cfg.vocab_size
-        self.head = head
+        self.head, self.row_size = head, layout.size
         if head == "classification":
             g[CLS_POOL], g[NUM_LABELS] = CLS_POOLS[cfg.classifier_pooling], cfg.num_labels
             g[CLS_W], g[CLS_B] = put(params["classifier"]["kernel"]), put(params["classifier"]["bias"])
@@ -569,6 +603,13 @@ class CpuStreamKernel:
             new_logits = np.zeros((batch, 0), np.float32)
             k = int(g[MIXTURE])
             next_out = np.zeros((batch, length, int(g[VOCAB]) + 3 * k), np.float32)
+        if buffer.shape != (batch, self.row_size) or counts.shape != (batch,):
+            raise ValueError(f"the CPU streaming kernel got a state buffer {buffer.shape} and counts {counts.shape} "
+                             f"for a chunk of {batch} stream(s); start a new state with init_stream(model, {batch})")
+        bad = _out_of_bounds(g, self.blocks, self.stages, buffer, tokens, counts)
+        if bad >= 0:
+            raise ValueError(f"stream {bad}: its state or chunk holds an index outside the model's tables (a damaged "
+                             "stream state?); start a new state with init_stream(model, batch_size)")
         new = _step(self.weights, g, self.blocks, self.stages, self.eps, buffer, tokens, dt, counts, new_logits,
                     next_out)
         if self.head == "classification":

@@ -202,6 +202,7 @@ def _state_at(states, index, x0):
 
 # π/2 in three parts (the first two with few bits, so that k·part is exact for |k| < 2^15): Cody-Waite
 _PIO2 = (np.float32(1.5703125), np.float32(4.837512969970703125e-4), np.float32(7.54978995489188216e-8))
+_THETA_LIMIT = np.float32(32768.0)
 _SIN = tuple(np.float32(c) for c in (-1.6666654611e-1, 8.3321608736e-3, -1.9515295891e-4))  # Cephes sinf
 _COS = tuple(np.float32(c) for c in (4.166664568298827e-2, -1.388731625493765e-3, 2.443315711809948e-5))
 
@@ -216,6 +217,8 @@ def exp_pair(re, theta):
     """exp(re + i·θ) for real arrays (…, P) as a pair (…, 2, P) [exp(re)·cos θ, exp(re)·sin θ]: θ reduced
     to r ∈ [−π/4, π/4] (θ = k·π/2 + r), Cephes' minimax polynomials for sin r and cos r, and
     sin θ = cos(θ − π/2), i.e. cos in the previous quadrant (one expression over both rows)."""
+    # θ past the reduction's range (|k| ≥ 2^15, huge gaps): θ mod 2π, so that it stays finite
+    theta = jnp.where(jnp.abs(theta) > _THETA_LIMIT, jnp.fmod(theta, np.float32(2 * np.pi)), theta)
     k = jnp.round(theta * np.float32(2 / np.pi))
     r = ((theta - k * _PIO2[0]) - k * _PIO2[1]) - k * _PIO2[2]
     r2 = r * r
@@ -355,6 +358,15 @@ class EventSSMStreamer(Streamer):
             inputs = spec((stride - 1,), np.int32) if stage == 0 else spec((stride - 1, h_in), self.dtype)
             stages.append(StageState(states, inputs, spec((stride - 1,), np.float32), spec((), np.int32)))
         return tuple(stages)
+
+    def backbone_state_limits(self):
+        """Stage 0's open-window slots hold token ids (< vocab_size), every window_count is ≤ S − 1; the
+        rest is any finite value (checked by the driver before a step reads the state)."""
+        stride = self.config.pooling_stride
+        return tuple(stage.replace(ssm_states=tuple(np.inf for _ in stage.ssm_states),
+                                   window_inputs=self.config.vocab_size - 1 if s == 0 else np.inf,
+                                   window_time_deltas=np.inf, window_count=stride - 1)
+                     for s, stage in enumerate(self.backbone_state_template()))
 
     def check_variables(self, variables):
         if self.config.norm == "batch" and not variables.get("batch_stats"):
