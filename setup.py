@@ -43,10 +43,12 @@ setup(
         "pyyaml",
         "matplotlib",
         "tensorboardX",
+        "espeakng-loader>=0.2",  # eSpeak NG and its voices (GPL-3.0, a separate library loaded with ctypes): the spoken-digit default
     ],
     extras_require={
         "torch": ["torch"],  # the CPU wheel is enough: reading original Spike-Driven Transformer checkpoints
-        "test": ["pytest", "olah", "torch"],
+        # lauscher (LGPL-2.1, the SHD authors' cochlea chain): the reference tests/test_audio.py runs beside eventlm's
+        "test": ["pytest", "olah", "torch", "lauscher"],
     },
     entry_points={"console_scripts": ["eventlm=eventlm.cli:main"]},
 )
