@@ -4,6 +4,7 @@
     eventlm pretrain [flags | args.yaml]     next-event pretraining (scripts/run_next_event_pretraining.py)
     eventlm evaluate [flags | args.yaml]     evaluation of a trained model (scripts/run_evaluation.py)
     eventlm convert-dataset SOURCE OUTPUT    an event folder or a tonic dataset -> a Hub dataset folder
+    eventlm convert-audio SOURCE OUTPUT      an audio dataset or folder -> an SHD-style spike dataset
 
 `eventlm <command> --help` lists a command's flags. Other modules add commands with
 `register_command(name, "module:function", help)` (e.g. `stream`, `convert-checkpoint`); a command whose
@@ -126,6 +127,8 @@ register_command("train", "eventlm.cli:train", "train a sequence classifier (run
 register_command("pretrain", "eventlm.cli:pretrain", "next-event pretraining (run_next_event_pretraining)")
 register_command("evaluate", "eventlm.cli:evaluate", "evaluate a trained model (run_evaluation)")
 register_command("convert-dataset", "eventlm.cli:convert_dataset", "event folder / tonic dataset -> Hub dataset")
+register_command("convert-audio", "eventlm.data.audio_conversion:main",
+                 "audio dataset / folder -> SHD-style spike dataset (Heidelberg cochlea chain)")
 # added by other parts of eventlm; listed here so that `eventlm --help` shows where they go
 register_command("stream", "eventlm.streaming:main",
                  "run a model event chunk by event chunk on a recording")

@@ -262,12 +262,15 @@ def spikes_to_events(spikes: np.ndarray, rate: int) -> np.ndarray:
 
 
 def audio_to_events(waveform, sample_rate, num_channels: int = 700, seed: int = 0, *, sampler: str = "interval",
-                    params: CochleaParameters = SHD_PARAMETERS) -> np.ndarray:
+                    pad_to: Optional[int] = None, params: CochleaParameters = SHD_PARAMETERS) -> np.ndarray:
     """Events (EVENT_DTYPE: x = channel, y = 0, p = 1, t µs) of a mono waveform through the Heidelberg chain.
 
     waveform: 1-D float samples (a (samples, 2) or (2, samples) stereo array is refused: mix it down
     first, e.g. waveform.mean(axis=1)); sample_rate: Hz, at least `min_sample_rate()` (SHD used 48000).
-    seed: the fibres' random draws (deterministic per seed). A silent clip gives no events.
+    seed: the fibres' random draws (deterministic per seed; sampler="bernoulli" with seed s draws what
+    lauscher draws after np.random.seed(s)). pad_to: the normalised, windowed clip is followed by
+    silence up to a multiple of pad_to samples, so clips of similar length share one cached transfer
+    matrix (None: exactly lauscher's chain). A silent clip gives no events.
     """
     x = np.asarray(waveform)
     if x.ndim != 1:
@@ -286,6 +289,10 @@ def audio_to_events(waveform, sample_rate, num_channels: int = 700, seed: int = 
         if np.isfinite(x).all():  # silent
             return np.zeros(0, EVENT_DTYPE)
         raise ValueError("waveform holds NaN or infinite samples; clean or drop the clip") from None
+    if pad_to is not None:
+        if int(pad_to) < 1:
+            raise ValueError(f"pad_to must be a positive number of samples or None, got {pad_to!r}")
+        signal = np.pad(signal, (0, -signal.size % int(pad_to)))
     velocity, rate = basilar_membrane(signal, sample_rate, num_channels, params)
     probability = hair_cell(velocity, rate, params)
     return spikes_to_events(bushy_cell(probability, rate, seed=seed, sampler=sampler, params=params), rate)

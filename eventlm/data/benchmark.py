@@ -135,3 +135,124 @@ def format_table(rows, machine: str) -> str:
     lines += [f"{what:<18} {data:<52} {n:>10,} {wall / 1e6:>12.1f} {cpu / 1e6:>11.1f}"
               for what, data, n, (wall, cpu) in rows]
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# audio → events (scripts/benchmark_audio.py)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def spoken_digit_clips(n: int, sample_rate: int = 48000, seed: int = 0):
+    """n eSpeak NG spoken digits (English and German, varied voices and speeds) resampled to sample_rate:
+    [(name, float64 waveform)]."""
+    from scipy.signal import resample_poly
+
+    from .speech import synthesize
+
+    rng = np.random.default_rng(seed)
+    words = [("en", w) for w in "zero one two three four five six seven eight nine".split()] + \
+            [("de", w) for w in "null eins zwei drei vier fünf sechs sieben acht neun".split()]
+    clips = []
+    for i in range(n):
+        lang, word = words[i % len(words)]
+        voice = f"{lang}+{rng.choice(['m1', 'm3', 'f2', 'f4'])}"
+        wave, rate = synthesize(word, voice=voice, speed=int(rng.integers(130, 220)))
+        g = np.gcd(sample_rate, rate)
+        clips.append((f"{word} ({voice})", resample_poly(wave.astype(np.float64), sample_rate // g, rate // g)))
+    return clips
+
+
+def _lauscher_chain(wave, sample_rate, num_channels, seed):
+    """lauscher's Wave2Spike stage by stage: (membrane, hair cell, events, seconds)."""
+    from lauscher.audiowaves import MonoAudioWave
+    from lauscher.transformations import BasilarMembrane, BushyCell, HairCell, HanningWindow, RmsNormalizer
+
+    np.random.seed(seed)
+    start = time.perf_counter()
+    windowed = MonoAudioWave(wave.copy(), sample_rate).transform(RmsNormalizer(0.3)).transform(HanningWindow())
+    membrane = windowed.transform(BasilarMembrane(channels=num_channels))
+    hair = membrane.transform(HairCell())
+    train = hair.transform(BushyCell())
+    seconds = time.perf_counter() - start
+    return membrane.channels, np.asarray(hair.channels), train, seconds
+
+
+def _convert_one(args):
+    from .audio import audio_to_events
+
+    wave, sample_rate, num_channels, seed = args
+    return len(audio_to_events(wave, sample_rate, num_channels, seed))
+
+
+def benchmark_audio(clips, sample_rate: int, num_channels: int = 700, lauscher_clips: int = 1, workers: int = 2):
+    """Seconds of audio per second of wall time: lauscher and eventlm's chain on the same clips.
+
+    Returns (rows, parity): rows of (what, clips, audio seconds, wall seconds); parity: the largest
+    |eventlm − lauscher| / max |lauscher| of the membrane and hair cell, and whether the events are equal
+    (eventlm with lauscher's sampler and seed), over the clips lauscher ran on.
+    """
+    from concurrent.futures import ProcessPoolExecutor
+    import multiprocessing
+
+    from . import audio as A
+
+    rows, parity = [], {"membrane": 0.0, "hair_cell": 0.0, "events_equal": True}
+    audio_s = lambda cs: sum(len(w) for _, w in cs) / sample_rate
+    if lauscher_clips:
+        subset = clips[:lauscher_clips]
+        total = 0.0
+        for k, (_, wave) in enumerate(subset):
+            membrane, hair, train, seconds = _lauscher_chain(wave, sample_rate, num_channels, seed=k)
+            total += seconds
+            velocity, rate = A.basilar_membrane(A.normalize_and_window(wave), sample_rate, num_channels)
+            prob = A.hair_cell(velocity, rate)
+            parity["membrane"] = max(parity["membrane"], float(np.abs(velocity - membrane).max() / np.abs(membrane).max()))
+            parity["hair_cell"] = max(parity["hair_cell"], float(np.abs(prob - hair).max() / np.abs(hair).max()))
+            ours = A.audio_to_events(wave, sample_rate, num_channels, seed=k, sampler="bernoulli")
+            t_ref = np.rint(train.spike_times * 1e6).astype(np.int64)
+            parity["events_equal"] &= bool(len(ours) == len(t_ref) and (ours["t"] == t_ref).all()
+                                           and (ours["x"] == train.spike_labels).all())
+        rows.append(("lauscher 1.0.1 (its own process pool)", len(subset), audio_s(subset), total))
+    A.TRANSFER_CACHE._items.clear()
+    A.audio_to_events(np.sin(np.arange(256)), sample_rate, 4)  # compile the numba kernels outside the timings
+    for label, sampler in (("eventlm, 1 process, new length each clip", "interval"),):
+        A.TRANSFER_CACHE._items.clear()
+        start = time.perf_counter()
+        for k, (_, wave) in enumerate(clips):
+            A.TRANSFER_CACHE._items.clear()
+            A.audio_to_events(wave, sample_rate, num_channels, seed=k, sampler=sampler)
+        rows.append((label, len(clips), audio_s(clips), time.perf_counter() - start))
+    # equal lengths (the converter pads to a bucket): the transfer matrix is computed once per length
+    length = max(len(w) for _, w in clips)
+    padded = [(name, np.pad(w, (0, length - len(w)))) for name, w in clips]
+    A.TRANSFER_CACHE.get(length, sample_rate, num_channels, A.SHD_PARAMETERS)
+    for sampler in ("interval", "bernoulli"):
+        start = time.perf_counter()
+        for k, (_, wave) in enumerate(padded):
+            A.audio_to_events(wave, sample_rate, num_channels, seed=k, sampler=sampler)
+        rows.append((f"eventlm, 1 process, equal lengths, {sampler} sampler", len(clips), audio_s(padded),
+                     time.perf_counter() - start))
+    if workers > 1:
+        jobs = [(w, sample_rate, num_channels, k) for k, (_, w) in enumerate(padded)]
+        start = time.perf_counter()
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            list(pool.map(_convert_one, jobs))
+        rows.append((f"eventlm, {workers} processes, equal lengths (with start-up)", len(clips), audio_s(padded),
+                     time.perf_counter() - start))
+    return rows, parity
+
+
+def format_audio_table(rows, parity, machine: str, num_channels: int, sample_rate: int) -> str:
+    """The audio benchmark's table: audio seconds per wall second, and the speed-up over lauscher."""
+    ref = next((a / w for what, _, a, w in rows if what.startswith("lauscher")), None)
+    lines = [f"eventlm audio→events benchmark ({num_channels} channels, {sample_rate} Hz) on: {machine}", "",
+             f"{'chain':<56} {'clips':>5} {'audio s':>8} {'wall s':>8} {'audio s / wall s':>17} {'vs lauscher':>12}"]
+    for what, n, a, w in rows:
+        speed = a / w
+        lines.append(f"{what:<56} {n:>5} {a:>8.2f} {w:>8.2f} {speed:>17.3f} "
+                     f"{(f'{speed / ref:.0f}x' if ref else '-'):>12}")
+    if parity is not None and ref is not None:
+        lines += ["", f"parity with lauscher on its clips: membrane {parity['membrane']:.1e}, hair cell "
+                      f"{parity['hair_cell']:.1e} (max |diff| / max |lauscher|); events equal with lauscher's "
+                      f"sampler and seed: {parity['events_equal']}"]
+    return "\n".join(lines)
