@@ -39,6 +39,7 @@ setup(
         "numba>=0.60",  # the CPU streaming kernel (eventlm/models/eventssm/streaming_cpu_kernel.py)
         "numpy>=2",
         "scipy",
+        "soundfile",  # decoding audio for eventlm convert-audio (libsndfile: wav, flac, ogg, mp3)
         "jinja2",
         "pyyaml",
         "matplotlib",

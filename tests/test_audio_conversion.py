@@ -141,10 +141,7 @@ def test_convert_audio_folder_with_the_command(tmp_path, capsys):
 
 
 def test_convert_audio_bad_input(tmp_path):
-    from datasets import Dataset
-
-
-    from datasets import Audio
+    from datasets import Audio, Dataset
 
     ds = Dataset.from_dict({"audio": [{"bytes": _wav_bytes(_tone(0.05, SR, 500), SR), "path": "a.wav"}],
                             "target": [0]}).cast_column("audio", Audio())

@@ -164,10 +164,15 @@ def membrane_transfer(omega: np.ndarray, num_channels: int, params: CochleaParam
 
 
 class _TransferCache:
-    """Transfer matrices by (N, sample rate, channels, parameters), least recently used out past a byte budget."""
+    """Transfer matrices by (N, sample rate, channels, parameters), least recently used out past a byte budget.
+
+    With `directory` set (the converter's work folder) a matrix is also kept there as .npy and read back
+    memory-mapped, so worker processes compute each one once between them (a file lock serialises them).
+    """
 
     def __init__(self, max_bytes: int = 1 << 30):
         self.max_bytes = max_bytes
+        self.directory = None
         self._items: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
         self._lock = threading.Lock()
 
@@ -177,12 +182,40 @@ class _TransferCache:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
-        value = membrane_transfer(_membrane_grid(num_samples, sample_rate), num_channels, params)
+        compute = lambda: membrane_transfer(_membrane_grid(num_samples, sample_rate), num_channels, params)
+        value = compute() if self.directory is None else self._shared(key, compute)
         with self._lock:
             self._items[key] = value
             while len(self._items) > 1 and sum(v.nbytes for v in self._items.values()) > self.max_bytes:
                 self._items.popitem(last=False)
         return value
+
+    def clear(self):
+        with self._lock:
+            self._items.clear()
+
+    def _shared(self, key, compute) -> np.ndarray:
+        import hashlib
+        import os
+        from pathlib import Path
+
+        folder = Path(self.directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        name = hashlib.sha256(repr(key).encode()).hexdigest()[:16]
+        path = folder / f"transfer-{name}.npy"
+        with open(folder / f"transfer-{name}.lock", "a") as lock:
+            try:
+                import fcntl
+
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            except ImportError:  # no file locks (Windows): workers may compute the same matrix twice
+                pass
+            if not path.is_file():
+                tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+                with open(tmp, "wb") as f:
+                    np.save(f, compute())
+                os.replace(tmp, path)
+        return np.load(path, mmap_mode="r")
 
 
 TRANSFER_CACHE = _TransferCache()
@@ -190,7 +223,11 @@ TRANSFER_CACHE = _TransferCache()
 
 def basilar_membrane(signal: np.ndarray, sample_rate: int, num_channels: int = 700,
                      params: CochleaParameters = SHD_PARAMETERS) -> Tuple[np.ndarray, int]:
-    """Membrane velocity per channel: ((channels, N // 2 + 1) float64, rate sr // 2) of a windowed signal."""
+    """Membrane velocity per channel: ((channels, N // 2 + 1) float64, rate sr // 2) of a windowed signal.
+
+    lauscher's Re(ifft_K(V·X)) over the K = N // 2 + 1 one-sided bins, computed as the inverse real FFT of
+    the Hermitian part h[k] = (z[k] + conj(z[−k mod K])) / 2 of z = V·X (the same numbers, half the work).
+    """
     from scipy import fft
 
     n = signal.size
@@ -198,9 +235,11 @@ def basilar_membrane(signal: np.ndarray, sample_rate: int, num_channels: int = 7
     spectrum = fft.fft(signal)[:half]
     transfer = TRANSFER_CACHE.get(n, sample_rate, num_channels, params)
     out = np.empty((num_channels, half), np.float64)
+    mirror = (-np.arange(half // 2 + 1)) % half  # −k mod K for the bins irfft reads
     step = max(1, (1 << 21) // max(half, 1))
-    for lo in range(0, num_channels, step):  # Re(ifft) of the one-sided product, a block of channels at a time
-        out[lo:lo + step] = fft.ifft(transfer[lo:lo + step] * spectrum, axis=1).real
+    for lo in range(0, num_channels, step):  # a block of channels at a time (bounded temporaries)
+        z = transfer[lo:lo + step] * spectrum
+        out[lo:lo + step] = fft.irfft(0.5 * (z[:, :half // 2 + 1] + np.conj(z[:, mirror])), n=half, axis=1)
     return out, sample_rate // 2
 
 

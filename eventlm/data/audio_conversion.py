@@ -88,6 +88,9 @@ def audio_to_hub_dataset(
     pretty_name: Optional[str] = None,
     overwrite: bool = False,
     progress: bool = True,
+    about: str = "",
+    source_name: Optional[str] = None,
+    card_extra: Optional[Dict[str, Any]] = None,
     **writer_kwargs,
 ) -> Path:
     """Convert an audio dataset or folder into a Hub event dataset at `output_dir` (see the module); returns it.
@@ -96,7 +99,9 @@ def audio_to_hub_dataset(
     sampler: see `audio_to_events`; bucket_seconds: clips are followed by silence up to a multiple of
     this (0: none, exactly lauscher's chain per clip, slower: the transfer matrix is computed per
     length); workers: processes (default: the CPUs this process may use); chunk_size: clips per saved
-    chunk. license: the card's licence (default: the source's, where it names one).
+    chunk. license: the card's licence (default: the source's, where it names one). about: text that
+    opens the card's description; source_name: how the card names the source; card_extra: more entries
+    for the card's eventlm block. Other keyword arguments go to `write_hub_dataset`.
     """
     options = ChainOptions(check_sample_rate(sample_rate), int(num_channels), int(seed), sampler, float(bucket_seconds))
     if sampler not in SAMPLERS:
@@ -109,9 +114,10 @@ def audio_to_hub_dataset(
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise ValueError(f"output_dir {str(out)!r} exists and is not empty; pass overwrite=True (--overwrite) to "
                          f"replace it")
-    clips, class_names, source_name, source_license = _collect(source, audio_column, label_column, splits)
+    clips, class_names, found_name, source_license = _collect(source, audio_column, label_column, splits)
+    source_name = source_name or found_name
     work = out.parent / f".{out.name}.audio-work"
-    fingerprint = _fingerprint(options, source_name, {s: [c.name for c in cs] for s, cs in clips.items()})
+    fingerprint = _fingerprint(options, source_name, {s: [_clip_key(c) for c in cs] for s, cs in clips.items()})
     _open_work_folder(work, fingerprint)
     jobs = [(split, i, cs[i:i + chunk_size]) for split, cs in clips.items() for i in range(0, len(cs), chunk_size)]
     _run_chunks(work, jobs, options, workers, progress)
@@ -120,8 +126,8 @@ def audio_to_hub_dataset(
         logger.warning("%d silent clip(s) gave no events; kept as empty streams", report["silent"])
     splits_out = [_chunk_split(work, name, [j for j in jobs if j[0] == name]) for name in clips]
     licence = license or source_license or "other"
-    description = _description(options, source_name, source_license, report)
-    card_extra = {"cochlea": {"model": "Heidelberg chain (Cramer et al. 2020), eventlm.data.audio",
+    description = about + _description(options, source_name, source_license, report)
+    card_extra = {**(card_extra or {}), "cochlea": {"model": "Heidelberg chain (Cramer et al. 2020), eventlm.data.audio",
                               **{k: v for k, v in vars(options).items()}, "pad_to_samples": options.pad_to(),
                               "parameters": SHD_PARAMETERS.to_dict()},
                   "conversion": {"source": source_name, "source_license": source_license, **report}}
@@ -289,6 +295,16 @@ def clip_seed(seed: int, split: str, index: int) -> int:
 def _convert_chunk(args) -> str:
     """Worker: convert one chunk and save it atomically as <work>/chunks/<split>-<start>.npz; returns its path."""
     work, split, start, clips, options = args
+    from .audio import TRANSFER_CACHE
+
+    before, TRANSFER_CACHE.directory = TRANSFER_CACHE.directory, Path(work) / "transfer"  # shared by the workers
+    try:
+        return _convert_clips(work, split, start, clips, options)
+    finally:
+        TRANSFER_CACHE.directory = before
+
+
+def _convert_clips(work, split, start, clips, options) -> str:
     events, offsets, labels, metadata = [], [0], [], []
     report = {"converted": 0, "silent": 0, "stereo_mixed_down": 0, "corrupt": []}
     for k, clip in enumerate(clips):
@@ -394,6 +410,21 @@ def _chunk_split(work: Path, name: str, jobs) -> _Split:
 def _fingerprint(options: ChainOptions, source_name: str, names: Dict[str, List[str]]) -> Dict[str, Any]:
     listing = hashlib.sha256(json.dumps(names, sort_keys=True).encode()).hexdigest()
     return {"version": _WORK_VERSION, "options": vars(options), "source": source_name, "clips": listing}
+
+
+def _clip_key(clip: _Clip) -> str:
+    """What identifies a clip's input: its name, label and a digest of its audio (bytes, array, or file size + time)."""
+    if clip.path is not None or (clip.data and clip.data[0] == "path"):
+        path = Path(clip.path if clip.path is not None else clip.data[1])
+        stat = path.stat() if path.exists() else None
+        digest = f"{stat.st_size}-{stat.st_mtime_ns}" if stat else "missing"
+    elif clip.data[0] == "bytes":
+        digest = hashlib.sha256(clip.data[1]).hexdigest()[:16]
+    elif clip.data[0] == "array":
+        digest = hashlib.sha256(np.ascontiguousarray(clip.data[1][0]).tobytes()).hexdigest()[:16] + f"@{clip.data[1][1]}"
+    else:
+        digest = "invalid"
+    return f"{clip.name}|{clip.label}|{digest}"
 
 
 def _open_work_folder(work: Path, fingerprint: Dict[str, Any]):
