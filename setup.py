@@ -39,14 +39,17 @@ setup(
         "numba>=0.60",  # the CPU streaming kernel (eventlm/models/eventssm/streaming_cpu_kernel.py)
         "numpy>=2",
         "scipy",
+        "soundfile",  # decoding audio for eventlm convert-audio (libsndfile: wav, flac, ogg, mp3)
         "jinja2",
         "pyyaml",
         "matplotlib",
         "tensorboardX",
+        "espeakng-loader>=0.2",  # eSpeak NG and its voices (GPL-3.0, a separate library loaded with ctypes): the spoken-digit default
     ],
     extras_require={
         "torch": ["torch"],  # the CPU wheel is enough: reading original Spike-Driven Transformer checkpoints
-        "test": ["pytest", "olah", "torch"],
+        # lauscher (LGPL-2.1, the SHD authors' cochlea chain): the reference tests/test_audio.py runs beside eventlm's
+        "test": ["pytest", "olah", "torch", "lauscher"],
     },
     entry_points={"console_scripts": ["eventlm=eventlm.cli:main"]},
 )

@@ -5,6 +5,7 @@
     eventlm evaluate [flags | args.yaml]     evaluation of a trained model (scripts/run_evaluation.py)
     eventlm convert-dataset SOURCE OUTPUT    an event folder or a tonic dataset -> a Hub dataset folder
     eventlm launch --num_processes N -- train ...   N local processes as one multi-process run
+    eventlm convert-audio SOURCE OUTPUT      an audio dataset or folder -> an SHD-style spike dataset
 
 train / pretrain / evaluate take --num_processes, --process_id and --coordinator_address HOST:PORT (or
 JAX_NUM_PROCESSES / JAX_PROCESS_ID / JAX_COORDINATOR_ADDRESS, or a SLURM job) to run on several machines.
@@ -158,6 +159,8 @@ register_command("pretrain", "eventlm.cli:pretrain", "next-event pretraining (ru
 register_command("evaluate", "eventlm.cli:evaluate", "evaluate a trained model (run_evaluation)")
 register_command("convert-dataset", "eventlm.cli:convert_dataset", "event folder / tonic dataset -> Hub dataset")
 register_command("launch", "eventlm.launch:main", "start N local processes of a command as one multi-process run")
+register_command("convert-audio", "eventlm.data.audio_conversion:main",
+                 "audio dataset / folder -> SHD-style spike dataset (Heidelberg cochlea chain)")
 # added by other parts of eventlm; listed here so that `eventlm --help` shows where they go
 register_command("stream", "eventlm.streaming:main",
                  "run a model event chunk by event chunk on a recording")

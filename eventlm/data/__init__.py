@@ -29,6 +29,9 @@ _EXPORTS = {
     "tonic_dataset_splits": ".hub",
     "HubDatasetArguments": ".hub",
     "bag_of_channels_accuracy": ".synthetic",
+    "audio_to_events": ".audio",
+    "CochleaParameters": ".audio",
+    "audio_to_hub_dataset": ".audio_conversion",
 }
 
 __all__ = sorted(_EXPORTS)

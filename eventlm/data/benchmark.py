@@ -135,3 +135,144 @@ def format_table(rows, machine: str) -> str:
     lines += [f"{what:<18} {data:<52} {n:>10,} {wall / 1e6:>12.1f} {cpu / 1e6:>11.1f}"
               for what, data, n, (wall, cpu) in rows]
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# audio → events (scripts/benchmark_audio.py)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def spoken_digit_clips(n: int, sample_rate: int = 48000, seed: int = 0):
+    """n eSpeak NG spoken digits (English and German, varied voices and speeds) resampled to sample_rate:
+    [(name, float64 waveform)]."""
+    from scipy.signal import resample_poly
+
+    from .speech import synthesize
+
+    rng = np.random.default_rng(seed)
+    words = [("en", w) for w in "zero one two three four five six seven eight nine".split()] + \
+            [("de", w) for w in "null eins zwei drei vier fünf sechs sieben acht neun".split()]
+    clips = []
+    for i in range(n):
+        lang, word = words[i % len(words)]
+        voice = f"{lang}+{rng.choice(['m1', 'm3', 'f2', 'f4'])}"
+        wave, rate = synthesize(word, voice=voice, speed=int(rng.integers(130, 220)))
+        g = np.gcd(sample_rate, rate)
+        clips.append((f"{word} ({voice})", resample_poly(wave.astype(np.float64), sample_rate // g, rate // g)))
+    return clips
+
+
+def _lauscher_chain(wave, sample_rate, num_channels, seed):
+    """lauscher's Wave2Spike stage by stage: (membrane, hair cell, events, seconds)."""
+    from lauscher.audiowaves import MonoAudioWave
+    from lauscher.transformations import BasilarMembrane, BushyCell, HairCell, HanningWindow, RmsNormalizer
+
+    np.random.seed(seed)
+    start = time.perf_counter()
+    windowed = MonoAudioWave(wave.copy(), sample_rate).transform(RmsNormalizer(0.3)).transform(HanningWindow())
+    membrane = windowed.transform(BasilarMembrane(channels=num_channels))
+    hair = membrane.transform(HairCell())
+    train = hair.transform(BushyCell())
+    seconds = time.perf_counter() - start
+    return membrane.channels, np.asarray(hair.channels), train, seconds
+
+
+def _convert_one(args):
+    from .audio import TRANSFER_CACHE, audio_to_events
+
+    wave, sample_rate, num_channels, seed, shared = args
+    TRANSFER_CACHE.directory = shared  # as the converter's workers: transfer matrices from the shared folder
+    return len(audio_to_events(wave, sample_rate, num_channels, seed))
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process and its finished children (lauscher's pool workers)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def benchmark_audio(clips, sample_rate: int, num_channels: int = 700, lauscher_clips: int = 1, workers: int = 2):
+    """Seconds of audio per second of wall time (and of CPU time): lauscher and eventlm's chain on the same clips.
+
+    Returns (rows, parity): rows of (what, clips, audio seconds, wall seconds, CPU seconds); parity: the
+    largest |eventlm − lauscher| / max |lauscher| of the membrane and hair cell, and whether the events
+    are equal (eventlm with lauscher's sampler and seed), over the clips lauscher ran on. On a shared
+    machine the CPU-time rate is the better measure of the work done; the wall rate also counts waiting.
+    """
+    from concurrent.futures import ProcessPoolExecutor
+    import multiprocessing
+
+    from . import audio as A
+
+    rows, parity = [], {"membrane": 0.0, "hair_cell": 0.0, "events_equal": True}
+    audio_s = lambda cs: sum(len(w) for _, w in cs) / sample_rate
+
+    def timed(label, cs, fn):
+        wall, cpu = time.perf_counter(), _cpu_seconds()
+        fn()
+        rows.append((label, len(cs), audio_s(cs), time.perf_counter() - wall, _cpu_seconds() - cpu))
+
+    if lauscher_clips:
+        subset = clips[:lauscher_clips]
+        refs = []
+        timed("lauscher 1.0.1 (its own process pool)", subset,
+              lambda: refs.extend(_lauscher_chain(w, sample_rate, num_channels, seed=k) for k, (_, w) in enumerate(subset)))
+        for k, ((_, wave), (membrane, hair, train, _)) in enumerate(zip(subset, refs)):
+            velocity, rate = A.basilar_membrane(A.normalize_and_window(wave), sample_rate, num_channels)
+            prob = A.hair_cell(velocity, rate)
+            parity["membrane"] = max(parity["membrane"], float(np.abs(velocity - membrane).max() / np.abs(membrane).max()))
+            parity["hair_cell"] = max(parity["hair_cell"], float(np.abs(prob - hair).max() / np.abs(hair).max()))
+            ours = A.audio_to_events(wave, sample_rate, num_channels, seed=k, sampler="bernoulli")
+            t_ref = np.rint(train.spike_times * 1e6).astype(np.int64)
+            parity["events_equal"] &= bool(len(ours) == len(t_ref) and (ours["t"] == t_ref).all()
+                                           and (ours["x"] == train.spike_labels).all())
+    A.audio_to_events(np.sin(np.arange(256)), sample_rate, 4)  # compile the numba kernels outside the timings
+
+    def each_new(sampler):
+        for k, (_, wave) in enumerate(clips):
+            A.TRANSFER_CACHE.clear()
+            A.audio_to_events(wave, sample_rate, num_channels, seed=k, sampler=sampler)
+
+    timed("eventlm, 1 process, new length each clip", clips, lambda: each_new("interval"))
+    # equal lengths (the converter pads to a bucket): the transfer matrix is computed once per length
+    length = max(len(w) for _, w in clips)
+    padded = [(name, np.pad(w, (0, length - len(w)))) for name, w in clips]
+    A.TRANSFER_CACHE.get(length, sample_rate, num_channels, A.SHD_PARAMETERS)
+    for sampler in ("interval", "bernoulli"):
+        timed(f"eventlm, 1 process, equal lengths, {sampler} sampler", padded,
+              lambda: [A.audio_to_events(w, sample_rate, num_channels, seed=k, sampler=sampler)
+                       for k, (_, w) in enumerate(padded)])
+    if workers > 1:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as shared, \
+                ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            A.TRANSFER_CACHE.directory = shared
+            A.TRANSFER_CACHE.clear()
+            A.TRANSFER_CACHE.get(length, sample_rate, num_channels, A.SHD_PARAMETERS)  # computed once, shared
+            A.TRANSFER_CACHE.directory = None
+            # start the workers (imports, numba kernels, the shared transfer matrix) outside the timing
+            list(pool.map(_convert_one, [(padded[0][1], sample_rate, num_channels, 0, shared)] * workers))
+            jobs = [(w, sample_rate, num_channels, k, shared) for k, (_, w) in enumerate(padded)]
+            timed(f"eventlm, {workers} worker processes, equal lengths", padded,
+                  lambda: list(pool.map(_convert_one, jobs)))
+        rows[-1] = rows[-1][:4] + (float("nan"),)  # the workers' CPU time is not this process's
+    return rows, parity
+
+
+def format_audio_table(rows, parity, machine: str, num_channels: int, sample_rate: int) -> str:
+    """The audio benchmark's table: audio seconds per wall (and CPU) second, and the speed-up over lauscher."""
+    ref = next(((a / w, a / c) for what, _, a, w, c in rows if what.startswith("lauscher")), None)
+    lines = [f"eventlm audio→events benchmark ({num_channels} channels, {sample_rate} Hz) on: {machine}", "",
+             f"{'chain':<56} {'clips':>5} {'audio s':>8} {'wall s':>8} {'CPU s':>8} {'audio s/wall s':>15} "
+             f"{'audio s/CPU s':>14} {'vs lauscher (wall, CPU)':>24}"]
+    for what, n, a, w, c in rows:
+        vs = f"{a / w / ref[0]:.0f}x, {a / c / ref[1]:.0f}x" if ref else "-"
+        lines.append(f"{what:<56} {n:>5} {a:>8.2f} {w:>8.2f} {c:>8.2f} {a / w:>15.3f} {a / c:>14.3f} {vs:>24}")
+    if parity is not None and ref is not None:
+        lines += ["", f"parity with lauscher on its clips: membrane {parity['membrane']:.1e}, hair cell "
+                      f"{parity['hair_cell']:.1e} (max |diff| / max |lauscher|); events equal with lauscher's "
+                      f"sampler and seed: {parity['events_equal']}"]
+    lines += ["", "CPU s: this process and its finished child processes (lauscher's pool); not measured for our "
+                  "live worker pool (nan)."]
+    return "\n".join(lines)
