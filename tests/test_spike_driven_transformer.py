@@ -252,7 +252,7 @@ def test_config_checks_and_presets():
     assert (cfg.vocab_size, cfg.num_frames, cfg.hidden_size, cfg.num_layers, cfg.pooling_stat, cfg.dvs_mode) == \
         (128 * 128 * 2 + 3, 16, 256, 2, "0111", False)
     with pytest.raises(ValueError, match="vocab_size must be the sensor's 240 channels"):
-        SpikeDrivenTransformerConfig(sensor_size=SENSOR, vocab_size=100, pad_token_id=5)
+        SpikeDrivenTransformerConfig(sensor_size=SENSOR, vocab_size=100, pad_token_id=5, bos_token_id=6, eos_token_id=7)
     with pytest.raises(ValueError, match="pooling_stat"):
         tiny_config(pooling_stat="01")
     with pytest.raises(ValueError, match="hidden_size"):
@@ -302,7 +302,7 @@ def test_energy_report_counts_macs_and_spike_operations(tmp_path, capsys):
     assert not first.spiking_input and first.macs == T * H * W * (D // 8) * 9 * P
     q = layers["sdt/block0_attn/q/conv"]  # 1×1 conv D → D on the stem's H/4 × W/4 tokens (pooling "0101")
     assert q.spiking_input and q.macs == T * (H // 4 + 1) * (W // 4) * D * D
-    frames = reference_frames(ids, ts, mask, T, cfg.split_by)
+    frames, _ = reference_frames(ids, ts, mask, T, cfg.split_by)
     assert 0.0 < q.firing_rate < 1.0 and q.sops == pytest.approx(q.firing_rate * q.macs)
     assert report.energy_pj == pytest.approx(sum(4.6 * layer.macs if not layer.spiking_input else 0.9 * layer.sops
                                                  for layer in report.layers))
