@@ -151,7 +151,7 @@ class SpikeDrivenTransformerConfig(EventModelConfig):
         if self.split_by in ("events", "duration"):
             from .frames import frames_filled
 
-            filled = frames_filled(counts, [t[r] for t, r in zip(timestamps, real)], self)
+            filled = frames_filled(input_ids, timestamps, real, self)
             bad = np.flatnonzero(filled > self.num_frames)
             if bad.size:
                 i, length = int(bad[0]), self.frame_events if self.split_by == "events" else self.frame_us

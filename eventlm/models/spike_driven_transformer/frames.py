@@ -55,14 +55,19 @@ def events_to_frames(tokens, timestamps_us, valid, sensor_size, num_frames: int,
                      frame_length: int = 0):
     """(B, T, P, H, W) float32 event counts of each frame (see the module docstring).
     sensor_size: (W, H, P); tokens (B, L) ids, valid (B, L) bool (real events), timestamps_us (B, L) int."""
-    width, height, polarities = sensor_size
-    channels = width * height * polarities
+    channels = int(np.prod(sensor_size))
     valid = valid & (tokens >= 0) & (tokens < channels)
     frame = frame_of_events(tokens, timestamps_us, valid, num_frames, split_by, frame_length)
     batch = jnp.broadcast_to(jnp.arange(tokens.shape[0])[:, None], tokens.shape)
     counts = jnp.zeros((tokens.shape[0], num_frames, channels), jnp.float32)
     counts = counts.at[batch, jnp.maximum(frame, 0), jnp.where(valid, tokens, 0)].add(valid.astype(jnp.float32))
-    return counts.reshape(tokens.shape[0], num_frames, polarities, height, width)
+    return counts_to_frames(counts, sensor_size)
+
+
+def counts_to_frames(counts, sensor_size):
+    """(B, T, W·H·P) event counts per token → (B, T, P, H, W) frames (token p·W·H + y·W + x is the flat index)."""
+    width, height, polarities = sensor_size
+    return counts.reshape(counts.shape[:2] + (polarities, height, width))
 
 
 def frames_to_input(config, frames):
@@ -104,14 +109,16 @@ def frame_context(tokens, timestamps_us, valid, num_channels: int, num_frames: i
     return jax.lax.cummax(own, axis=1)
 
 
-def frames_filled(num_events: np.ndarray, timestamps_us, config) -> np.ndarray:
+def frames_filled(tokens, timestamps_us, valid, config) -> np.ndarray:
     """Host: (B,) how many frames each sample fills with split_by "events" / "duration" (uncapped; 0 for a
-    sample without events). timestamps_us: per sample, the int µs times of its real events."""
-    n = np.asarray(num_events, np.int64)
-    if config.split_by == "events":
-        return -(-n // config.frame_events)
-    return np.array([(int(t[c - 1]) - int(t[0])) // config.frame_us + 1 if c else 0
-                     for c, t in zip(n, timestamps_us)], np.int64)
+    sample without events): `close_frames` run over the whole sample from a fresh stream."""
+    ts = np.asarray(timestamps_us, np.int64)
+    gaps = np.diff(ts, axis=1, prepend=ts[:, :1])
+    ids = np.where(valid, tokens, -1)
+    fresh = np.zeros(len(ids), np.int64)
+    _, closed, open_events, _, _ = close_frames(ids, gaps, np.full(len(ids), ids.shape[1]), config.num_channels,
+                                                config.split_by, config.frame_length, fresh, fresh, fresh > 0)
+    return closed + (open_events > 0)
 
 
 def resize_frames(frames, frame_size):

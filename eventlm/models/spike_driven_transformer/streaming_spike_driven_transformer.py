@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ...streaming import FrameStreamer
-from .frames import close_frames, frames_to_input
+from .frames import close_frames, counts_to_frames, frames_to_input
 from .modeling_flax_spike_driven_transformer import FlaxSpikeDrivenTransformerBackbone
 
 
@@ -44,10 +44,7 @@ class SpikeDrivenTransformerStreamer(FrameStreamer):
 
     def _frames(self, counts):
         """(T, B, channels) event counts → the network's (T, B, H, W, C) input."""
-        t, b = counts.shape[:2]
-        width, height, polarities = self.config.sensor_size
-        frames = counts.transpose(1, 0, 2).reshape(b, t, polarities, height, width)
-        return frames_to_input(self.config, frames)
+        return frames_to_input(self.config, counts_to_frames(counts.transpose(1, 0, 2), self.config.sensor_size))
 
     @functools.cached_property
     def _network_template_batched(self):
