@@ -286,6 +286,11 @@ def load_audio(clip: _Clip, sample_rate: int) -> Tuple[np.ndarray, bool]:
     return wave, stereo
 
 
+def available_cpus() -> int:
+    """The CPUs this process may use (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def clip_seed(seed: int, split: str, index: int) -> int:
     """The fibres' seed of clip `index` of `split`: fixed by (seed, split, index), whatever the workers."""
     digest = hashlib.sha256(f"{seed}/{split}/{index}".encode()).digest()
@@ -356,7 +361,7 @@ def _run_chunks(work: Path, jobs, options: ChainOptions, workers: Optional[int],
         from tqdm.auto import tqdm
 
         bar = tqdm(total=total, initial=done, desc="audio → events", unit="clip")
-    n = workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    n = workers or available_cpus()
     try:
         if n <= 1 or len(todo) <= 1:
             for job in todo:
