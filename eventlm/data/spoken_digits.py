@@ -22,8 +22,9 @@ clips build in about a minute on 2 cores.
 import hashlib
 import io
 import json
+import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -103,12 +104,51 @@ def clip_plan(seed: int = 0, **options) -> Dict[str, List[Dict[str, Any]]]:
     return plan
 
 
-def synthesize_clip(clip: Dict[str, Any], sample_rate: int) -> np.ndarray:
-    """One planned clip as float32 audio at sample_rate: lead-in, the spoken word, white noise at the clip's SNR."""
+def speak_chunk(clips: List[Dict[str, Any]]) -> Tuple[List[np.ndarray], int]:
+    """(the planned clips' words as float32 waveforms, their sample rate), spoken by a fresh copy of eSpeak NG.
+
+    eSpeak NG keeps state from one utterance to the next (the phase of its pitch flutter, a static counter no
+    call resets), so the same call gives other samples later in a process. Each chunk is therefore spoken, in
+    order, by a forked child of this process (which itself never speaks): a chunk's audio depends only on the
+    chunk. Where there is no fork (Windows) the chunk is spoken here (reproducible only in a fresh process).
+    """
     from .speech import synthesize
 
-    wave, rate = synthesize(clip["text"], voice=clip["voice"], speed=clip["speed"], pitch=clip["pitch"],
-                            pitch_range=clip["pitch_range"])
+    def speak():
+        said = [synthesize(c["text"], voice=c["voice"], speed=c["speed"], pitch=c["pitch"],
+                           pitch_range=c["pitch_range"], seed=c["noise_seed"][-1]) for c in clips]
+        return [wave for wave, _ in said], (said[0][1] if said else 0)
+
+    if not hasattr(os, "fork"):
+        return speak()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: speak, send (count, rate, lengths, samples), leave without Python's clean-up
+        status = 1
+        try:
+            os.close(read)
+            waves, rate = speak()
+            with os.fdopen(write, "wb") as f:
+                f.write(np.asarray([len(waves), rate] + [len(w) for w in waves], np.int64).tobytes())
+                f.write(np.concatenate(waves).astype(np.float32).tobytes() if waves else b"")
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write)
+    with os.fdopen(read, "rb") as f:
+        data = f.read()
+    _, status = os.waitpid(pid, 0)
+    if status != 0 or len(data) < 16:
+        raise RuntimeError(f"eSpeak NG failed in its child process (exit status {status}) speaking a chunk of "
+                           f"{len(clips)} clips")
+    count, rate = (int(v) for v in np.frombuffer(data[:16], np.int64))
+    lengths = np.frombuffer(data[16:8 * (count + 2)], np.int64)
+    samples = np.frombuffer(data[8 * (count + 2):], np.float32)
+    return (np.split(samples, np.cumsum(lengths)[:-1]) if count else []), rate
+
+
+def add_noise(wave: np.ndarray, rate: int, clip: Dict[str, Any], sample_rate: int) -> np.ndarray:
+    """A spoken clip at sample_rate with its lead-in and white noise at its SNR (float32)."""
     if rate != sample_rate:
         from math import gcd
 
@@ -124,29 +164,28 @@ def synthesize_clip(clip: Dict[str, Any], sample_rate: int) -> np.ndarray:
 
 
 def _wav_bytes(job) -> List[bytes]:
-    """Worker: a list of planned clips → their audio as float WAV bytes (what the converter decodes)."""
+    """Worker: a chunk of planned clips → their audio (with noise) as float WAV bytes (what the converter decodes)."""
     import soundfile
 
     clips, sample_rate = job
+    waves, rate = speak_chunk(clips)
     out = []
-    for clip in clips:
+    for clip, wave in zip(clips, waves):
         buf = io.BytesIO()
-        soundfile.write(buf, synthesize_clip(clip, sample_rate), sample_rate, format="WAV", subtype="FLOAT")
+        soundfile.write(buf, add_noise(wave, rate, clip, sample_rate), sample_rate, format="WAV", subtype="FLOAT")
         out.append(buf.getvalue())
     return out
 
 
 def _synthesize_all(plan, sample_rate: int, workers: int) -> Dict[str, List[bytes]]:
-    """Every clip's WAV bytes, in worker processes (eSpeak NG keeps global state: processes, not threads)."""
-    jobs = [(split, i, rows[i:i + 64]) for split, rows in plan.items() for i in range(0, len(rows), 64)]
-    if workers <= 1 or len(jobs) <= 1:
-        results = [_wav_bytes((rows, sample_rate)) for _, _, rows in jobs]
-    else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
+    """Every clip's WAV bytes, chunk by chunk in spawned worker processes (which fork a speaker per chunk: never
+    from this process, which may run JAX's threads)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn")) as pool:
-            results = list(pool.map(_wav_bytes, [(rows, sample_rate) for _, _, rows in jobs]))
+    jobs = [(split, i, rows[i:i + 64]) for split, rows in plan.items() for i in range(0, len(rows), 64)]
+    with ProcessPoolExecutor(max(1, min(workers, len(jobs))), mp_context=multiprocessing.get_context("spawn")) as pool:
+        results = list(pool.map(_wav_bytes, [(rows, sample_rate) for _, _, rows in jobs]))
     out = {split: [] for split in plan}
     for (split, _, _), wavs in zip(jobs, results):
         out[split] += wavs
