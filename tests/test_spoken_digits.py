@@ -70,3 +70,28 @@ def test_bad_options_are_refused():
         S.clip_plan(0, num_voices=3)
     with pytest.raises(ValueError, match="leave voices for training"):
         S.voice_splits(0, validation_voices=2, test_voices=2, max_voices=4)
+
+
+def test_main_job_on_spoken_digits_reports_the_baselines(built, tmp_path, monkeypatch):
+    """The main job's path (no --dataset_name, the spoken-digit dataset): results, eval_results.json and the card
+    show the model beside one *_baseline_accuracy per baseline (the tiny build stands in for the default one)."""
+    import json
+
+    from eventlm.training import baselines
+    from eventlm.training.arguments import DataArguments, ModelArguments, TrainingArguments, parse_args
+    from eventlm.training.pipelines import run_classification
+
+    monkeypatch.setattr(S, "load_spoken_digits_dataset", lambda cache_dir=None: built[0])
+    out = tmp_path / "main"
+    argv = ["--preset", "tiny", "--embedded_dataset", "spoken-digits", "--config_overrides",
+            "hidden_size=8,state_size=8,num_ssm_blocks=2,num_layers_per_stage=1,pooling_stride=2",
+            "--max_steps", "2", "--per_device_train_batch_size", "8", "--pad_to_multiple_of", "32",
+            "--disable_tqdm", "true", "--report_to", "none", "--output_dir", str(out)]
+    results = run_classification(*parse_args((ModelArguments, DataArguments, TrainingArguments), argv))
+    keys = [baselines.baseline_key(name) for name in baselines.BASELINES]
+    saved = json.loads((out / "eval_results.json").read_text())
+    for key in keys:
+        assert 0.0 <= results[key] <= 1.0 and saved[key] == results[key]
+    card = (out / "README.md").read_text()
+    assert "eventlm-spoken-digits" in card and "Simple baselines on the same split" in card
+    assert "chance (1 / 20 classes): 0.0500" in card

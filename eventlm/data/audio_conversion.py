@@ -124,6 +124,10 @@ def audio_to_hub_dataset(
     report = _report(work, jobs)
     if report["silent"]:
         logger.warning("%d silent clip(s) gave no events; kept as empty streams", report["silent"])
+    if report["stereo_mixed_down"]:
+        logger.warning("%d stereo clip(s) mixed down to mono (the mean of their channels)", report["stereo_mixed_down"])
+    if report["corrupt_skipped"]:
+        logger.warning("%d undecodable clip(s) skipped (named in the card)", report["corrupt_skipped"])
     splits_out = [_chunk_split(work, name, [j for j in jobs if j[0] == name]) for name in clips]
     licence = license or source_license or "other"
     description = about + _description(options, source_name, source_license, report)
