@@ -10,13 +10,14 @@ validation and train, so no voice of validation or test is ever heard in trainin
 names each clip's variant). Labels: 0–9 English zero..nine, 10–19 German null..neun (SHD's order).
 
 Deterministic: the same seed and options give the same events, byte for byte (every random draw is keyed
-by (seed, split, clip index); the cochlea's fibres by `audio_conversion.clip_seed`). Builds are cached in
-the eventlm cache (`$EVENTLM_CACHE`, else ~/.cache/eventlm) under a name keyed by version and options.
+by (seed, split, clip index); the cochlea's fibres by `audio_conversion.clip_seed`; eSpeak NG, which carries
+state from one utterance to the next, speaks each fixed chunk of clips afresh: `speak_chunk`). Builds are
+cached in the eventlm cache (`$EVENTLM_CACHE`, else ~/.cache/eventlm) under a name keyed by version and options.
 
 Why 64 channels at 22,050 Hz (DEFAULTS): the README's main job must build and train within a few minutes on
-2 CPU cores. eSpeak speaks at 22,050 Hz, so no resampling; 64 channels give ~450 events per clip (700 give
+2 CPU cores. eSpeak speaks at 22,050 Hz, so no resampling; 64 channels give ~500 events per clip (700 give
 ~10× more, and a 10× longer training epoch) and convert in ~0.05 s per clip; 104 voices × 20 words = 2,080
-clips build in about a minute on 2 cores.
+clips build in about 2 minutes on a busy 2-core box (synthesis ~20 ms and the chain ~50 ms per clip).
 """
 
 import hashlib
