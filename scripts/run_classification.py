@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train (or fine-tune) an event sequence classifier (EventSSM by default); select on validation, evaluate on test.
 
-    python scripts/run_classification.py                       # the embedded synthetic dataset, a few minutes on CPU
+    python scripts/run_classification.py                       # the embedded spoken digits, a few minutes on CPU
     python scripts/run_classification.py --preset shd --dataset_name someone/shd-events --output_dir out/shd
     python scripts/run_classification.py --model_name_or_path out/pt --dataset_name ...   # fine-tune a pretrained backbone
     python scripts/run_classification.py args.yaml             # the same flags from a JSON / YAML file

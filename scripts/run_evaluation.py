@@ -2,7 +2,7 @@
 """Evaluate a trained eventlm model (a folder or Hub repo id; its class from config.json) on a test split.
 
     python scripts/run_evaluation.py --model_name_or_path someone/eventssm-shd --dataset_name someone/shd-events
-    python scripts/run_evaluation.py --model_name_or_path out/classification      # the embedded synthetic dataset
+    python scripts/run_evaluation.py --model_name_or_path out/classification      # the embedded spoken digits
 
 Classifiers: eval_accuracy, eval_loss and the confusion matrix; next-event models: NLL per event.
 Writes eval_results.json (and confusion_matrix.json / .png) into --output_dir (default out/evaluation).

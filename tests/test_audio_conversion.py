@@ -58,9 +58,13 @@ def _load(folder):
     return load_dataset(str(folder)).with_format("numpy")
 
 
-def test_convert_audio_dataset_round_trip(tmp_path):
+def test_convert_audio_dataset_round_trip(tmp_path, caplog):
     ds = _audio_dataset()
-    out = C.audio_to_hub_dataset(ds, tmp_path / "events", chunk_size=2, **SMALL)
+    with caplog.at_level("WARNING", logger=C.__name__):
+        out = C.audio_to_hub_dataset(ds, tmp_path / "events", chunk_size=2, **SMALL)
+    said = caplog.text  # every kind of bad clip is said once, with its count
+    assert "2 silent clip(s) gave no events; kept as empty streams" in said and "2 stereo clip(s) mixed down" in said
+    assert "skipping train[4] (broken.wav): cannot decode audio" in said and "1 undecodable clip(s) skipped" in said
     loaded = _load(out)
     assert loaded["train"].num_rows == 4 and loaded["test"].num_rows == 4  # the corrupt clip is skipped
     assert loaded["train"].features["label"].names == ["low", "high"]

@@ -265,8 +265,13 @@ def test_default_arguments_are_the_main_job():
 
     m, d, t = parse_args((ModelArguments, DataArguments, TrainingArguments), [])
     assert d.dataset_name is None and m.model_name_or_path is None and t.output_dir is None
-    assert resolve_presets(m, d, t) == "synthetic"
+    assert resolve_presets(m, d, t) == "spoken-digits" and d.embedded_dataset == "spoken-digits"
     assert t.do_train and t.do_eval and t.num_train_epochs >= 1
+    m, d, t = parse_args((ModelArguments, DataArguments, TrainingArguments), ["--preset", "tiny"])
+    assert resolve_presets(m, d, t) == "tiny" and d.embedded_dataset == "synthetic"  # what the small tests train on
+    m, d, t = parse_args((ModelArguments, DataArguments, TrainingArguments), ["--embedded_dataset", "spoken-digit"])
+    with pytest.raises(ValueError, match="unknown --embedded_dataset 'spoken-digit' \\(did you mean 'spoken-digits'"):
+        resolve_presets(m, d, t)
 
 
 def test_cli_lists_and_dispatches_commands(capsys, tmp_path, monkeypatch):

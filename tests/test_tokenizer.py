@@ -387,7 +387,7 @@ PRESETS = {
     "shd": (700, 1, 1), "ssc": (700, 1, 1), "dvs-gesture": (128, 128, 2), "cifar10-dvs": (128, 128, 2), "nmnist": (34, 34, 2),
     "dvxplorer": (320, 240, 2), "prophesee-gen3": (640, 480, 2), "prophesee-gen4": (1280, 720, 2),
     "nas-32-mono": (32, 1, 2), "nas-64-mono": (64, 1, 2), "nas-32-stereo": (32, 2, 2),
-    "nas-64-stereo": (64, 2, 2), "st-mnist": (10, 10, 2),
+    "nas-64-stereo": (64, 2, 2), "st-mnist": (10, 10, 2), "spoken-digits": (64, 1, 1),
 }
 
 

@@ -303,7 +303,7 @@ def test_presets_fill_only_unset_fields():
     assert (t.gradient_accumulation_steps, d.slice_events, t.num_train_epochs, t.per_device_train_batch_size) == \
         (4, 65536, 100, 16)
     m, d, t = ModelArguments(), DataArguments(), TrainingArguments()
-    assert resolve_presets(m, d, t) == "synthetic"
+    assert resolve_presets(m, d, t) == "spoken-digits"
     with pytest.raises(ValueError, match="unknown --preset"):
         resolve_presets(ModelArguments(preset="nope"), DataArguments(), TrainingArguments())
 

@@ -1,4 +1,4 @@
-"""eventlm.data: event schema, recording readers, Hub datasets, augmentations, collator, synthetic data.
+"""eventlm.data: event schema, recording readers, Hub datasets, augmentations, collator, embedded datasets.
 
 Names are imported lazily (each lives in one submodule, listed below).
 """
@@ -25,6 +25,8 @@ _EXPORTS = {
     "make_synthetic_dataset": ".synthetic",
     "load_synthetic_dataset": ".synthetic",
     "SyntheticSHD": ".synthetic",
+    "make_spoken_digits_dataset": ".spoken_digits",
+    "load_spoken_digits_dataset": ".spoken_digits",
     "load_dataset_metadata": ".hub",
     "tonic_dataset_splits": ".hub",
     "HubDatasetArguments": ".hub",

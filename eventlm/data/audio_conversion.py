@@ -124,6 +124,10 @@ def audio_to_hub_dataset(
     report = _report(work, jobs)
     if report["silent"]:
         logger.warning("%d silent clip(s) gave no events; kept as empty streams", report["silent"])
+    if report["stereo_mixed_down"]:
+        logger.warning("%d stereo clip(s) mixed down to mono (the mean of their channels)", report["stereo_mixed_down"])
+    if report["corrupt_skipped"]:
+        logger.warning("%d undecodable clip(s) skipped (named in the card)", report["corrupt_skipped"])
     splits_out = [_chunk_split(work, name, [j for j in jobs if j[0] == name]) for name in clips]
     licence = license or source_license or "other"
     description = about + _description(options, source_name, source_license, report)
@@ -286,6 +290,11 @@ def load_audio(clip: _Clip, sample_rate: int) -> Tuple[np.ndarray, bool]:
     return wave, stereo
 
 
+def available_cpus() -> int:
+    """The CPUs this process may use (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def clip_seed(seed: int, split: str, index: int) -> int:
     """The fibres' seed of clip `index` of `split`: fixed by (seed, split, index), whatever the workers."""
     digest = hashlib.sha256(f"{seed}/{split}/{index}".encode()).digest()
@@ -356,7 +365,7 @@ def _run_chunks(work: Path, jobs, options: ChainOptions, workers: Optional[int],
         from tqdm.auto import tqdm
 
         bar = tqdm(total=total, initial=done, desc="audio → events", unit="clip")
-    n = workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    n = workers or available_cpus()
     try:
         if n <= 1 or len(todo) <= 1:
             for job in todo:

@@ -1,6 +1,6 @@
 """Offline speech synthesis with eSpeak NG (the `espeakng-loader` wheel ships the library and its voices).
 
-`synthesize(text, voice="en+m3", speed=175, pitch=50)` → (float32 waveform in [-1, 1], sample rate) through
+`synthesize(text, voice="en+m3", speed=175, pitch=50, seed=0)` → (float32 waveform in [-1, 1], sample rate) through
 the library's C API (ctypes, synchronous retrieval into a buffer; no audio device, no network). The
 library keeps global state, so calls are serialised by a lock; use processes, not threads, to go wide.
 """
@@ -11,7 +11,7 @@ from typing import Tuple
 
 import numpy as np
 
-_AUDIO_OUTPUT_RETRIEVAL = 1
+_AUDIO_OUTPUT_SYNCHRONOUS = 2  # espeak_Synth returns when done: no background thread (a forked child can synthesise)
 _ESPEAK_RATE, _ESPEAK_VOLUME, _ESPEAK_PITCH, _ESPEAK_RANGE = 1, 2, 3, 4
 _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
 
@@ -33,7 +33,7 @@ class _Engine:
             raise SpeechUnavailable(f"cannot load eSpeak NG from espeakng-loader: {err}") from None
         data = espeakng_loader.get_data_path().encode()
         self.lib.espeak_Initialize.restype = ctypes.c_int
-        self.sample_rate = self.lib.espeak_Initialize(_AUDIO_OUTPUT_RETRIEVAL, 0, ctypes.c_char_p(data), 0)
+        self.sample_rate = self.lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, ctypes.c_char_p(data), 0)
         if self.sample_rate <= 0:
             raise SpeechUnavailable(f"eSpeak NG failed to initialise (data folder {data.decode()!r})")
         self.chunks = []
@@ -46,11 +46,18 @@ class _Engine:
         self._callback = _CALLBACK(collect)  # kept alive as long as the engine
         self.lib.espeak_SetSynthCallback(self._callback)
         self.lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+        # eSpeak NG varies its voices with random draws (its own generator and libc's rand()): both are seeded
+        # before every utterance, so the same call gives the same samples
+        self._set_seed = getattr(self.lib, "espeak_ng_SetRandSeed", None)
+        if self._set_seed is not None:
+            self._set_seed.argtypes = [ctypes.c_long]
+        self._srand = ctypes.CDLL(None).srand
+        self._srand.argtypes = [ctypes.c_uint]
         self.lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
                                           ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
         self.lock = threading.Lock()
 
-    def say(self, text: str, voice: str, speed: int, pitch: int, pitch_range: int) -> np.ndarray:
+    def say(self, text: str, voice: str, speed: int, pitch: int, pitch_range: int, seed: int = 0) -> np.ndarray:
         with self.lock:
             if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
                 raise ValueError(f"eSpeak NG has no voice {voice!r}; use a language code with an optional variant, "
@@ -59,6 +66,9 @@ class _Engine:
                                  (_ESPEAK_VOLUME, 100)):
                 self.lib.espeak_SetParameter(param, int(value), 0)
             self.chunks = []
+            if self._set_seed is not None:
+                self._set_seed(int(seed))
+            self._srand(int(seed) & 0xFFFFFFFF)
             raw = text.encode("utf-8") + b"\0"
             status = self.lib.espeak_Synth(raw, len(raw), 0, 0, 0, 0, None, None)
             self.lib.espeak_Synchronize()
@@ -81,11 +91,11 @@ def _engine() -> _Engine:
 
 
 def synthesize(text: str, voice: str = "en", speed: int = 175, pitch: int = 50,
-               pitch_range: int = 50) -> Tuple[np.ndarray, int]:
+               pitch_range: int = 50, seed: int = 0) -> Tuple[np.ndarray, int]:
     """Speak `text`: (float32 mono waveform in [-1, 1], sample rate in Hz; eSpeak NG's is 22050).
 
     voice: a language with an optional variant ("en", "de", "en+f3", "de+m2"); speed: words per minute
-    (80–450); pitch and pitch_range: 0–100.
+    (80–450); pitch and pitch_range: 0–100; seed: eSpeak NG's random variation (the same seed, the same samples).
     """
     if not 80 <= speed <= 450:
         raise ValueError(f"speed must be 80-450 words per minute, got {speed}")
@@ -93,5 +103,5 @@ def synthesize(text: str, voice: str = "en", speed: int = 175, pitch: int = 50,
         if not 0 <= value <= 100:
             raise ValueError(f"{name} must be 0-100, got {value}")
     engine = _engine()
-    wave = engine.say(text, voice, speed, pitch, pitch_range)
+    wave = engine.say(text, voice, speed, pitch, pitch_range, seed)
     return wave.astype(np.float32) / 32768.0, engine.sample_rate

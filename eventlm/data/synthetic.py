@@ -224,12 +224,22 @@ def load_synthetic_dataset(cache_dir=None, seed: int = 0, num_classes: int = 10,
 
     numpy format: datasets' jax format would truncate the int64 timestamps.
     """
+    folder = synthetic_dataset_path(cache_dir, seed, num_classes, samples_per_class, **options)
+    return load_cached_build(folder, lambda out: make_synthetic_dataset(out, seed, num_classes, samples_per_class,
+                                                                        **options), cache_dir)
+
+
+def load_cached_build(folder: Path, build, cache_dir=None):
+    """`folder` as a datasets.DatasetDict in numpy format, first calling build(folder) unless a finished build is there.
+
+    A build that fails because another process finished the same build first is no error. numpy format:
+    datasets' jax format would truncate the int64 timestamps.
+    """
     import datasets
 
-    folder = synthetic_dataset_path(cache_dir, seed, num_classes, samples_per_class, **options)
     if not (folder / "README.md").is_file():
         try:
-            make_synthetic_dataset(folder, seed, num_classes, samples_per_class, **options)
+            build(folder)
         except (ValueError, OSError):
             if not (folder / "README.md").is_file():  # not another process finishing the same build first
                 raise

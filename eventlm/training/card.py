@@ -55,6 +55,7 @@ def build_model_card(
     model_name: str,
     repo_id: Optional[str] = None,
     dataset_name: Optional[str] = None,
+    embedded_dataset: str = "synthetic",
     dataset_split: str = "test",
     tokenizer=None,
     training_args=None,
@@ -73,7 +74,7 @@ def build_model_card(
 
     task = task_for(task)
     info = task.card
-    dataset_id = dataset_name or "eventlm-synthetic"
+    dataset_id = dataset_name or f"eventlm-{embedded_dataset}"  # without a dataset name: the embedded one trained on
     eval_results, rows = [], []
     for key in task.card_metrics:
         value = metrics.get(f"eval_{key}")
@@ -101,7 +102,8 @@ def build_model_card(
     return ModelCard.from_template(
         card_data, template_path=str(template), model_name=model_name, repo_id=repo_id or model_name,
         dataset_name=dataset_name, task=task.name,
-        dataset_display=f"`{dataset_name}`" if dataset_name else "the embedded synthetic dataset (eventlm.data.synthetic)",
+        dataset_display=f"`{dataset_name}`" if dataset_name else
+        f"the embedded {embedded_dataset} dataset (eventlm.data.{embedded_dataset.replace('-', '_')})",
         task_description=info["description"], auto_class=auto_class_for_task(task.name).__name__,
         base_model=base_model, results_table=rows, baseline_text=baseline_text, curves_image=curves_image,
         confusion_image=confusion_image, model_settings=model_settings, training_settings=training_settings,

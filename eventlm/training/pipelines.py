@@ -29,6 +29,8 @@ from .plots import plot_training_curves
 from .sharding import broadcast_from_main, initialize_distributed, split_for_host
 from .tasks import TASKS, task_for
 from .trainer import CHECKPOINT_DIR, Trainer
+from ..data.events import flat_column
+from .baselines import baseline_lines, classification_baselines
 
 logger = logging.getLogger(__name__)
 
@@ -140,9 +142,7 @@ def load_event_datasets(data_args: DataArguments, model_args: ModelArguments, se
     if data_args.recordings:
         return recordings_to_datasets(data_args)
     if data_args.dataset_name is None:
-        from ..data.synthetic import load_synthetic_dataset
-
-        ds = load_synthetic_dataset(data_args.synthetic_cache_dir)
+        ds = load_embedded_dataset(data_args)
     else:
         ds = datasets.load_dataset(data_args.dataset_name, data_args.dataset_config_name,
                                    cache_dir=model_args.cache_dir, token=model_args.token)
@@ -168,6 +168,17 @@ def load_event_datasets(data_args: DataArguments, model_args: ModelArguments, se
                          f"{data_args.validation_split!r}, {data_args.test_split!r}; it has {sorted(ds)} "
                          f"(choose with --train_split / --validation_split / --test_split)")
     return {k: v.with_format("numpy") for k, v in splits.items()}
+
+
+def load_embedded_dataset(data_args: DataArguments):
+    """The embedded dataset --embedded_dataset names (spoken-digits | synthetic), built into the cache on first use."""
+    if data_args.embedded_dataset == "spoken-digits":
+        from ..data.spoken_digits import load_spoken_digits_dataset
+
+        return load_spoken_digits_dataset(data_args.synthetic_cache_dir)
+    from ..data.synthetic import load_synthetic_dataset
+
+    return load_synthetic_dataset(data_args.synthetic_cache_dir)
 
 
 def require_train_split(splits, data_args: DataArguments) -> None:
@@ -231,26 +242,6 @@ def check_event_columns(dataset, split: str, label_column: Optional[str] = None)
         )
 
 
-def _flat_column(dataset, name: str):
-    """(values, offsets) of a list column: every row's values in one numpy array and where each row starts
-    (offsets[i]:offsets[i + 1]); from Arrow without a per-row loop for a datasets.Dataset."""
-    try:
-        import pyarrow as pa
-
-        table = dataset.with_format("arrow")[:]  # (row selections applied)
-        column = table.column(name).combine_chunks()
-        if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
-            lengths = column.value_lengths().fill_null(0).to_numpy(zero_copy_only=False)
-            values = column.flatten().to_numpy(zero_copy_only=False)
-            return np.asarray(values), np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    except (AttributeError, KeyError, TypeError, ImportError):
-        pass
-    rows = [np.asarray(r).ravel() for r in (dataset[name] if hasattr(dataset, "column_names") else
-                                           [row[name] for row in dataset])]
-    offsets = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int64)
-    return (np.concatenate(rows) if rows else np.zeros(0)), offsets
-
-
 def check_event_rows(dataset, split: str, tokenizer) -> None:
     """Every event of every row against the tokenizer's sensor and the schema, before the first step (one
     vectorised pass per column): x, y, p inside the sensor (W, H, P; P == 1 ignores p), integer µs timestamps
@@ -259,7 +250,7 @@ def check_event_rows(dataset, split: str, tokenizer) -> None:
         return
     W, H, P = tokenizer.sensor_size
     columns = list(getattr(dataset, "column_names", None) or dataset[0].keys())
-    t, offsets = _flat_column(dataset, "t")
+    t, offsets = flat_column(dataset, "t")
     row_of = lambda k: int(np.searchsorted(offsets, k, side="right") - 1)  # noqa: E731
 
     def fail(k, field, problem, fix):
@@ -286,7 +277,7 @@ def check_event_rows(dataset, split: str, tokenizer) -> None:
     for field, size in (("x", W), ("y", H), ("p", P if P > 1 else None)):
         if field not in columns:
             continue
-        values, field_offsets = _flat_column(dataset, field)
+        values, field_offsets = flat_column(dataset, field)
         if not np.array_equal(field_offsets, offsets):
             row = int(np.argmax(np.diff(field_offsets) != np.diff(offsets)))
             raise ValueError(f"the {split!r} split, row {row}: field '{field}' has "
@@ -487,7 +478,8 @@ def _finish_outputs(trainer: Trainer, model, tokenizer, training_args, model_arg
     validation = {k: v for k, v in eval_metrics.items() if k in shown}
     card = build_model_card(
         model, task, eval_metrics, model_name=training_args.hub_model_id or out.resolve().name,
-        repo_id=training_args.hub_model_id, dataset_name=data_args.dataset_name, dataset_split=eval_split,
+        repo_id=training_args.hub_model_id, dataset_name=data_args.dataset_name,
+        embedded_dataset=data_args.embedded_dataset or "synthetic", dataset_split=eval_split,
         tokenizer=tokenizer, training_args=training_args, base_model=model_args.model_name_or_path,
         baseline_text=baseline_text, extra_results=validation,
         curves_image=curves.name if curves else None, confusion_image=picture.name if picture else None)
@@ -590,17 +582,16 @@ def run_classification(model_args: ModelArguments, data_args: DataArguments,
             final = trainer.evaluate(split_for_host(splits[eval_split]), prefix="eval")
             final.metrics["eval_split"] = eval_split
             results.update(final.metrics)
-        baseline_text = None
-        if data_args.dataset_name is None and "test" in splits:
-            from ..data.synthetic import bag_of_channels_accuracy
-
-            baseline = bag_of_channels_accuracy(splits["train"], splits["test"], num_channels=tokenizer.num_channels)
-            results["bag_of_channels_accuracy"] = baseline
-            baseline_text = (f"Bag-of-channels baseline (logistic regression on per-channel event counts, no time): "
-                             f"{baseline:.4f} test accuracy; chance {1 / num_labels:.4f}.")
+        baseline_text, baselines = None, {}
+        if data_args.dataset_name is None and "test" in splits:  # the main job: the model beside simple baselines
+            baselines = classification_baselines(splits["train"], splits["test"], tokenizer.num_channels,
+                                                 seed=training_args.seed)
+            results.update(baselines)
+            baseline_text = ("Simple baselines on the same split (test accuracy): "
+                             + "; ".join(baseline_lines(results, num_labels)) + ".")
         if training_args.do_eval:
             _save_results(training_args.output_dir, "eval",
-                         {k: v for k, v in results.items() if k.startswith("eval_") or k == "bag_of_channels_accuracy"})
+                          {k: v for k, v in results.items() if k.startswith("eval_") or k in baselines})
         if "validation_accuracy" in results:
             _save_results(training_args.output_dir, "validation",
                          {k: v for k, v in results.items() if k.startswith("validation_")})
@@ -612,9 +603,7 @@ def run_classification(model_args: ModelArguments, data_args: DataArguments,
     if "eval_accuracy" in results:
         lines.append(f"eval_accuracy ({results['eval_split']} split, {results['eval_samples']} samples): "
                      f"{results['eval_accuracy']:.4f}   eval_loss: {results['eval_loss']:.4f}")
-    if "bag_of_channels_accuracy" in results:
-        lines.append(f"bag-of-channels baseline: {results['bag_of_channels_accuracy']:.4f}   "
-                     f"chance: {1 / num_labels:.4f}")
+    lines += [f"baseline, {line}" for line in baseline_lines(results, num_labels)]
     if "train_runtime" in results:
         lines.append(f"train_runtime: {results['train_runtime']:.1f} s   steps: {results['train_steps']}")
     _print_summary(lines)
