@@ -574,3 +574,42 @@ def test_empty_names_are_refused_clearly():
         EventTokenizer.from_pretrained("")
     with pytest.raises(FileNotFoundError, match="'' is neither an existing local folder nor a valid Hub repo id"):
         AutoModelForSequenceClassification.from_pretrained("")
+
+
+@pytest.mark.parametrize("offset,fmt,value,message", [
+    (14, "<I", 2**32 - 1, r"header claims 4,294,967,295 bytes but the file holds"),
+    (18, "<I", 10**6, r"header.s vtable offset at byte 1000018 lies outside its 2316 bytes"),  # a damaged flatbuffer root offset
+    (2338, "<I", 2**31, r"at byte 2,334 the AEDAT4 file claims a packet of 2,147,483,648 bytes"),
+])
+def test_aedat4_claimed_sizes_are_checked_before_decoding(realdata, tmp_path, offset, fmt, value, message):
+    """A damaged size word used to make the aedat package allocate it (4 GiB; an abort under a memory limit)."""
+    import struct
+
+    from eventlm.data.readers import read_events
+    from eventlm.errors import EventDataError
+
+    data = bytearray((realdata / "tonic_test_data" / "sample.aedat4").read_bytes())
+    struct.pack_into(fmt, data, offset, value)
+    path = tmp_path / "sizes.aedat4"
+    path.write_bytes(bytes(data))
+    with pytest.raises(EventDataError, match=message) as info:
+        read_events(path)
+    assert "sizes.aedat4" in str(info.value) and info.value.path == path
+
+
+def test_foreign_failures_are_event_data_errors_from_the_original(tmp_path):
+    """One family: a library's exception becomes an EventDataError (a ValueError) raised from it."""
+    import zipfile
+
+    from eventlm.data.readers import read_events
+    from eventlm.errors import EventDataError
+
+    (tmp_path / "z.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(EventDataError, match=r"z.npz.*BadZipFile.*copy or download it again") as info:
+        read_events(tmp_path / "z.npz")
+    assert isinstance(info.value, ValueError) and isinstance(info.value.__cause__, zipfile.BadZipFile)
+    with pytest.raises(FileNotFoundError):  # a missing file stays an OSError
+        read_events(tmp_path / "missing.npz")
+    with pytest.raises(ValueError, match="channels must be a positive integer") as info:  # the caller's mistake
+        read_events(tmp_path / "z.npz", format="nas", channels=0)
+    assert not isinstance(info.value, EventDataError)
