@@ -29,6 +29,8 @@ import safetensors.flax as safetensors_flax
 from flax.core import unfreeze
 from flax.traverse_util import flatten_dict, unflatten_dict
 
+from .errors import EventDataError
+
 logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.json"
@@ -121,7 +123,7 @@ def load_safetensors(path: str | os.PathLike) -> dict[str, jax.Array]:
         return safetensors_flax.load_file(os.fspath(path))
     except safetensors.SafetensorError as err:
         size = os.path.getsize(path)
-        raise ValueError(
+        raise EventDataError(
             f"{path} ({size} bytes) is not a readable safetensors file: {err}. It is probably truncated or "
             "corrupt (an interrupted download or copy); delete it and save or download the model again."
         ) from err
@@ -194,9 +196,9 @@ def read_config_dict(folder: str | os.PathLike) -> dict:
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not valid JSON ({err}); the file is corrupt") from err
+        raise EventDataError(f"{path} is not valid JSON ({err}); the file is corrupt", path=path) from err
     if not isinstance(config, dict):
-        raise ValueError(f"{path} must hold a JSON object, got {type(config).__name__}")
+        raise EventDataError(f"{path} must hold a JSON object, got {type(config).__name__}")
     return config
 
 

@@ -37,6 +37,7 @@ import numpy as np
 from ._io import write_json_atomic
 from ._quiet import import_transformers_quietly
 from .data.events import EventStream, as_events, event_columns
+from .errors import EventDataError
 from .resources import data_dir
 
 import_transformers_quietly()
@@ -612,7 +613,7 @@ class EventTokenizer:
         try:
             config = json.loads(Path(path).read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f"{path}: not a valid tokenizer config ({err})") from err
+            raise EventDataError(f"{path}: not a valid tokenizer config ({err})", path=path) from err
         return cls.from_dict(config, source=str(path), **overrides)
 
     @classmethod

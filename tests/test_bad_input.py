@@ -613,3 +613,26 @@ def test_foreign_failures_are_event_data_errors_from_the_original(tmp_path):
     with pytest.raises(ValueError, match="channels must be a positive integer") as info:  # the caller's mistake
         read_events(tmp_path / "z.npz", format="nas", channels=0)
     assert not isinstance(info.value, EventDataError)
+
+
+def test_loaders_and_converters_raise_the_same_family(tmp_path):
+    """Damaged config.json, tokenizer config and safetensors files, and a bad file in an event folder."""
+    from eventlm import EventTokenizer
+    from eventlm.data.hub import folder_to_hub_dataset
+    from eventlm.errors import EventDataError
+    from eventlm.modeling_flax_utils import load_safetensors, read_config_dict
+
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(EventDataError, match="config.json is not valid JSON"):
+        read_config_dict(tmp_path)
+    (tmp_path / "tok.json").write_bytes(b"\xff\xfe")
+    with pytest.raises(EventDataError, match="tok.json: not a valid tokenizer config"):
+        EventTokenizer.from_pretrained(tmp_path / "tok.json")
+    (tmp_path / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{")
+    with pytest.raises(EventDataError, match="model.safetensors .* not a readable safetensors"):
+        load_safetensors(tmp_path / "model.safetensors")
+    src = tmp_path / "events" / "train" / "cat"
+    src.mkdir(parents=True)
+    (src / "broken.npy").write_bytes(b"\x93NUMPY garbage")
+    with pytest.raises(EventDataError, match="cannot read .*broken.npy"):
+        folder_to_hub_dataset(tmp_path / "events", tmp_path / "out")

@@ -30,6 +30,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, NamedTuple, Opt
 import numpy as np
 
 from .._io import _umask
+from ..errors import EventDataError
 from .events import EVENT_DTYPE, EventStream, as_events, check_sensor_size, sensor_size_of
 from .readers import read_events
 from .visualize import is_audio_sensor, plot_class_samples, sample_preview
@@ -373,7 +374,8 @@ def _write_split(split: _Split, data_dir: Path, sensor_size, class_names, sort, 
             try:
                 events = as_events(raw, sensor, sort=sort)
             except (ValueError, TypeError) as err:
-                raise type(err)(f"{where}: {err}") from err
+                raise (TypeError if isinstance(err, TypeError) else EventDataError)(f"{where}: {err}", **(
+                    {} if isinstance(err, TypeError) else {"row": i})) from err
             label = _as_label(label, where, class_names)
             writer.add(events, label, metadata)
             num_events += len(events)
@@ -684,8 +686,9 @@ def _folder_split(name, root: Path, files, index, read, options) -> _Split:
             try:
                 stream = read(path, **options)
             except (ValueError, TypeError, OSError) as err:
-                kind = TypeError if isinstance(err, TypeError) else ValueError
-                raise kind(f"split {name!r}: cannot read {str(path)!r}: {err}") from err
+                if isinstance(err, (TypeError, FileNotFoundError, PermissionError)):  # the call's or the disk's
+                    raise type(err)(f"split {name!r}: cannot read {str(path)!r}: {err}") from err
+                raise EventDataError(f"split {name!r}: cannot read {str(path)!r}: {err}", path=path) from err
             yield stream, index[cls], {"source": path.relative_to(root).as_posix()}
 
     return _Split(name, len(files), samples, None)
