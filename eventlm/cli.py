@@ -18,7 +18,6 @@ module is not installed says so instead of failing at start-up.
 
 import argparse
 import importlib
-import json
 import os
 import sys
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
@@ -61,7 +60,7 @@ def _job(runner_name: str, command: str, description: str) -> Callable[[Sequence
 
         pipelines.setup_logging()
         model_args, data_args, training_args = parse_args(
-            (ModelArguments, DataArguments, TrainingArguments), argv, prog=f"eventlm {command}",
+            (ModelArguments, DataArguments, TrainingArguments), argv, command=command,
             description=f"{description}. Flags, or one args.yaml / args.json file holding them.")
         try:
             getattr(pipelines, runner_name)(model_args, data_args, training_args)
@@ -130,7 +129,9 @@ def convert_dataset(argv: Sequence[str]) -> int:
             splits[split] = cls(save_to=args.source, **kwargs)
         folder = hub.tonic_to_hub_dataset(splits, args.output_dir, **common)
     else:
-        options = json.loads(args.reader_options) if args.reader_options else {}
+        from .data.readers import parse_reader_options
+
+        options = parse_reader_options(args.reader_options)
         if args.format:
             options["format"] = args.format
         folder = hub.folder_to_hub_dataset(args.source, args.output_dir, reader_options=options,

@@ -636,3 +636,39 @@ def test_loaders_and_converters_raise_the_same_family(tmp_path):
     (src / "broken.npy").write_bytes(b"\x93NUMPY garbage")
     with pytest.raises(EventDataError, match="cannot read .*broken.npy"):
         folder_to_hub_dataset(tmp_path / "events", tmp_path / "out")
+
+
+def test_each_job_command_lists_only_its_own_flags(capsys):
+    from eventlm import cli
+
+    helps = {}
+    for command in ("train", "pretrain", "evaluate"):
+        with pytest.raises(SystemExit):
+            cli.main([command, "--help"])
+        helps[command] = capsys.readouterr().out
+        assert helps[command].startswith(f"usage: eventlm {command} ")
+    assert "--ssm_base_lr" in helps["train"] and "--ssm_base_lr" not in helps["evaluate"]
+    assert "--recordings" in helps["pretrain"] and "--recordings" not in helps["train"]
+    assert "--label_column_name" in helps["evaluate"] and "--label_column_name" not in helps["pretrain"]
+    assert len(helps["evaluate"].splitlines()) < 0.6 * len(helps["train"].splitlines())
+    with pytest.raises(SystemExit) as exit_info:  # another command's flag: named, not silently ignored
+        cli.main(["evaluate", "--learning_rate_typo", "1", "--ssm_base_lr", "1e-3"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--ssm_base_lr is a flag of eventlm train / eventlm pretrain, not of " \
+        "eventlm evaluate" in err
+
+
+def test_pretrain_reader_hints_name_its_own_flags(tmp_path, capsys, monkeypatch):
+    from eventlm import cli
+
+    monkeypatch.delenv("EVENTLM_DEBUG", raising=False)
+    path = _nas(tmp_path / "cochlea.aedat", [0, 2], [1, 2])
+    assert cli.main(["pretrain", "--recordings", str(path), "--output_dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--recording_format nas --recording_options '{\"channels\": 64" in err
+    assert "--reader-options" not in err
+    assert cli.main(["pretrain", "--recordings", str(path), "--recording_format", "nas", "--recording_options",
+                     "channels=64", "--output_dir", str(tmp_path / "out")]) == 2
+    assert "--recording_options must be a JSON object such as '{\"channels\": 64}', got 'channels=64'" \
+        in capsys.readouterr().err

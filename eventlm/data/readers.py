@@ -50,6 +50,7 @@ Policies, the same for every format:
   option the format does not take TypeError.
 """
 
+import json
 import os
 import re
 import struct
@@ -62,7 +63,7 @@ import numpy as np
 from ..errors import EventDataError, as_data_error, is_library_failure
 from .events import EventStream, as_events, check_sensor_size, sensor_size_of
 
-__all__ = ["read_events", "guess_format", "KNOWN_FORMATS"]
+__all__ = ["read_events", "guess_format", "KNOWN_FORMATS", "parse_reader_options", "in_flag_words"]
 
 KNOWN_FORMATS = ("nmnist", "aedat4", "evt2", "evt3", "dat", "aedat", "nas", "stmnist", "npy", "npz", "csv")
 _ALIASES = {"aedat2": "aedat", "aedat3": "aedat", "jaer": "aedat", "aedat40": "aedat4", "mat": "stmnist",
@@ -117,6 +118,28 @@ def read_events(path, format: Optional[str] = None, **options) -> EventStream:
     except ValueError as err:
         raise EventDataError(f"{path} (format '{fmt}', sensor {sensor}): {err}", path=path) from err
     return EventStream(events, sensor)
+
+
+def parse_reader_options(text: Optional[str], flag: str = "--reader-options") -> dict:
+    """The read_events options a command's `flag` holds as JSON ({} when unset); ValueError in flag words."""
+    if not text:
+        return {}
+    try:
+        options = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{flag} must be a JSON object such as '{{\"channels\": 64}}', got {text!r} ({err})") from None
+    if not isinstance(options, dict):
+        raise ValueError(f"{flag} must be a JSON object such as '{{\"channels\": 64}}', got {text!r}")
+    return options
+
+
+def in_flag_words(err: ValueError, format_flag: str, options_flag: str) -> ValueError:
+    """`err` again with the hints of read_events' errors (worded for --format / --reader-options, the flags of
+    eventlm stream and convert-dataset) in the flags of another command."""
+    message = str(err).replace("--format ", f"{format_flag} ").replace("--reader-options ", f"{options_flag} ")
+    again = EventDataError(message, path=err.path, offset=err.offset, row=err.row) if isinstance(err, EventDataError) \
+        else ValueError(message)
+    return again
 
 
 def _fix(fmt: str) -> str:

@@ -181,10 +181,10 @@ def recordings_to_datasets(data_args: DataArguments):
     of every recording (in events) becomes the validation split, so validation never overlaps training."""
     import datasets
 
-    from ..data import read_events
     from ..data.events import EVENT_DTYPE, EVENT_FIELDS
+    from ..data.readers import in_flag_words, parse_reader_options, read_events
 
-    options = json.loads(data_args.recording_options) if data_args.recording_options else {}
+    options = parse_reader_options(data_args.recording_options, "--recording_options")
     if not 0 < data_args.holdout_fraction < 1:
         raise ValueError(f"holdout_fraction must be in (0, 1), got {data_args.holdout_fraction}")
     if data_args.window_events < 2:
@@ -192,7 +192,10 @@ def recordings_to_datasets(data_args: DataArguments):
     rows = {"train": [], "validation": []}
     sensor = None
     for path in data_args.recordings:
-        stream = read_events(path, format=data_args.recording_format, **options)
+        try:
+            stream = read_events(path, format=data_args.recording_format, **options)
+        except ValueError as err:  # its hints in this command's flags
+            raise in_flag_words(err, "--recording_format", "--recording_options") from err
         if sensor is not None and tuple(stream.sensor_size) != sensor:
             raise ValueError(f"{path} has sensor {stream.sensor_size}, the other recordings {sensor}: "
                              f"pretrain on one sensor at a time")
