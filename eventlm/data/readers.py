@@ -142,12 +142,17 @@ def in_flag_words(err: ValueError, format_flag: str, options_flag: str) -> Value
     return again
 
 
+def _pass(fmt: str) -> str:
+    """A format hint in both vocabularies: "format='evt3' (on the command line: --format evt3)"."""
+    return f"format='{fmt}' (on the command line: --format {fmt})"
+
+
 def _fix(fmt: str) -> str:
     """What to do about a file the `fmt` reader could not decode."""
     if fmt == "nas":
         return f"check that the file is complete and its layout: {_NAS_HELP}"
     return (f"check that the file is complete (copy or download it again) and really is {fmt} "
-            f"(else pass format= one of {', '.join(KNOWN_FORMATS)})")
+            f"(else pass {_pass('<format>')}, one of {', '.join(KNOWN_FORMATS)})")
 
 
 def guess_format(path) -> str:
@@ -169,7 +174,7 @@ def guess_format(path) -> str:
             f"if so, {_NAS_HELP}"
         )
     raise ValueError(
-        f"cannot guess the format of {path} from its extension {ext!r}; pass format= one of "
+        f"cannot guess the format of {path} from its extension {ext!r}; pass {_pass('<format>')}, one of "
         f"{', '.join(KNOWN_FORMATS)} (extensions: .bin .aedat4 .raw .dat .aedat .mat .npy .npz .csv)"
     )
 
@@ -407,7 +412,7 @@ def _read_prophesee(path, encoding, sensor_size=None):
             raise EventDataError(f"{path}: expelliarmus reads EVT2/EVT3 only from files ending in .raw; rename it")
         found = _prophesee_raw_encoding(path, header)
         if found != encoding:
-            raise EventDataError(f"{path}: format='{encoding}' but its header says {found}; pass format='{found}'")
+            raise EventDataError(f"{path}: format='{encoding}' but its header says {found}; pass {_pass(found)}")
         word = 4 if encoding == "evt2" else 2
     else:
         if path.suffix.lower() != ".dat":
@@ -530,7 +535,7 @@ def _read_aedat(path, sensor_size=None):
     if major == 3:
         return _decode_aedat3(path, lines, data, sensor_size)
     raise EventDataError(f"{path}: AEDAT version {match[1]}.{match[2]} is not read as 'aedat' "
-                     f"(AEDAT 4 files end in .aedat4: pass format='aedat4')")
+                         f"(AEDAT 4 files end in .aedat4: pass {_pass('aedat4')})")
 
 
 def _decode_aedat2(path, lines, data, sensor_size):
