@@ -409,6 +409,24 @@ def test_mutants_read_or_raise_the_documented_error(fuzz, name):
     assert not bad, f"{len(bad)} of {len(mine)} {name} mutants: {bad[:5]}"
 
 
+def test_found_by_fuzzing_are_clean_errors(tmp_path):
+    """Regressions the fuzz found: a Prophesee header cut inside a '%' line (expelliarmus waited forever on
+    EVT2 and DAT) and AEDAT4 size words (the aedat package allocated 4 GiB, an abort under a memory cap)."""
+    (tmp_path / "cut.raw").write_bytes(b"% evt 2.0\n% serial_number ")
+    (tmp_path / "cut.dat").write_bytes(b"% Data file containing CD events\n% Width 3")
+    cases = [("evt2", str(tmp_path / "cut.raw"), {}), ("dat", str(tmp_path / "cut.dat"), {})]
+    seed = _aedat4(None)
+    if seed is not None:
+        for offset, value in ((14, 2**32 - 1), (seed[3] + 4, 2**32 - 1), (seed[3] + 4, 2**31)):
+            data = bytearray(seed[1])
+            data[offset:offset + 4] = struct.pack("<I", value)
+            (tmp_path / f"size{offset}_{value}.aedat4").write_bytes(bytes(data))
+            cases.append(("aedat4", str(tmp_path / f"size{offset}_{value}.aedat4"), {}))
+    results = run_cases(cases, tmp_path, item_timeout=10)
+    assert all(results[i][0] == "clean" for i in range(len(cases))), results
+    assert "has no end" in results[0][1] and "has no end" in results[1][1]
+
+
 def test_the_fuzz_catches_a_crash_and_a_hang(tmp_path):
     """The runner itself: a worker killed by a signal and one that stops answering are both counted."""
     cases = [("x", str(tmp_path / "a"), {"_probe": "crash"}), ("x", str(tmp_path / "b"), {"_probe": "hang"}),

@@ -366,8 +366,10 @@ def _prophesee_header(path) -> Tuple[Dict[str, str], int]:
     with open(path, "rb") as f:
         while f.peek(1)[:1] == b"%":
             line = f.readline()
-            if not line.endswith(b"\n"):
-                break
+            if not line.endswith(b"\n"):  # expelliarmus would wait for its end forever
+                raise EventDataError(f"{path}: the '%' header line at byte {offset:,} ({line[:40]!r}) has no end "
+                                     f"(no newline before the end of the file): the file is truncated", path=path,
+                                     offset=offset)
             offset += len(line)
             text = line[1:].decode("ascii", "replace").strip()
             if text.lower() == "end":
