@@ -490,7 +490,8 @@ def _finish_outputs(trainer: Trainer, model, tokenizer, training_args, model_arg
     validation = {k: v for k, v in eval_metrics.items() if k in shown}
     card = build_model_card(
         model, task, eval_metrics, model_name=training_args.hub_model_id or out.resolve().name,
-        repo_id=training_args.hub_model_id, dataset_name=data_args.dataset_name, dataset_split=eval_split,
+        repo_id=training_args.hub_model_id, dataset_name=data_args.dataset_name, recordings=data_args.recordings,
+        recording_format=data_args.recording_format, dataset_split=eval_split,
         tokenizer=tokenizer, training_args=training_args, base_model=model_args.model_name_or_path,
         baseline_text=baseline_text, extra_results=validation,
         curves_image=curves.name if curves else None, confusion_image=picture.name if picture else None)

@@ -40,7 +40,7 @@ class Task:
     card = dict(task_type="other", task_name="", description="")  # the model card's task section
     card_metrics: Tuple[str, ...] = ("loss",)  # eval_* metrics in the card's model-index
     metric_unit = ""  # appended to the card's metric names
-    card_config_keys: Tuple[str, ...] = ()  # config fields the card lists besides the model's own
+    card_config_keys: Tuple[str, ...] = ()  # the head's own config fields (a card lists no other head's)
 
     def label_column(self, data_args) -> Optional[str]:
         """The dataset column this task needs besides the events (None: unlabelled)."""
@@ -84,7 +84,7 @@ class ClassificationTask(Task):
     card = dict(task_type="other", task_name="Event stream classification",
                 description="classification of event streams")
     card_metrics = ("accuracy", "loss")
-    card_config_keys = ("num_labels",)
+    card_config_keys = ("num_labels", "classifier_pooling", "classification_loss")
 
     def label_column(self, data_args) -> Optional[str]:
         return data_args.label_column_name
@@ -147,6 +147,7 @@ class NextEventTask(Task):
                 description="next-event prediction (the next event's channel and time gap)")
     card_metrics = ("loss", "token_nll", "time_nll")
     metric_unit = " (nats/event)"
+    card_config_keys = ("num_mixture_components",)
     _NLL = ("loss", "token_nll", "time_nll")
 
     def step_metrics(self, out, batch):
