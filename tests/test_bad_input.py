@@ -638,7 +638,7 @@ def test_loaders_and_converters_raise_the_same_family(tmp_path):
         folder_to_hub_dataset(tmp_path / "events", tmp_path / "out")
 
 
-def test_each_job_command_lists_only_its_own_flags(capsys):
+def test_each_job_command_lists_only_its_own_flags(capsys, caplog):
     from eventlm import cli
 
     helps = {}
@@ -651,12 +651,18 @@ def test_each_job_command_lists_only_its_own_flags(capsys):
     assert "--recordings" in helps["pretrain"] and "--recordings" not in helps["train"]
     assert "--label_column_name" in helps["evaluate"] and "--label_column_name" not in helps["pretrain"]
     assert len(helps["evaluate"].splitlines()) < 0.6 * len(helps["train"].splitlines())
-    with pytest.raises(SystemExit) as exit_info:  # another command's flag: named, not silently ignored
-        cli.main(["evaluate", "--learning_rate_typo", "1", "--ssm_base_lr", "1e-3"])
+    with pytest.raises(SystemExit) as exit_info:  # a typo is refused, with this command's own flag as the hint
+        cli.main(["evaluate", "--max_eval_sample", "1", "--ssm_base_lr", "1e-3"])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "--ssm_base_lr is a flag of eventlm train / eventlm pretrain, not of " \
-        "eventlm evaluate" in err
+    assert err.count("\n") == 1 and "unrecognized argument --max_eval_sample (did you mean --max_eval_samples?)" in err
+    from eventlm.training.arguments import DataArguments, ModelArguments, TrainingArguments, parse_args
+
+    with caplog.at_level("WARNING"):  # another command's flag (a shared flag list): accepted, said to be ignored
+        _, _, training = parse_args((ModelArguments, DataArguments, TrainingArguments),
+                                    ["--ssm_base_lr", "1e-3", "--seed", "3"], command="evaluate")
+    assert training.seed == 3 and "eventlm evaluate ignores --ssm_base_lr (flags of eventlm pretrain / eventlm " \
+        "train)" in caplog.text
 
 
 def test_pretrain_reader_hints_name_its_own_flags(tmp_path, capsys, monkeypatch):

@@ -16,6 +16,7 @@ eval_strategy, save_steps, save_total_limit, metric_for_best_model, push_to_hub,
 
 import dataclasses
 import functools
+import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -308,8 +309,8 @@ def parse_args(dataclass_types: Sequence[type], argv: Optional[Sequence[str]] = 
                description: Optional[str] = None, command: Optional[str] = None) -> Tuple:
     """HfArgumentParser over `dataclass_types`: flags, or one .json / .yaml / .yml file with the fields.
     prog / description: the command's own usage line and help text. command ('train' | 'pretrain' |
-    'evaluate'): its --help lists only the fields that belong to it (FIELD_COMMANDS) and another
-    command's flag is an error naming the commands it belongs to; an args file may hold every field.
+    'evaluate'): its --help lists only the fields that belong to it (FIELD_COMMANDS); another command's
+    flag is accepted with a warning that this command ignores it (a flag list or args file may be shared).
     Flags are never abbreviated (a prefix such as --num_train_epoch is an error, with the flag it may mean)."""
     from .._quiet import import_transformers_quietly
 
@@ -323,9 +324,14 @@ def parse_args(dataclass_types: Sequence[type], argv: Optional[Sequence[str]] = 
                               allow_abbrev=False)
     parser.error = functools.partial(_short_error, parser.prog)  # one line, not the 60-line usage
     others = _hide_other_commands(parser, dataclass_types, command) if command else {}
-    unknown = _unknown_flags(parser, argv, others, command)
+    unknown = _unknown_flags(parser, argv, others)
     if unknown:
         parser.error("; ".join(unknown))
+    ignored = [a.split("=", 1)[0] for a in argv if a.split("=", 1)[0] in others]
+    if ignored:  # a flag list shared between commands still works; what this command leaves unused is said
+        logging.getLogger(__name__).warning(
+            "eventlm %s ignores %s (flags of %s)", command, " ".join(ignored),
+            " / ".join(sorted({f"eventlm {c}" for flag in ignored for c in others[flag]})))
     if len(argv) == 1 and argv[0].lower().endswith((".json", ".yaml", ".yml")):
         path = Path(argv[0])
         if not path.is_file():
@@ -350,9 +356,9 @@ def _hide_other_commands(parser, dataclass_types, command: str) -> Dict[str, Tup
     return others
 
 
-def _unknown_flags(parser, argv, others=None, command=None) -> list:
-    """'unrecognized argument --x (did you mean --y?)' for each flag of argv the parser does not know (or
-    that belongs to another command)."""
+def _unknown_flags(parser, argv, others=None) -> list:
+    """'unrecognized argument --x (did you mean --y?)' for each flag of argv the parser does not know; the
+    suggestion is one of this command's own flags (not one in `others`, another command's)."""
     import difflib
 
     others = others or {}
@@ -362,10 +368,7 @@ def _unknown_flags(parser, argv, others=None, command=None) -> list:
         if not arg.startswith("--"):
             continue
         flag = arg.split("=", 1)[0]
-        if flag in others:
-            out.append(f"{flag} is a flag of {' / '.join(f'eventlm {c}' for c in others[flag])}, not of eventlm {command}")
-            continue
-        if flag in known:
+        if flag in known or flag in others:
             continue
         close = difflib.get_close_matches(flag, known, n=1, cutoff=0.6)
         out.append(f"unrecognized argument {flag}" + (f" (did you mean {close[0]}?)" if close else ""))
