@@ -34,6 +34,10 @@ from .errors import EventDataError
 logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.json"
+# keyword arguments transformers' Auto classes add to from_pretrained (dropped when empty; trust_remote_code
+# always: eventlm runs no code from a repo)
+_AUTO_CLASS_KWARGS = ("trust_remote_code", "_from_auto", "adapter_kwargs", "code_revision", "_commit_hash", "proxies",
+                      "subfolder")
 WEIGHTS_NAME = "model.safetensors"
 MODEL_CARD_NAME = "README.md"
 # files a model repo needs to be loaded; snapshot_download fetches only these
@@ -522,6 +526,9 @@ class FlaxPreTrainedModel:
         tensor (an empty file, renamed or damaged key names) raises a ValueError naming the missing and the
         unexpected keys, unless allow_missing_weights=True initialises them (listed in a warning).
         """
+        for key in _AUTO_CLASS_KWARGS:  # what transformers.AutoModel passes along, meaningless here when empty
+            if key in config_overrides and not config_overrides[key] or key in ("trust_remote_code", "_from_auto"):
+                config_overrides.pop(key, None)
         folder = resolve_pretrained_folder(
             pretrained_model_name_or_path, revision=revision, cache_dir=cache_dir,
             force_download=force_download, local_files_only=local_files_only, token=token,
