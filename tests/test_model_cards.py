@@ -87,3 +87,24 @@ def test_pretraining_card_on_a_recording_reads_back(tmp_path):
     assert f"{results['baseline_nll']:.4f} nats/event" in card.text
     settings = card.text.split("## Model")[1].split("## Training")[0]
     assert "num_labels" not in settings and "classifier_pooling" not in settings
+
+
+def test_pretraining_curves_carry_the_baseline_line(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    from eventlm.training.plots import plot_training_curves
+    from eventlm.training.tasks import TASKS
+
+    lines = []
+    original = matplotlib.axes.Axes.axhline
+    monkeypatch.setattr(matplotlib.axes.Axes, "axhline",
+                        lambda ax, y=0, *a, **k: lines.append((ax.get_ylabel() or "?", y)) or original(ax, y, *a, **k))
+    task = TASKS["next-event"]
+    baselines = task.curve_baselines({"baseline_nll": 4.5, "baseline_token_nll": 3.0, "baseline_time_nll": 1.5,
+                                      "eval_loss": 4.0})
+    assert baselines == {"loss": 4.5, "token_nll": 3.0, "time_nll": 1.5}
+    records = [{"split": s, "step": i, "loss": 5.0 - i, "token_nll": 3.0, "time_nll": 2.0 - i / 10}
+               for i in range(1, 4) for s in ("train", "validation")]
+    assert plot_training_curves(records, tmp_path / "c.png", task.curve_metrics, baselines=baselines).is_file()
+    assert sorted(y for _, y in lines) == [1.5, 3.0, 4.5]
+    assert TASKS["classification"].curve_baselines({"bag_of_channels_accuracy": 0.5}) == {}  # a test number

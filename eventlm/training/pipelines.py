@@ -484,7 +484,8 @@ def _finish_outputs(trainer: Trainer, model, tokenizer, training_args, model_arg
     out, task = Path(training_args.output_dir), trainer.task
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    curves = plot_training_curves(trainer.logger.records(), out / "training_curves.png", metrics=task.curve_metrics)
+    curves = plot_training_curves(trainer.logger.records(), out / "training_curves.png", metrics=task.curve_metrics,
+                                  baselines=task.curve_baselines(eval_metrics))
     picture = task.save_plots(out, evaluation, model.config, eval_split)
     shown = {f"validation_{m}" for m in task.curve_metrics}
     validation = {k: v for k, v in eval_metrics.items() if k in shown}

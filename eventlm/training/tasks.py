@@ -11,7 +11,7 @@ jobs and the card ask the task; none of them branches on a task's name.
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -68,6 +68,14 @@ class Task:
     def save_plots(self, output_dir, evaluation: Optional[EvalOutput], config, split: str) -> Optional[Path]:
         """Write the task's pictures of a final evaluation into output_dir; the one the card shows, or None."""
         return None
+
+    # curve metric -> the run result of its baseline, drawn on the curves (next-event: the context-free NLL on
+    # the validation events; the classifier's bag-of-channels baseline is a test number, kept off the curves)
+    baseline_keys: Dict[str, str] = {}
+
+    def curve_baselines(self, results: Dict[str, Any]) -> Dict[str, float]:
+        """{curve metric: its baseline's value} of the run's results (where the run measured one)."""
+        return {m: float(results[k]) for m, k in self.baseline_keys.items() if isinstance(results.get(k), (int, float))}
 
 
 def _hard_labels(labels):
@@ -148,6 +156,7 @@ class NextEventTask(Task):
     card_metrics = ("loss", "token_nll", "time_nll")
     metric_unit = " (nats/event)"
     card_config_keys = ("num_mixture_components",)
+    baseline_keys = {"loss": "baseline_nll", "token_nll": "baseline_token_nll", "time_nll": "baseline_time_nll"}
     _NLL = ("loss", "token_nll", "time_nll")
 
     def step_metrics(self, out, batch):
