@@ -69,8 +69,9 @@ class Task:
         """Write the task's pictures of a final evaluation into output_dir; the one the card shows, or None."""
         return None
 
-    # curve metric -> the run result of its baseline, drawn on the curves (next-event: the context-free NLL on
-    # the validation events; the classifier's bag-of-channels baseline is a test number, kept off the curves)
+    # curve metric -> the run result of its baseline, drawn on the curves as a reference level (next-event: the
+    # context-free NLL of the final evaluation's events; the classifier's bag-of-channels accuracy stays in the
+    # card's text: a test-split number beside validation points would read as one of them)
     baseline_keys: Dict[str, str] = {}
 
     def curve_baselines(self, results: Dict[str, Any]) -> Dict[str, float]:
