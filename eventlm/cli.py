@@ -105,6 +105,8 @@ def convert_dataset(argv: Sequence[str]) -> int:
     parser.add_argument("--reader-options", default=None, help="read_events options as JSON")
     parser.add_argument("--sensor-size", type=int, nargs=3, metavar=("W", "H", "P"), help="sensor size")
     parser.add_argument("--extensions", nargs="*", help="only files with these extensions count (e.g. .aedat4)")
+    parser.add_argument("--skip-unreadable", action="store_true",
+                        help="skip files the reader cannot read (counted and named in the card) instead of stopping")
     parser.add_argument("--license", default=None, help="dataset licence for the card")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the result to this dataset repo")
@@ -135,7 +137,8 @@ def convert_dataset(argv: Sequence[str]) -> int:
         if args.format:
             options["format"] = args.format
         folder = hub.folder_to_hub_dataset(args.source, args.output_dir, reader_options=options,
-                                           extensions=args.extensions, **common)
+                                           extensions=args.extensions, skip_unreadable=args.skip_unreadable,
+                                           **common)
     print(f"wrote {folder}")
     if args.push_to_hub:
         hub.push_dataset_to_hub(folder, args.push_to_hub, private=args.private or None, token=args.token)

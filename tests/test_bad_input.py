@@ -678,3 +678,28 @@ def test_pretrain_reader_hints_name_its_own_flags(tmp_path, capsys, monkeypatch)
                      "channels=64", "--output_dir", str(tmp_path / "out")]) == 2
     assert "--recording_options must be a JSON object such as '{\"channels\": 64}', got 'channels=64'" \
         in capsys.readouterr().err
+
+
+def test_folder_conversion_fails_atomically_or_skips_and_counts(tmp_path):
+    """A bad file in an event folder: named, nothing left behind; or skipped with --skip-unreadable and counted."""
+    from eventlm import cli
+    from eventlm.data.events import EVENT_DTYPE
+    from eventlm.data.hub import folder_to_hub_dataset, load_dataset_metadata
+    from eventlm.errors import EventDataError
+
+    for cls in ("cat", "dog"):
+        (tmp_path / "events" / "train" / cls).mkdir(parents=True)
+        for i in range(2):
+            ev = np.zeros(4, EVENT_DTYPE)
+            ev["t"], ev["x"] = np.arange(4), i
+            np.save(tmp_path / "events" / "train" / cls / f"{i}.npy", ev)
+    (tmp_path / "events" / "train" / "dog" / "9.npy").write_bytes(b"\x93NUMPY garbage")
+    with pytest.raises(EventDataError, match=r"cannot read .*9.npy.*skip_unreadable=True"):
+        folder_to_hub_dataset(tmp_path / "events", tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["events"]  # no output, no hidden partial folder
+    assert cli.main(["convert-dataset", str(tmp_path / "events"), str(tmp_path / "out"), "--skip-unreadable"]) == 0
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "Unreadable files skipped in the conversion: 1:" in card and "- train/dog/9.npy: not a plain numpy" in card
+    assert str(tmp_path) not in card
+    meta = load_dataset_metadata(str(tmp_path / "out"))
+    assert len(meta["skipped_unreadable"]) == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["events", "out"]

@@ -16,6 +16,7 @@ folder is built in a temporary folder beside `output_dir` and renamed into place
 succeeded, so a failed conversion leaves nothing half-written.
 """
 
+import logging
 import operator
 import os
 import re
@@ -34,6 +35,8 @@ from ..errors import EventDataError
 from .events import EVENT_DTYPE, EventStream, as_events, check_sensor_size, sensor_size_of
 from .readers import read_events
 from .visualize import is_audio_sensor, plot_class_samples, sample_preview
+
+logger = logging.getLogger(__name__)
 
 DATA_DIR = "data"
 PICTURE = "samples.png"
@@ -108,6 +111,7 @@ def folder_to_hub_dataset(
     reader: Optional[Callable] = None,
     reader_options: Optional[Dict[str, Any]] = None,
     extensions: Optional[Sequence[str]] = None,
+    skip_unreadable: bool = False,
     **kwargs,
 ) -> Path:
     """Convert an event folder into a Hub dataset folder at `output_dir`; returns its path.
@@ -119,7 +123,10 @@ def folder_to_hub_dataset(
     returning an EventStream or a structured array); `extensions` (e.g. [".aedat4"]) limits which files
     count, otherwise every file but notes and pictures (.md, .txt, .json, .csv, .yaml, .png, ...) does.
     class_names: the label order (default: the sorted class folder names); the `source` column holds the
-    file's path relative to its split folder. Other keyword arguments: see `write_hub_dataset`.
+    file's path relative to its split folder. A file the reader cannot read (EventDataError) stops the
+    conversion, naming it, and leaves `output_dir` as it was; with skip_unreadable=True it is skipped with a
+    warning instead, and the card counts and names the skipped files. Other keyword arguments: see
+    `write_hub_dataset`.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -134,7 +141,10 @@ def folder_to_hub_dataset(
     read = reader or read_events
     options = dict(reader_options or {})
     index = {name: i for i, name in enumerate(class_names)}
-    splits = [_folder_split(name, root, files, index, read, options) for name, (root, files) in _flatten(layout)]
+    skipped: Optional[List[str]] = [] if skip_unreadable else None  # filled while the splits are written
+    splits = [_folder_split(name, root, files, index, read, options, skipped) for name, (root, files) in _flatten(layout)]
+    if skipped is not None:  # the card is written after the samples, when the list is complete
+        kwargs["card_extra"] = {**(kwargs.get("card_extra") or {}), "skipped_unreadable": skipped}
     kwargs.setdefault("source_name", f"event folder {folder.name}")
     return write_hub_dataset(splits, output_dir, sensor_size=sensor_size, class_names=class_names, **kwargs)
 
@@ -680,7 +690,8 @@ def _flatten(layout):
         yield split, (root, [(cls, f) for cls, (_, files) in sorted(classes.items()) for f in files])
 
 
-def _folder_split(name, root: Path, files, index, read, options) -> _Split:
+def _folder_split(name, root: Path, files, index, read, options, skipped: Optional[List[str]] = None) -> _Split:
+    """The split's samples read from `files`; an unreadable file is appended to `skipped` (when given) or raised."""
     def samples():
         for cls, path in files:
             try:
@@ -688,7 +699,15 @@ def _folder_split(name, root: Path, files, index, read, options) -> _Split:
             except (ValueError, TypeError, OSError) as err:
                 if isinstance(err, (TypeError, FileNotFoundError, PermissionError)):  # the call's or the disk's
                     raise type(err)(f"split {name!r}: cannot read {str(path)!r}: {err}") from err
-                raise EventDataError(f"split {name!r}: cannot read {str(path)!r}: {err}", path=path) from err
+                if skipped is None:
+                    raise EventDataError(f"split {name!r}: cannot read {str(path)!r}: {err}; pass "
+                                         f"skip_unreadable=True (eventlm convert-dataset --skip-unreadable) to skip "
+                                         f"it, counted in the card", path=path) from err
+                where = f"{name}/{path.relative_to(root).as_posix()}"
+                logger.warning("skipping unreadable %s: %s", where, err)
+                reason = " ".join(str(err).split()).replace(f"{path}: ", "").replace(str(path), path.name)
+                skipped.append(f"{where}: {reason[:300]}")  # no local paths in a card that may be pushed
+                continue
             yield stream, index[cls], {"source": path.relative_to(root).as_posix()}
 
     return _Split(name, len(files), samples, None)
@@ -750,6 +769,7 @@ def _write_card(folder: Path, stats, features, sensor_size, kind, license, prett
         metadata_columns=[k for k in features if k not in ("t", "x", "y", "p", "label")],
         picture=picture,
         total_events=sum(s["num_events"] for s in stats),
+        skipped=(card_extra or {}).get("skipped_unreadable"),
         mean_events={s["name"]: s["num_events"] / max(s["num_examples"], 1) for s in stats},
     )
     card.save(folder / "README.md")
