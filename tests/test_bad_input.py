@@ -703,3 +703,27 @@ def test_folder_conversion_fails_atomically_or_skips_and_counts(tmp_path):
     assert str(tmp_path) not in card
     meta = load_dataset_metadata(str(tmp_path / "out"))
     assert len(meta["skipped_unreadable"]) == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["events", "out"]
+
+
+def test_a_killed_conversion_leaves_no_partial_folder_behind(tmp_path):
+    """The temporary folder of a conversion killed with SIGKILL is removed by the next conversion there."""
+    import signal
+    import socket
+
+    from eventlm.data.hub import tonic_to_hub_dataset
+    from eventlm.data.events import EVENT_DTYPE
+
+    dead = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead.send_signal(signal.SIGKILL)
+    dead.wait()
+    partial = tmp_path / ".out.tmp-abc123"
+    (partial / "data").mkdir(parents=True)
+    (partial / ".eventlm-conversion").write_text(f"{socket.gethostname()} {dead.pid}\n")
+    alive = tmp_path / ".out.tmp-def456"  # another conversion, still running: left alone
+    alive.mkdir()
+    (alive / ".eventlm-conversion").write_text(f"{socket.gethostname()} {os.getpid()}\n")
+    ev = np.zeros(3, EVENT_DTYPE)
+    ev["t"] = [1, 2, 3]
+    tonic_to_hub_dataset({"train": [(ev, 0)]}, tmp_path / "out", sensor_size=(4, 1, 1))
+    assert not partial.exists() and alive.exists()
+    assert ".eventlm-conversion" not in os.listdir(tmp_path / "out")

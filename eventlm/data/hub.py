@@ -21,6 +21,7 @@ import operator
 import os
 import re
 import shutil
+import socket
 import tempfile
 import uuid
 from contextlib import contextmanager
@@ -561,6 +562,32 @@ def _as_label(label, where, class_names) -> int:
     return value
 
 
+_OWNER = ".eventlm-conversion"  # "host pid" of the conversion filling a temporary folder
+
+
+def _remove_killed_partials(out: Path) -> None:
+    """Remove the temporary folders beside `out` that a killed conversion left: their process (on this host)
+    is gone. One whose owner is unknown (killed before it was written) counts once it is an hour old."""
+    import time
+
+    for partial in out.parent.glob(f".{out.name}.tmp-*"):
+        try:
+            host, pid = (partial / _OWNER).read_text().split()
+            if host != socket.gethostname():
+                continue  # another machine's conversion (a shared file system): not ours to judge
+            os.kill(int(pid), 0)
+            continue  # still running
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue  # alive, another user's
+        except (OSError, ValueError):
+            if time.time() - partial.stat().st_mtime < 3600:
+                continue
+        logger.warning("removing %s, left by a killed conversion", partial)
+        shutil.rmtree(partial, ignore_errors=True)
+
+
 @contextmanager
 def _atomic_output_dir(output_dir, overwrite: bool):
     """Yield an empty temporary folder beside output_dir; on success it replaces output_dir, on failure it vanishes."""
@@ -570,10 +597,13 @@ def _atomic_output_dir(output_dir, overwrite: bool):
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise ValueError(f"output_dir {str(out)!r} exists and is not empty; pass overwrite=True to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_killed_partials(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
+        (tmp / _OWNER).write_text(f"{socket.gethostname()} {os.getpid()}\n")
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; a dataset folder is an ordinary folder
         yield tmp
+        (tmp / _OWNER).unlink()
         if out.is_dir() and any(out.iterdir()):  # overwrite: move the old folder aside, then swap
             if not overwrite:  # it appeared while we converted (another process)
                 raise ValueError(f"output_dir {str(out)!r} was filled by someone else during the conversion; "
