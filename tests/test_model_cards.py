@@ -65,7 +65,7 @@ def test_hub_ids_and_local_paths_are_told_apart(tmp_path):
     assert describe_data(None)["id"] == "eventlm-synthetic"
 
 
-def test_pretraining_card_on_a_recording_reads_back(tmp_path):
+def test_pretraining_card_on_a_recording_reads_back(tmp_path, capsys):
     """Next-event pretraining on a raw NAS recording (its card used to name the synthetic dataset, a test split
     and classifier settings); a fine-tuned card is read back in test_scripts.py (the chain)."""
     tmp = tmp_path
@@ -76,6 +76,8 @@ def test_pretraining_card_on_a_recording_reads_back(tmp_path):
     results = _script("run_next_event_pretraining").main(TINY + [
         "--recordings", str(tmp / "cochlea.aedat"), "--recording_format", "nas", "--recording_options",
         '{"channels": 16, "on_off": false}', "--window_events", "64", "--output_dir", str(tmp / "pt")])
+    out = capsys.readouterr().out  # the summary says where the outputs went and where the data came from
+    assert f"output: {tmp / 'pt'}" in out and f"data: 1 recording(s) read directly ({tmp / 'cochlea.aedat'})" in out
     card, meta = _card((tmp / "pt" / "README.md").read_text())
     assert "1 raw recording (format nas): `cochlea.aedat`" in card.text and "synthetic" not in card.text
     assert "datasets" not in meta and "base_model" not in meta

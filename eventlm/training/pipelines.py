@@ -503,6 +503,21 @@ def _finish_outputs(trainer: Trainer, model, tokenizer, training_args, model_arg
                            commit_message=f"Upload {type(model).__name__} trained with eventlm")
 
 
+def data_location(data_args: DataArguments, model_args: ModelArguments) -> str:
+    """Where a run's events came from and where they are cached: the summary's "data:" line."""
+    if data_args.recordings:
+        names = ", ".join(map(str, data_args.recordings[:3])) + (" ..." if len(data_args.recordings) > 3 else "")
+        return f"data: {len(data_args.recordings)} recording(s) read directly ({names}), not cached"
+    if data_args.dataset_name is None:
+        from ..data.synthetic import synthetic_dataset_path
+
+        return f"data: the embedded synthetic dataset, built in {synthetic_dataset_path(data_args.synthetic_cache_dir)}"
+    import datasets
+
+    cache = model_args.cache_dir or datasets.config.HF_DATASETS_CACHE
+    return f"data: {data_args.dataset_name} (datasets cache: {cache})"
+
+
 def _print_summary(lines: List[str]) -> None:
     if not _is_main():  # one summary per run, not one per process
         return
@@ -613,7 +628,7 @@ def run_classification(model_args: ModelArguments, data_args: DataArguments,
                         baseline_text)
     finally:
         trainer.close()
-    lines = [f"output: {training_args.output_dir}"]
+    lines = [f"output: {training_args.output_dir}", data_location(data_args, model_args)]
     if "eval_accuracy" in results:
         lines.append(f"eval_accuracy ({results['eval_split']} split, {results['eval_samples']} samples): "
                      f"{results['eval_accuracy']:.4f}   eval_loss: {results['eval_loss']:.4f}")
@@ -705,7 +720,7 @@ def run_next_event_pretraining(model_args: ModelArguments, data_args: DataArgume
                         baseline_text=text)
     finally:
         trainer.close()
-    lines = [f"output: {training_args.output_dir}"]
+    lines = [f"output: {training_args.output_dir}", data_location(data_args, model_args)]
     if "eval_loss" in results:
         lines.append(f"NLL per event ({results['eval_split']}, {results.get('eval_predicted_events', 0)} events): "
                      f"{results['eval_loss']:.4f} nats  (token {results.get('eval_token_nll', math.nan):.4f}, "
@@ -752,5 +767,6 @@ def run_evaluation(model_args: ModelArguments, data_args: DataArguments,
     _save_results(training_args.output_dir, "eval", results)
     if _is_main():
         task.save_plots(training_args.output_dir, out, model.config, split_name)
-    _print_summary([f"{k}: {v}" for k, v in results.items()])
+    _print_summary([f"output: {training_args.output_dir}", data_location(data_args, model_args),
+                    *(f"{k}: {v}" for k, v in results.items())])
     return results
