@@ -23,9 +23,10 @@ class EventDataError(ValueError):
         self.path, self.offset, self.row = path, offset, row
 
 
-# the errors a reader or loader lets through as they are: the caller's mistakes and missing files
-_PASS_THROUGH = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, KeyboardInterrupt,
-                 SystemExit, GeneratorExit)
+# the errors a reader or loader lets through as they are: missing files, the machine's limits (memory: claimed
+# sizes are checked before allocating, so a MemoryError is a real shortage, not a damaged file), interrupts
+_PASS_THROUGH = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, MemoryError,
+                 KeyboardInterrupt, SystemExit, GeneratorExit)
 
 
 def is_library_failure(err: BaseException) -> bool:
