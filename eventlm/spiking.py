@@ -43,34 +43,94 @@ spike.defvjp(_spike_fwd, _spike_bwd)
 def multistep_lif(x, v0=None, *, inv_tau=0.5, v_threshold: float = 1.0, v_reset: float = 0.0,
                   decay_input: bool = True, detach_reset: bool = True, alpha: float = 4.0, valid=None):
     """Spikes (T, ...) and the last membrane V_T (...) of LIF neurons driven by x (T, ...) from V_0 = v0
-    (default V_reset). inv_tau: 1/τ (a float, or sigmoid(w) of a ParametricLIF, broadcast to the neurons).
+    (default V_reset). inv_tau: 1/τ (a float, or sigmoid(w) of a ParametricLIF: a scalar array, differentiated).
     τ = 2 gives 1/τ = 0.5 exactly, so x / τ and x·(1/τ) round alike (SpikingJelly divides by τ).
     valid: optional (T, ...) broadcastable bool; at a step where it is False the membrane is kept and no spike
-    is emitted (streaming's padding frames)."""
-    v0 = jnp.full(x.shape[1:], v_reset, x.dtype) if v0 is None else v0
+    is emitted (streaming's padding frames).
 
-    def step(v, x_t):
-        if decay_input:
-            h = v + (x_t - (v - v_reset)) * inv_tau
-        else:
-            h = v - (v - v_reset) * inv_tau + x_t
-        s = spike(h - v_threshold, alpha)
-        s_reset = jax.lax.stop_gradient(s) if detach_reset else s
-        return h * (1.0 - s_reset) + v_reset * s_reset, s
+    The backward pass is written by hand (`_lif`'s custom VJP): it keeps only the charged membranes H (T, ...)
+    from the forward pass and rebuilds spikes and membranes from them, where autodiff of the scan would keep
+    several (T, ...) arrays per layer (the training step's memory; tests hold it to autodiff of the plain
+    recurrence)."""
+    v0 = jnp.full(x.shape[1:], v_reset, x.dtype) if v0 is None else jnp.asarray(v0, x.dtype)
+    if valid is not None:
+        valid = jnp.asarray(valid, bool)
+        valid = valid.reshape(valid.shape + (1,) * (x.ndim - valid.ndim))
+    static = (float(v_threshold), float(v_reset), bool(decay_input), bool(detach_reset), float(alpha))
+    if isinstance(inv_tau, (int, float)):
+        return _lif(static + (float(inv_tau),), x, v0, None, valid)
+    return _lif(static + (None,), x, v0, jnp.asarray(inv_tau, x.dtype), valid)
 
-    if valid is None:
-        v, spikes = jax.lax.scan(step, v0, x)
-        return spikes, v
 
-    def masked_step(v, inputs):
+def _charge(v, x_t, k, v_reset, decay_input):
+    return v + (x_t - (v - v_reset)) * k if decay_input else v - (v - v_reset) * k + x_t
+
+
+def _lif_forward(static, x, v0, k_arr, valid):
+    v_threshold, v_reset, decay_input, _, alpha, k_static = static
+    k = k_static if k_arr is None else k_arr
+
+    def step(v, inputs):
         x_t, ok = inputs
-        v_new, s = step(v, x_t)
-        return jnp.where(ok, v_new, v), s * ok
+        h = _charge(v, x_t, k, v_reset, decay_input)
+        s = spike(h - v_threshold, alpha)
+        v_new = h * (1.0 - s) + v_reset * s
+        if ok is not None:
+            v_new, s = jnp.where(ok, v_new, v), s * ok
+        return v_new, (s, h)
 
-    valid = jnp.asarray(valid)
-    valid = valid.reshape(valid.shape + (1,) * (x.ndim - valid.ndim))
-    v, spikes = jax.lax.scan(masked_step, v0, (x, valid))
-    return spikes, v
+    v, (spikes, h) = jax.lax.scan(step, v0, (x, valid))
+    return (spikes, v), h
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _lif(static, x, v0, k_arr, valid):
+    return _lif_forward(static, x, v0, k_arr, valid)[0]
+
+
+def _lif_fwd(static, x, v0, k_arr, valid):
+    out, h = _lif_forward(static, x, v0, k_arr, valid)
+    return out, (h, v0, k_arr, valid)
+
+
+def _lif_bwd(static, residuals, cotangents):
+    v_threshold, v_reset, decay_input, detach_reset, alpha, k_static = static
+    h, v0, k_arr, valid = residuals
+    g_spikes, g_v_last = cotangents
+    k = k_static if k_arr is None else k_arr
+    s = (h - v_threshold >= 0).astype(h.dtype)
+    fired = h * (1.0 - s) + v_reset * s
+    if valid is not None:  # the membrane before each step, rebuilt from H (kept where a step is masked)
+        def keep(v, inputs):
+            f, ok = inputs
+            v_new = jnp.where(ok, f, v)
+            return v_new, v_new
+        _, after = jax.lax.scan(keep, v0, (fired, valid))
+    else:
+        after = fired
+    before = jnp.concatenate([v0[None], after[:-1]], axis=0)
+
+    def step(g_v, inputs):
+        h_t, s_t, v_prev, g_s, ok = inputs
+        sig = jax.nn.sigmoid(alpha * (h_t - v_threshold))
+        surrogate = alpha * sig * (1.0 - sig)
+        g_new, g_keep = (g_v, 0.0) if ok is None else (g_v * ok, g_v * (1.0 - ok))
+        g_s = g_s if ok is None else g_s * ok
+        dv_dh = 1.0 - s_t if detach_reset else 1.0 - s_t + (v_reset - h_t) * surrogate
+        g_h = g_s * surrogate + g_new * dv_dh
+        g_x = g_h * k if decay_input else g_h
+        # ∂H/∂(1/τ): x − (V − V_reset) = (H − V)/(1/τ) with decay_input, −(V − V_reset) without
+        dh_dk = (h_t - v_prev) / k if decay_input else -(v_prev - v_reset)
+        g_k = jnp.sum(g_h * dh_dk) if k_arr is not None else 0.0
+        return g_keep + g_h * (1.0 - k), (g_x, g_k)
+
+    okf = None if valid is None else valid.astype(h.dtype)
+    g_v0, (g_x, g_k) = jax.lax.scan(step, g_v_last, (h, s, before, g_spikes, okf), reverse=True)
+    g_k = None if k_arr is None else jnp.sum(g_k).reshape(k_arr.shape).astype(k_arr.dtype)
+    return g_x, g_v0, g_k, None
+
+
+_lif.defvjp(_lif_fwd, _lif_bwd)
 
 
 __all__ = ["spike", "multistep_lif"]

@@ -383,10 +383,11 @@ class FrameStreamer(Streamer):
         cfg, dtype, layout, fingerprint = self.config, self.dtype, self.layout, self.fingerprint
         readout_fn = jax.vmap(lambda consts, *row: _classification_readout(cfg, dtype, consts, *row),
                               in_axes=(None, 0, 0, 0, 0, 0))
+        predicts_events = self.task == "next-event"
 
         def commit(consts, buffer, counts, mask, merge_open):
             """Closed frames (T, B, channels) into the state; the open frame's counts join frame 0 of the
-            streams that close it (merge_open)."""
+            streams that close it (merge_open). Also returns the frames' hidden states (B, T, D)."""
             TRACE_COUNTS[fingerprint] += 1
             consts = consts.unpack()
             state, readout = layout.unpack(buffer)
@@ -401,39 +402,60 @@ class FrameStreamer(Streamer):
                 last_hidden=jnp.where((count > 0)[:, None], last.astype(readout.last_hidden.dtype),
                                       readout.last_hidden))
             state = {**state, "network": network, "open": state["open"] * (1.0 - merge_open[:, None])}
-            return jax.vmap(layout.pack)((state, readout))
+            return jax.vmap(layout.pack)((state, readout)), hidden
 
         def finish(consts, buffer, new_counts, framing, chunk_time):
-            """The open frame gets the chunk's events past the closed frames; the prediction reads the
-            committed positions plus the open frame as the provisional last one."""
+            """The open frame gets the chunk's events past the closed frames; a classifier's prediction reads
+            the committed positions plus the open frame as the provisional last one (the next-event head reads
+            complete frames only: the open one does not run)."""
             TRACE_COUNTS[fingerprint] += 1
             consts = consts.unpack()
             state, readout = layout.unpack(buffer)
             open_counts = state["open"] + new_counts
-            has = framing["open_events"] > 0
-            _, hidden = self.run_frames(consts, state["network"], open_counts[None], has[None])
             readout = readout.replace(total_time=readout.total_time + chunk_time)
-            logits, readout = readout_fn(consts, readout, hidden, jnp.zeros(hidden.shape[:2]),
-                                         has[:, None], jnp.zeros(has.shape, jnp.int32))
+            logits = None
+            if not predicts_events:
+                has = framing["open_events"] > 0
+                _, hidden = self.run_frames(consts, state["network"], open_counts[None], has[None])
+                logits, readout = readout_fn(consts, readout, hidden, jnp.zeros(hidden.shape[:2]),
+                                             has[:, None], jnp.zeros(has.shape, jnp.int32))
             state = {**state, "open": open_counts, "framing": framing}
             return logits, jax.vmap(layout.pack)((state, readout))
 
-        return jax.jit(commit), jax.jit(finish)
+        def events(consts, buffer, hidden, known, tokens, n):
+            """The next-event head for every token of the chunk: token k reads the last frame complete once it
+            is in (known − 1 among this chunk's closed frames `hidden` (B, C, D); −1: the last one committed
+            before the chunk, kept in the state's readout) plus its own event embedding."""
+            TRACE_COUNTS[fingerprint] += 1
+            consts = consts.unpack()
+            head = consts["variables"]["params"][HEAD_NAMES["next-event"]]
+            _, readout = layout.unpack(buffer)
+            index = known - 1
+            context = jnp.take_along_axis(hidden, jnp.clip(index, 0, hidden.shape[1] - 1)[..., None], axis=1)
+            context = jnp.where((index >= 0)[..., None], context, readout.last_hidden[:, None].astype(context.dtype))
+            embeds = jnp.take(head["event_embed"]["embedding"], jnp.clip(tokens, 0, cfg.vocab_size - 1), axis=0)
+            features = context + dense(context.shape[-1], dtype, head["local_proj"], embeds)
+            outs = _next_event_head(cfg, dtype, head, features)
+            valid = (jnp.arange(tokens.shape[1])[None] < n[:, None])[..., None]
+            return tuple(jnp.where(valid, o, 0) for o in outs)
+
+        return jax.jit(commit), jax.jit(finish), jax.jit(events)
 
     def _frame_chunk(self, buffer, logits, tokens, dts, counts):
         cfg = self.config
-        batch = tokens.shape[0]
+        batch, length = tokens.shape
         lo, hi = self._framing_slice
         framing = np.asarray(buffer[:, lo:hi], np.float64)
         gaps_us = np.round(dts * np.float32(cfg.time_unit_us)).astype(np.int64)  # the full forward's rule
-        offset, closed, open_events, since_us, started = self.close_frames(
+        offset, closed, open_events, since_us, started, known = self.close_frames(
             tokens, gaps_us, counts, framing[:, 0].astype(np.int64), framing[:, 1].astype(np.int64),
             framing[:, 2] > 0)
-        commit, finish = self._frame_fns
+        commit, finish, events = self._frame_fns
         consts = self.constants
         rows, cols = np.nonzero(offset >= 0)
         frame_of = offset[rows, cols]
         total = int(closed.max()) if batch else 0
+        before, hidden = buffer, []
         for start in range(0, total, self.FRAME_PIECE):
             size = min(self.FRAME_PIECE, total - start)
             padded = _bucket(size, BUCKETS)
@@ -442,15 +464,26 @@ class FrameStreamer(Streamer):
             np.add.at(piece, (frame_of[sel] - start, rows[sel], tokens[rows[sel], cols[sel]]), 1.0)
             mask = (start + np.arange(padded))[:, None] < np.minimum(closed, start + size)[None, :]
             merge = (closed > 0) & (start == 0)
-            buffer = commit(consts, buffer, piece, mask, merge.astype(np.float32))
+            buffer, piece_hidden = commit(consts, buffer, piece, mask, merge.astype(np.float32))
+            hidden.append(piece_hidden[:, :size])
         new_counts = np.zeros((batch, self.num_channels), np.float32)
         sel = frame_of == closed[rows]
         np.add.at(new_counts, (rows[sel], tokens[rows[sel], cols[sel]]), 1.0)
         framing = {"open_events": open_events.astype(np.float32), "since_us": since_us.astype(np.float32),
                    "started": started.astype(np.float32)}
         chunk_time = np.sum(dts, axis=1, dtype=np.float32)
-        logits, buffer = finish(consts, buffer, new_counts, framing, chunk_time)
-        return logits, buffer, logits
+        out, buffer = finish(consts, buffer, new_counts, framing, chunk_time)
+        if self.task != "next-event":
+            return out, buffer, out
+        # the head over the chunk's tokens, padded to buckets (few compilations): closed frames and tokens
+        width = int(cfg.output_hidden_size)
+        frames = np.zeros((batch, _padded(total), width), np.float32)
+        if hidden:
+            frames[:, :total] = np.concatenate([np.asarray(h, np.float32) for h in hidden], axis=1)
+        padded = _padded(length)
+        pad = lambda a: np.pad(a, ((0, 0), (0, padded - length))).astype(np.int32)  # noqa: E731
+        outs = events(consts, before, frames, pad(known), pad(tokens), np.asarray(counts, np.int32))
+        return tuple(np.asarray(o)[:, :length] for o in outs), buffer, logits
 
 
 class BackboneChunk(NamedTuple):
@@ -570,14 +603,20 @@ def _next_event_outputs(cfg, dtype, consts, readout, residual, h, n_final, embed
         window = (residual + i + 1) // stride - 1  # index into this chunk's positions; −1: the kept one
         context = jnp.where((window >= 0)[:, None], jnp.take(h, jnp.maximum(window, 0), axis=0), readout.last_hidden)
         features = context + dense(width, dtype, head["local_proj"], embeds)
+    outs = _next_event_head(cfg, dtype, head, features)
+    last = jnp.where(n_final > 0, h[jnp.maximum(n_final - 1, 0)], readout.last_hidden)
+    valid = (i < n)[:, None]
+    return tuple(jnp.where(valid, o, 0) for o in outs), readout.replace(last_hidden=last)
+
+
+def _next_event_head(cfg, dtype, head, features):
+    """NextEventHead's layers on its features (norm, token logits, the gap mixture with its log-scales clipped
+    to GAP_LOG_SCALE_RANGE): (logits, mixture logits, log means, log scales)."""
     features = nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=dtype).apply({"params": head["norm"]}, features)
     logits = dense(cfg.vocab_size, dtype, head["token_logits"], features)
     k = cfg.num_mixture_components
     gap = dense(3 * k, dtype, head["gap_params"], features).astype(jnp.float32)
-    last = jnp.where(n_final > 0, h[jnp.maximum(n_final - 1, 0)], readout.last_hidden)
-    outs = (logits, gap[..., :k], gap[..., k : 2 * k], jnp.clip(gap[..., 2 * k :], *GAP_LOG_SCALE_RANGE))
-    valid = (i < n)[:, None]
-    return tuple(jnp.where(valid, o, 0) for o in outs), readout.replace(last_hidden=last)
+    return logits, gap[..., :k], gap[..., k : 2 * k], jnp.clip(gap[..., 2 * k :], *GAP_LOG_SCALE_RANGE)
 
 
 
@@ -755,6 +794,12 @@ def _bucket(length: int, buckets: tuple) -> int:
     return next((b for b in buckets if b >= length), buckets[-1])
 
 
+def _padded(length: int) -> int:
+    """A length ≥ 1 padded to its bucket, or to a multiple of the largest bucket beyond it."""
+    b = _bucket(max(length, 1), BUCKETS)
+    return b if b >= length else -(-length // b) * b
+
+
 def _empty_output(model, state, batch):
     cfg = model.config
     if state.logits is not None:
@@ -928,6 +973,30 @@ def _generator(streamer, block: int):
     return compiled[("generate", block)]
 
 
+def _generate_through_stream(model, streamer, state, prediction, num_events, temperature, seed, tokenizer, params,
+                             return_state):
+    """`generate` for a model whose step runs partly on the host (frames): each event is drawn exactly as on the
+    device path (the same key per event, `sample_next_event`) and fed back through `stream` as a one-event
+    chunk."""
+    compiled, cfg = streamer.compiled, streamer.config
+    if "sample" not in compiled:
+        banned = banned_tokens(cfg)
+        compiled["sample"] = jax.jit(lambda prediction, key, temperature, i: sample_next_event(
+            jax.random.fold_in(key, i), *prediction, temperature, cfg.time_unit_us, banned))
+    key, temperature = jax.random.PRNGKey(seed), jnp.float32(temperature)
+    tokens, times = np.zeros(num_events, np.int32), np.zeros(num_events, np.int64)
+    t = int(state.last_timestamp[0])
+    for i in range(num_events):
+        token, gap = compiled["sample"](prediction, key, temperature, jnp.int32(i))
+        t += int(gap)
+        tokens[i], times[i] = int(token), t
+        out, state = stream(model, tokens[None, i:i + 1], times[None, i:i + 1], state, params=params)
+        prediction = tuple(o[0, -1] for o in (out.logits, out.gap_mixture_logits, out.gap_log_means,
+                                              out.gap_log_scales))
+    result = tokenizer.decode(tokens, times) if tokenizer is not None else (tokens, times)
+    return (result, state) if return_state else result
+
+
 def _prompt_arrays(model, prompt, tokenizer):
     """(ids, timestamps) int64 of the prompt: None → [bos] at t = 0 (how pretraining windows start);
     (ids, timestamps) or a dict with input_ids / timestamps; raw events when a tokenizer is given."""
@@ -976,6 +1045,9 @@ def generate(model, num_events: int, temperature: float = 1.0, seed: int = 0, to
     out, state = stream(model, ids[None], ts[None], state, params=params)
     prediction = tuple(o[0, -1] for o in (out.logits, out.gap_mixture_logits, out.gap_log_means, out.gap_log_scales))
     streamer = streamer_for(model, params)
+    if isinstance(streamer, FrameStreamer):  # frames close on the host: one event at a time through `stream`
+        return _generate_through_stream(model, streamer, state, prediction, num_events, temperature, seed, tokenizer,
+                                        params, return_state)
     consts, run = streamer.constants, _generator(streamer, block)
     device_state, key = (state.buffer, state.logits), jax.random.PRNGKey(seed)
     tokens, gaps = [], []

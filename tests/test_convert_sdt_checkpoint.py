@@ -32,19 +32,22 @@ from test_spike_driven_transformer import decoded_events, random_tokens, tiny_co
 SIZE = 12  # the reference's frames are square (img_size × img_size)
 
 
-def source_model(**overrides):
-    """A tiny trained-like Flax model on a square SIZE × SIZE camera (tiny_config's fields)."""
+def source_model(camera=SIZE, **overrides):
+    """A tiny trained-like Flax model on a square camera × camera sensor whose frames are resized to SIZE × SIZE
+    (tiny_config's fields)."""
     cfg = tiny_config(**overrides)
     fields = {k: getattr(cfg, k) for k in ("num_frames", "hidden_size", "num_heads", "num_layers", "mlp_ratio",
                                            "pooling_stat", "num_labels", "spike_mode", "dvs_mode")}
-    square = SpikeDrivenTransformerConfig.for_sensor((SIZE, SIZE, 2), **fields)
+    if camera != SIZE:
+        fields["frame_size"] = [SIZE, SIZE]
+    square = SpikeDrivenTransformerConfig.for_sensor((camera, camera, 2), **fields)
     return trained_like(FlaxSpikeDrivenTransformerForSequenceClassification(square, seed=1), seed=3)
 
 
-def run_args(cfg, dataset="gesture", **extra):
+def run_args(cfg, dataset="gesture", img_size=SIZE, **extra):
     """The run's argparse.Namespace as train.py pickles it (model keys plus some training ones)."""
     return argparse.Namespace(
-        dataset=dataset, img_size=SIZE, in_channels=2, num_classes=cfg.num_labels, dim=cfg.hidden_size,
+        dataset=dataset, img_size=img_size, in_channels=2, num_classes=cfg.num_labels, dim=cfg.hidden_size,
         layer=cfg.num_layers, num_heads=cfg.num_heads, mlp_ratio=cfg.mlp_ratio, time_steps=cfg.num_frames,
         pooling_stat=cfg.pooling_stat, spike_mode=cfg.spike_mode, dvs_mode=cfg.dvs_mode, TET=False, model="sdt",
         lr=3e-4, opt="lamb", scale=[1.0, 1.0], data_dir="./data/DVSGesturedataset/", seed=42,
@@ -124,14 +127,18 @@ def raw_rows(seed=4):
 @pytest.mark.parametrize("overrides", [dict(), dict(spike_mode="plif", dvs_mode=True, pooling_stat="1100")],
                          ids=["lif-gesture", "plif-dvs"])
 def test_timm_checkpoint_converts_to_the_same_logits_from_raw_events(tmp_path, overrides, caplog):
-    model = source_model(**overrides)
+    """CIFAR10-DVS (dvs_mode): the camera is larger than img_size and the model resizes the frames (a 2·SIZE
+    camera here; the real one is 128 for img_size 64, camera_size's default for that dataset)."""
+    camera = 2 * SIZE if overrides.get("dvs_mode") else SIZE
+    model = source_model(camera=camera, **overrides)
     cfg = model.config
     dataset = "cifar10-dvs" if cfg.dvs_mode else "gesture"
     args = run_args(cfg, dataset=dataset)
     del args.dvs_mode  # older runs: derived from the dataset as train.py does
     path = timm_checkpoint(tmp_path / "model_best.pth.tar", reference_state_dict(model), args)
+    options = {"camera_size": camera} if cfg.dvs_mode else {}
     with caplog.at_level("INFO"):
-        folder = conv.convert_checkpoint(path, tmp_path / "converted")
+        folder = conv.convert_checkpoint(path, tmp_path / "converted", **options)
     assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors",
                                                          "tokenizer_config.json"]
     if cfg.spike_mode == "plif":
@@ -140,9 +147,9 @@ def test_timm_checkpoint_converts_to_the_same_logits_from_raw_events(tmp_path, o
     tokenizer = EventTokenizer.from_pretrained(folder)
     loaded = AutoModelForSequenceClassification.from_pretrained(folder)
     assert type(loaded) is FlaxSpikeDrivenTransformerForSequenceClassification
-    assert tokenizer.sensor_size == (SIZE, SIZE, 2) and tokenizer.vocab_size == loaded.config.vocab_size
+    assert tokenizer.sensor_size == (camera, camera, 2) and tokenizer.vocab_size == loaded.config.vocab_size
     for key in ("num_frames", "hidden_size", "num_layers", "num_heads", "mlp_ratio", "pooling_stat", "spike_mode",
-                "dvs_mode", "num_labels", "split_by"):
+                "dvs_mode", "num_labels", "split_by", "frame_size", "sensor_size"):
         assert getattr(loaded.config, key) == getattr(cfg, key), key
     for name in ("params", "batch_stats"):  # every tensor in place and in Flax's layout, bit for bit
         jax.tree_util.tree_map(np.testing.assert_array_equal, getattr(loaded, name), getattr(model, name))
@@ -153,7 +160,13 @@ def test_timm_checkpoint_converts_to_the_same_logits_from_raw_events(tmp_path, o
     assert np.ptp(np.asarray(got.logits)) > 0
     card = (folder / "README.md").read_text()
     assert "model_best.pth.tar" in card and "epoch 199" in card and "library_name: eventlm" in card
-    assert ("Caution" in card) == cfg.dvs_mode  # CIFAR10-DVS frames were resized by the original loader
+    assert ("resize inside" in card) == cfg.dvs_mode  # CIFAR10-DVS frames were resized by the original loader
+    if cfg.dvs_mode:  # the real dataset's default: the 128 × 128 camera, frames resized to img_size inside
+        settings = conv.reference_settings(vars(run_args(cfg, dataset="cifar10-dvs", img_size=64)))
+        assert settings["camera_size"] == 128
+        assert conv.reference_sdt_config(settings, conv.reference_tokenizer(settings)).frame_size == [64, 64]
+        with pytest.raises(ValueError, match="camera_size=100 is not a multiple of img_size=64"):
+            conv.reference_settings(vars(run_args(cfg, dataset="cifar10-dvs", img_size=64)), options={"camera_size": 100})
 
 
 def test_bare_state_dict_with_a_reference_config_and_options(tmp_path):

@@ -441,6 +441,63 @@ def test_streaming_frame_by_frame_equals_the_full_forward_on_every_prefix(case):
     assert checked >= 5 and moved >= 5  # the prediction really changes as frames close
 
 
+@pytest.mark.parametrize("case", sorted(STREAMING_CASES))
+def test_next_event_streaming_equals_the_full_forward_for_every_event(case):
+    """A next-event SDT streamed in chunks of random lengths (two streams, different numbers of events): every
+    event's token logits and gap mixture equal the full forward's at that position (the head is causal, so the
+    full forward over the whole sample is the reference for every prefix)."""
+    from eventlm.models.spike_driven_transformer.modeling_flax_spike_driven_transformer import \
+        FlaxSpikeDrivenTransformerForNextEventPrediction
+
+    cfg = tiny_config(**STREAMING_CASES[case])
+    model = trained_like(FlaxSpikeDrivenTransformerForNextEventPrediction(cfg, seed=2), seed=6)
+    ids, ts, mask = random_tokens(seed=12, batch=2, length=300)
+    n = mask.sum(axis=1)
+    full = model(ids, ts, attention_mask=mask)
+    rng = np.random.default_rng(7)
+    state, pos, pieces = model.init_stream(2), 0, []
+    while pos < ids.shape[1]:
+        k = min(int(rng.choice([1, 3, 16, 70])), ids.shape[1] - pos)
+        part = (np.arange(pos, pos + k)[None] < n[:, None]).astype(np.int32)
+        out, state = model.stream(ids[:, pos:pos + k], ts[:, pos:pos + k], state, attention_mask=part)
+        pieces.append(out)
+        pos += k
+    valid = mask[..., None] > 0
+    for name in ("logits", "gap_mixture_logits", "gap_log_means", "gap_log_scales"):
+        got = np.concatenate([getattr(p, name) for p in pieces], axis=1)
+        ref = np.asarray(getattr(full, name))
+        np.testing.assert_allclose(np.where(valid, got, 0), np.where(valid, ref, 0), rtol=1e-5,
+                                   atol=1e-5 * np.abs(ref).max(), err_msg=name)
+    contexts = set(np.asarray(_context(model, ids, ts, mask)).ravel().tolist())
+    assert len(contexts) >= 5  # the events read many different frames
+
+
+def test_next_event_sdt_generates_greedily_from_its_own_full_forward():
+    """generate on a frame model (one event at a time through `stream`): the same seed gives the same events;
+    with temperature 0 every generated token is the arg-max of the full forward's prediction at the event
+    before it (special tokens banned), and time never runs backwards."""
+    from eventlm.modeling_events import banned_tokens
+    from eventlm.models.spike_driven_transformer.modeling_flax_spike_driven_transformer import \
+        FlaxSpikeDrivenTransformerForNextEventPrediction
+
+    cfg = tiny_config(**{**STREAMING_CASES["audio-causal"], "num_frames": 400})  # room for the generated time
+    model = trained_like(FlaxSpikeDrivenTransformerForNextEventPrediction(cfg, seed=1), seed=3)
+    ids, ts, _ = random_tokens(seed=4, batch=1, length=60)
+    prompt = (ids[0, :40], ts[0, :40])
+    a, state = model.generate(num_events=12, temperature=1.0, seed=5, prompt=prompt, return_state=True)
+    b = model.generate(num_events=12, temperature=1.0, seed=5, prompt=prompt)
+    np.testing.assert_array_equal(a[0], b[0]), np.testing.assert_array_equal(a[1], b[1])
+    assert int(state.num_events[0]) == 52 and int(state.last_timestamp[0]) == int(a[1][-1])
+    tokens, times = model.generate(num_events=10, temperature=0.0, seed=0, prompt=prompt)
+    assert np.all(np.diff(np.concatenate([[ts[0, 39]], times])) >= 0)
+    all_ids = np.concatenate([prompt[0], tokens])[None]
+    all_ts = np.concatenate([prompt[1], times])[None]
+    logits = np.array(model(all_ids, all_ts, attention_mask=np.ones_like(all_ids)).logits)[0]
+    banned = list(banned_tokens(model.config))
+    logits[:, banned] = -np.inf
+    np.testing.assert_array_equal(tokens, logits[39:-1].argmax(-1))
+
+
 def test_models_that_need_the_whole_sample_refuse_to_stream():
     for overrides, words in ((dict(), "split_by='number'"),
                              (dict(attention_over="time", split_by="events", frame_events=9), "later frames")):
@@ -456,20 +513,23 @@ def test_close_frames_by_hand():
     # its first real event (t = 3 here: bos at 0 µs, gap 3)
     tokens = np.array([[7, 1, 2, 3, 7, 4]])
     gaps = np.array([[0, 3, 4, 9, 30, 1]])
-    offset, closed, open_events, since, started = close_frames(tokens, gaps, np.array([6]), 5, "duration", 10,
-                                                               np.array([0]), np.array([0]), np.array([False]))
+    offset, closed, open_events, since, started, known = close_frames(
+        tokens, gaps, np.array([6]), 5, "duration", 10, np.array([0]), np.array([0]), np.array([False]))
     # times from the first event: 0, 4, 13, (43), 44 → frames 0, 0, 1, 4; 4 frames closed; the open one began at 40
     assert offset.tolist() == [[-1, 0, 0, 1, -1, 4]] and closed.tolist() == [4]
+    assert known.tolist() == [[0, 0, 0, 1, 1, 4]]  # frame 0 is known complete at t = 13, frames 1-3 at t = 44
     assert open_events.tolist() == [1] and since.tolist() == [4] and started.tolist() == [True]
     # continuing: 5 µs later (since 4 + 5 = 9) still the open frame, 1 µs more closes it
-    offset, closed, open_events, since, _ = close_frames(np.array([[0, 0]]), np.array([[5, 1]]), np.array([2]), 5,
-                                                         "duration", 10, open_events, since, started)
+    offset, closed, open_events, since, _, known = close_frames(np.array([[0, 0]]), np.array([[5, 1]]), np.array([2]),
+                                                                5, "duration", 10, open_events, since, started)
     assert offset.tolist() == [[0, 1]] and closed.tolist() == [1] and open_events.tolist() == [1]
+    assert known.tolist() == [[0, 1]]
     assert since.tolist() == [0]
-    offset, closed, open_events, _, _ = close_frames(np.array([[0, 9, 1, 2, 3]]), np.zeros((1, 5), int),
-                                                     np.array([5]), 5, "events", 3, np.array([2]), np.array([0]),
-                                                     np.array([True]))
+    offset, closed, open_events, _, _, known = close_frames(np.array([[0, 9, 1, 2, 3]]), np.zeros((1, 5), int),
+                                                            np.array([5]), 5, "events", 3, np.array([2]),
+                                                            np.array([0]), np.array([True]))
     assert offset.tolist() == [[0, -1, 1, 1, 1]] and closed.tolist() == [2] and open_events.tolist() == [0]
+    assert known.tolist() == [[1, 1, 1, 1, 2]]  # an event that fills its frame closes it
 
 
 def test_frame_resize_is_torchvisions_bilinear_resize_without_antialiasing():

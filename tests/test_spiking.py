@@ -60,6 +60,75 @@ def test_detach_reset_changes_only_the_gradient():
     assert np.all(np.isfinite(g_detached)) and not np.allclose(g_detached, g_full)
 
 
+def _lif_unrolled(x, v0, inv_tau, v_th, decay_input, detach_reset, valid):
+    """The recurrence written out step by step (no scan, no hand-written backward): autodiff of it is the
+    reference for multistep_lif's custom VJP."""
+    v, out = v0, []
+    for t in range(x.shape[0]):
+        h = v + (x[t] - v) * inv_tau if decay_input else v - v * inv_tau + x[t]
+        s = spike(h - v_th, 4.0)
+        r = jax.lax.stop_gradient(s) if detach_reset else s
+        v_new = h * (1.0 - r)
+        if valid is not None:
+            v_new, s = jnp.where(valid[t][:, None], v_new, v), s * valid[t][:, None]
+        v = v_new
+        out.append(s)
+    return jnp.stack(out), v
+
+
+@pytest.mark.parametrize("decay_input", [True, False])
+@pytest.mark.parametrize("detach_reset", [True, False])
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("parametric", [False, True])
+def test_lif_backward_equals_autodiff_of_the_recurrence(decay_input, detach_reset, masked, parametric):
+    """multistep_lif's hand-written backward (it keeps only H) against autodiff of the unrolled recurrence, in
+    float64, for inputs, the initial membrane and a ParametricLIF's w, with random output and state cotangents."""
+    rng = np.random.default_rng(3)
+    with jax.enable_x64(True):
+        x = jnp.asarray(rng.normal(0.7, 1.3, (9, 4, 6)))
+        v0 = jnp.asarray(rng.normal(0.2, 0.5, (4, 6)))
+        valid = jnp.asarray(rng.random((9, 4)) < 0.7) if masked else None
+        g_s, g_v = jnp.asarray(rng.normal(size=x.shape)), jnp.asarray(rng.normal(size=v0.shape))
+
+        def loss(f, x, v0, w):
+            inv_tau = jax.nn.sigmoid(w) if parametric else 0.5
+            s, v = f(x, v0, inv_tau, valid)
+            return jnp.sum(s * g_s) + jnp.sum(v * g_v), s
+
+        ours = lambda x, v0, k, m: multistep_lif(x, v0, inv_tau=k, v_threshold=0.9, decay_input=decay_input,  # noqa
+                                                detach_reset=detach_reset, valid=m)
+        ref = lambda x, v0, k, m: _lif_unrolled(x, v0, k, 0.9, decay_input, detach_reset, m)  # noqa
+        args = (x, v0, jnp.asarray(0.4))
+        (_, s1), g1 = jax.value_and_grad(lambda *a: loss(ours, *a), (0, 1, 2), has_aux=True)(*args)
+        (_, s2), g2 = jax.value_and_grad(lambda *a: loss(ref, *a), (0, 1, 2), has_aux=True)(*args)
+        np.testing.assert_array_equal(np.asarray(s1), np.asarray(s2))
+        assert 0.1 < float(jnp.mean(s1)) < 0.9
+        for a, b in zip(g1, g2):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-12)
+        assert float(jnp.max(jnp.abs(g1[0]))) > 0.1 and (not parametric or abs(float(g1[2])) > 1e-3)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("binary", [True, False])
+def test_max_pool_backward_routes_to_the_first_maximum_as_torch(stride, binary):
+    """The SDT's max-pool (hand-written backward) against torch.nn.functional.max_pool2d's gradient (the
+    reference's op): binary spikes tie in most windows, so the routing rule (first maximum) is what is tested."""
+    torch = pytest.importorskip("torch")
+    from eventlm.models.spike_driven_transformer.modeling_flax_spike_driven_transformer import _max_pool
+
+    rng = np.random.default_rng(4)
+    x = (rng.random((3, 11, 10, 4)) < 0.35).astype(np.float32) if binary else rng.normal(size=(3, 11, 10, 4))
+    x = x.astype(np.float32)
+    out, vjp = jax.vjp(lambda a: _max_pool(a, 3, stride), jnp.asarray(x))
+    g = rng.normal(size=out.shape).astype(np.float32)
+    xt = torch.tensor(x.transpose(0, 3, 1, 2), requires_grad=True)
+    yt = torch.nn.functional.max_pool2d(xt, 3, stride, padding=1)
+    yt.backward(torch.tensor(g.transpose(0, 3, 1, 2)))
+    np.testing.assert_array_equal(np.asarray(out), yt.detach().numpy().transpose(0, 2, 3, 1))
+    np.testing.assert_allclose(np.asarray(vjp(jnp.asarray(g))[0]), xt.grad.numpy().transpose(0, 2, 3, 1),
+                               rtol=1e-6, atol=1e-6)
+
+
 # ---------------------------------------------------------------------------------------------- frames
 
 

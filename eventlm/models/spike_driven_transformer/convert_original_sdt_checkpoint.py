@@ -15,7 +15,9 @@ refused before it is built (no arbitrary unpickling, never weights_only=False).
 Settings, weakest first: `reference_config` (a yaml of the reference's conf/ folder, embedded below as
 data), the checkpoint's args (what the run really used; train.py's defaults for keys an older run lacks),
 then keyword options. As in train.py: dvs_mode is on only for the CIFAR10-DVS datasets, and the frames are
-SpikingJelly's split by number into `time_steps` frames of the img_size × img_size sensor.
+SpikingJelly's split by number into `time_steps` frames of the camera (camera_size × camera_size: 128 for
+CIFAR10-DVS, whose loader resized the frames to img_size with torchvision's Resize; img_size otherwise).
+The model does that resize itself (config.frame_size), so the tokenizer takes the camera's raw events.
 
     original state_dict                                       eventlm variables
     patch_embed.proj_conv{,1,2,3} / proj_bn{,1,2,3}           sdt.patch_embed.proj{0,1,2,3}.conv / .bn
@@ -63,7 +65,7 @@ TORCH_HINT = "pip install eventlm[torch]"
 # ------------------------------------------------------------------------------------------------
 
 SETTING_KEYS = ("dataset", "img_size", "in_channels", "num_classes", "dim", "layer", "num_heads", "mlp_ratio",
-                "time_steps", "pooling_stat", "spike_mode", "dvs_mode", "TET")
+                "time_steps", "pooling_stat", "spike_mode", "dvs_mode", "TET", "camera_size")
 _GESTURE = dict(dataset="gesture", img_size=128, in_channels=2, num_classes=11, dim=256, layer=2, num_heads=8,
                 mlp_ratio=4, pooling_stat="0111", spike_mode="lif", TET=False)
 REFERENCE_CONFIGS = {
@@ -76,6 +78,9 @@ REFERENCE_CONFIGS = {
 TRAIN_DEFAULTS = dict(dataset="torch/cifar10", in_channels=3, num_classes=1000, layer=4, num_heads=8, mlp_ratio=4,
                       time_steps=4, pooling_stat="1111", spike_mode="lif", TET=False)
 DVS_MODE_DATASETS = ("cifar10-dvs-tet", "cifar10-dvs")  # train.py: args.dvs_mode = dataset in these
+# the camera behind a dataset whose loader resized its frames to img_size (train.py: SpikingJelly's CIFAR10DVS
+# frames of the 128 × 128 DVS, then dvs_utils.Resize(64)); other datasets' frames are the camera's own
+CAMERA_SIZES = {"cifar10-dvs": 128}
 _DATASETS = {"gesture": "DVS128 Gesture", "cifar10-dvs": "CIFAR10-DVS", "cifar10-dvs-tet": "CIFAR10-DVS"}
 
 
@@ -113,12 +118,15 @@ def reference_settings(args: Optional[dict] = None, reference_config: Optional[s
     if "dvs_mode" not in settings and "dataset" in settings:
         settings["dvs_mode"] = settings["dataset"] in DVS_MODE_DATASETS
     settings.setdefault("TET", False)
+    if "img_size" in settings and "camera_size" not in settings:
+        settings["camera_size"] = CAMERA_SIZES.get(settings.get("dataset"), settings["img_size"])
     missing = [k for k in SETTING_KEYS if k not in settings]
     if missing:
         where = "its args lack them" if args is not None else "it carries no args (a bare state_dict)"
         raise ValueError(f"{source}: settings {missing} are unknown ({where}); pass reference_config (one of "
                          f"{sorted(REFERENCE_CONFIGS)}) or the values as options, e.g. dim=256")
-    for key in ("img_size", "in_channels", "num_classes", "dim", "layer", "num_heads", "mlp_ratio", "time_steps"):
+    for key in ("img_size", "in_channels", "num_classes", "dim", "layer", "num_heads", "mlp_ratio", "time_steps",
+                "camera_size"):
         value = settings[key]
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{source}: setting {key!r} must be a positive integer, got {value!r}")
@@ -129,6 +137,9 @@ def reference_settings(args: Optional[dict] = None, reference_config: Optional[s
     if settings["spike_mode"] not in ("lif", "plif"):
         raise ValueError(f"{source}: spike_mode={settings['spike_mode']!r} is not supported; the reference builds "
                          "its neurons for 'lif' and 'plif' only")
+    if settings["camera_size"] % settings["img_size"]:
+        raise ValueError(f"{source}: camera_size={settings['camera_size']} is not a multiple of img_size="
+                         f"{settings['img_size']}; the frames are resized by integer factors (set camera_size)")
     stat = settings["pooling_stat"]
     if not isinstance(stat, str) or len(stat) != 4 or set(stat) - {"0", "1"}:
         raise ValueError(f"{source}: pooling_stat must be four characters '0'/'1', got {stat!r}")
@@ -164,10 +175,10 @@ def _class_names(settings: dict) -> Optional[dict]:
 
 
 def reference_tokenizer(settings: dict):
-    """EventTokenizer of the img_size × img_size camera with in_channels polarities (tokens p·W·H + y·W + x)."""
+    """EventTokenizer of the camera_size × camera_size camera with in_channels polarities (tokens p·W·H + y·W + x)."""
     from ...tokenization_events import EventTokenizer
 
-    size = settings["img_size"]
+    size = settings["camera_size"]
     return EventTokenizer(
         sensor_size=(size, size, settings["in_channels"]), name=f"sdt-{settings['dataset']}-{size}x{size}",
         description=(f"Events of a {size}x{size} camera as the original Spike-Driven Transformer read them: "
@@ -188,6 +199,7 @@ def reference_sdt_config(settings: dict, tokenizer):
         tokenizer.sensor_size, num_frames=s["time_steps"], split_by="number", hidden_size=s["dim"],
         num_layers=s["layer"], num_heads=s["num_heads"], mlp_ratio=s["mlp_ratio"], pooling_stat=s["pooling_stat"],
         spike_mode=s["spike_mode"], dvs_mode=s["dvs_mode"], num_labels=s["num_classes"],
+        **({"frame_size": [s["img_size"], s["img_size"]]} if s["camera_size"] != s["img_size"] else {}),
         **({"id2label": id2label} if id2label else {}),
     )
     if config.vocab_size != tokenizer.vocab_size:
@@ -380,14 +392,15 @@ classification, converted to eventlm from an original checkpoint of the authors'
 
 ## It computes what the original code computed
 
-Events become {{ T }} frames of {{ size }}x{{ size }} per sample inside the model, as SpikingJelly's
+Events become {{ T }} frames of {{ camera }}x{{ camera }} per sample inside the model, as SpikingJelly's
 `integrate_events_by_fixed_frames_number(split_by="number")` builds them for the original training (frame
 channel = polarity, pixel (y, x)); the tokenizer's tokens p·W·H + y·W + x are exactly those frame indices.
 LIF neurons: τ = 2, threshold 1 (0.5 after K⊙V), spike where V ≥ threshold, hard reset to 0.
 The logits are the mean over the {{ T }} frames of the linear head, as the original evaluation{% if tet %} (the run
 trained with the TET loss on per-frame outputs){% endif %}.{% if resized %}
-**Caution**: the original CIFAR10-DVS loader resized 128x128 frames to {{ size }}x{{ size }} with torchvision's
-`Resize`; this tokenizer expects events already on a {{ size }}x{{ size }} sensor, which is not the same input.{% endif %}
+The original loader resized the {{ camera }}x{{ camera }} frames to {{ size }}x{{ size }} with torchvision's `Resize`
+(bilinear, no antialiasing on tensors in the torchvision of its time); the model does the same resize inside
+(`frame_size`), so the tokenizer takes the camera's raw {{ camera }}x{{ camera }} events.{% endif %}
 
 ## Use
 
@@ -425,7 +438,7 @@ def build_conversion_card(*, model_name, settings, info, reference_config, optio
         checkpoint_name=Path(info["path"]).name, which=info["which"], epoch=info["epoch"],
         metric=None if metric is None else float(metric), version=__version__, digest=digest,
         unused=", ".join(f"`{k}`" for k in kinds) or "nothing", T=settings["time_steps"], size=settings["img_size"],
-        tet=settings["TET"], resized=settings["dataset"] in DVS_MODE_DATASETS,
+        tet=settings["TET"], resized=settings["camera_size"] != settings["img_size"], camera=settings["camera_size"],
         settings=sorted(settings.items()),
     )
 

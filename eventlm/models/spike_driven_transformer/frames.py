@@ -116,7 +116,7 @@ def frames_filled(tokens, timestamps_us, valid, config) -> np.ndarray:
     gaps = np.diff(ts, axis=1, prepend=ts[:, :1])
     ids = np.where(valid, tokens, -1)
     fresh = np.zeros(len(ids), np.int64)
-    _, closed, open_events, _, _ = close_frames(ids, gaps, np.full(len(ids), ids.shape[1]), config.num_channels,
+    _, closed, open_events, _, _, _ = close_frames(ids, gaps, np.full(len(ids), ids.shape[1]), config.num_channels,
                                                 config.split_by, config.frame_length, fresh, fresh, fresh > 0)
     return closed + (open_events > 0)
 
@@ -163,9 +163,11 @@ def close_frames(tokens, gaps_us, n, num_channels: int, split_by: str, frame_len
     says whether any real event was seen (a "duration" stream's frames start at its first real event).
     Returns (offset (B, L): the frame of each real event counted from the open frame, −1 for others;
     closed (B,): frames closed by the chunk (frames 0 … closed − 1; frame `closed` is the new open one);
-    open_events, since_us, started after the chunk). The same rule as `frame_of_events` over a whole sample:
-    a frame closes when its frame_events-th event arrives, or when a real event arrives at or after its end
-    (special tokens carry time but close nothing, as they place no event)."""
+    open_events, since_us, started after the chunk; known (B, L): the frames closed once each token is in,
+    so token k's last complete frame is known − 1, the next-event head's rule, `frame_context`). The same rule
+    as `frame_of_events` over a whole sample: a frame closes when its frame_events-th event arrives, or when a
+    real event arrives at or after its end (special tokens carry time but close nothing, as they place no
+    event)."""
     batch, length = tokens.shape
     valid = np.arange(length)[None, :] < np.asarray(n)[:, None]
     real = valid & (tokens >= 0) & (tokens < num_channels)
@@ -177,7 +179,8 @@ def close_frames(tokens, gaps_us, n, num_channels: int, split_by: str, frame_len
         total = open_events[:, None] + np.cumsum(real, axis=1) - 1
         offset = np.where(real, total // frame_length, -1)
         count = open_events + real.sum(axis=1)
-        return offset, count // frame_length, count % frame_length, since_us, started | has
+        known = (open_events[:, None] + np.cumsum(real, axis=1)) // frame_length
+        return offset, count // frame_length, count % frame_length, since_us, started | has, known
     if split_by != "duration":
         raise ValueError(f"split_by={split_by!r} frames need the whole sample; streaming needs 'events' or 'duration'")
     clock = np.cumsum(np.where(valid, gaps_us, 0), axis=1)  # µs since the newest token before the chunk
@@ -189,4 +192,5 @@ def close_frames(tokens, gaps_us, n, num_channels: int, split_by: str, frame_len
     in_open = (real & (offset == closed[:, None])).sum(axis=1)
     open_after = np.where(closed > 0, in_open, open_events + in_open)
     since_after = np.where(started | has, base + clock[:, -1] - closed * frame_length, 0)
-    return offset, closed, open_after, since_after, started | has
+    known = np.maximum(np.maximum.accumulate(offset, axis=1), 0)
+    return offset, closed, open_after, since_after, started | has, known

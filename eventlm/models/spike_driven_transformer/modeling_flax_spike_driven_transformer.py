@@ -22,6 +22,7 @@ Unused in the reference's forward pass, so absent here: `talking_heads` (a Conv1
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -74,10 +75,42 @@ def _frames_op(op, x):
     return y.reshape((t, b) + y.shape[1:])
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
 def _max_pool(x, window: int, stride: int):
-    """MaxPool2d(window, stride, padding=window // 2) over H, W of (N, H, W, C) (padding never wins)."""
+    """MaxPool2d(window, stride, padding=window // 2) over H, W of (N, H, W, C) (padding never wins). The
+    gradient goes to the first maximum of each window in row-major order (PyTorch's and XLA's rule: with
+    binary spikes most windows tie); written by hand as a sum of strided pads, where autodiff's
+    select-and-scatter lowers on CPU to a scatter with four index arrays of the padded input's size."""
     pad = window // 2
     return nn.max_pool(x, (window, window), strides=(stride, stride), padding=((pad, pad), (pad, pad)))
+
+
+def _max_pool_fwd(x, window, stride):
+    out = _max_pool(x, window, stride)
+    return out, (x, out)
+
+
+def _max_pool_bwd(window, stride, residuals, g):
+    x, out = residuals
+    pad = window // 2
+    padded = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), constant_values=-jnp.inf)
+    n, hp, wp, c = padded.shape
+    ho, wo = out.shape[1:3]
+    taken = jnp.zeros(out.shape, bool)
+    g_padded = jnp.zeros(padded.shape, g.dtype)
+    for dy in range(window):
+        for dx in range(window):
+            candidate = padded[:, dy:dy + stride * (ho - 1) + 1:stride, dx:dx + stride * (wo - 1) + 1:stride]
+            chosen = (candidate == out) & ~taken
+            taken = taken | chosen
+            g_padded = g_padded + jax.lax.pad(
+                jnp.where(chosen, g, 0.0), jnp.zeros((), g.dtype),
+                ((0, 0, 0), (dy, hp - dy - stride * (ho - 1) - 1, stride - 1),
+                 (dx, wp - dx - stride * (wo - 1) - 1, stride - 1), (0, 0, 0)))
+    return (g_padded[:, pad:pad + x.shape[1], pad:pad + x.shape[2]],)
+
+
+_max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
 class ConvBN(nn.Module):

@@ -8,6 +8,9 @@ forward, applied to ready frames with a frame mask, their carried values in the 
 Every layer acts on one frame at a time except the LIF neurons (membranes over T) and, with
 attention_over="time", the attention's sum over frames; batch norm uses its running statistics. So frame t of
 the stream equals frame t of the full forward, and the running mean of the head's spikes is its readout.
+A next-event model's head reads, for every event, the last frame complete once that event is in (the
+frames closed in the chunk, or the last one before it) plus the event's own embedding, as its full forward;
+`generate` feeds each drawn event back through `stream`.
 Whole-sample splits (split_by "number" / "time") need every event before the first frame, and non-causal
 temporal attention reads later frames: such models do not stream, and say so.
 """
@@ -30,9 +33,6 @@ class SpikeDrivenTransformerStreamer(FrameStreamer):
         cfg = model.config
         if not cfg.streams:
             raise ValueError(f"this Spike-Driven Transformer cannot stream: {cfg.not_causal_reason}")
-        if model.task != "classification":
-            raise ValueError("streaming a Spike-Driven Transformer next-event model is not built yet; run the full "
-                             "forward on the prefix (model(input_ids, timestamps)) instead")
         self.num_channels = cfg.num_channels
         self.backbone = FlaxSpikeDrivenTransformerBackbone(cfg, model.module.dtype)
         super().__init__(model, params, batch_stats)
