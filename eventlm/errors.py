@@ -38,10 +38,11 @@ def is_library_failure(err: BaseException) -> bool:
     return isinstance(err, Exception) or type(err).__name__ == "PanicException"
 
 
-def as_data_error(err: BaseException, where, what: str, fix: str = "", **position) -> EventDataError:
-    """An EventDataError for a library's failure `err` on `where` (a path or a row description), read
-    as `what`: 'where: not a readable <what> (<Class>: message); <fix>'. Raise it `from err`."""
+def as_data_error(err: BaseException, where, what: str, fix: str = "", path=None, **position) -> EventDataError:
+    """An EventDataError for a library's failure `err` on `where` (how the message names the file or row),
+    read as `what`: 'where: not a readable <what> (<Class>: message); <fix>'. path: the file (default:
+    `where`); position: offset= / row= where known. Raise it `from err`."""
     first = str(err).splitlines()[0] if str(err) else ""
     detail = f"{type(err).__name__}: {first}" if first else type(err).__name__
     return EventDataError(f"{where}: not a readable {what} ({detail})" + (f"; {fix}" if fix else ""),
-                          path=where, **position)
+                          path=where if path is None else path, **position)

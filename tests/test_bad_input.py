@@ -608,6 +608,7 @@ def test_foreign_failures_are_event_data_errors_from_the_original(tmp_path):
     with pytest.raises(EventDataError, match=r"z.npz.*BadZipFile.*copy or download it again") as info:
         read_events(tmp_path / "z.npz")
     assert isinstance(info.value, ValueError) and isinstance(info.value.__cause__, zipfile.BadZipFile)
+    assert info.value.path == tmp_path / "z.npz"
     with pytest.raises(FileNotFoundError):  # a missing file stays an OSError
         read_events(tmp_path / "missing.npz")
     with pytest.raises(ValueError, match="channels must be a positive integer") as info:  # the caller's mistake
@@ -727,3 +728,19 @@ def test_a_killed_conversion_leaves_no_partial_folder_behind(tmp_path):
     tonic_to_hub_dataset({"train": [(ev, 0)]}, tmp_path / "out", sensor_size=(4, 1, 1))
     assert not partial.exists() and alive.exists()
     assert ".eventlm-conversion" not in os.listdir(tmp_path / "out")
+
+
+def test_event_data_errors_carry_the_file_and_offset(tmp_path):
+    from eventlm.data.readers import read_events
+    from eventlm.errors import EventDataError
+
+    path = tmp_path / "a.bin"
+    path.write_bytes(b"\x00" * 7)  # not whole 5-byte N-MNIST events
+    with pytest.raises(EventDataError, match="5 bytes per event") as info:
+        read_events(path)
+    assert info.value.path == path
+    path = tmp_path / "cut.raw"
+    path.write_bytes(b"% evt 2.0\n% serial")
+    with pytest.raises(EventDataError, match="has no end") as info:
+        read_events(path)
+    assert info.value.path == path and info.value.offset == 10

@@ -106,9 +106,12 @@ def read_events(path, format: Optional[str] = None, **options) -> EventStream:
     try:
         fields, sensor = reader(path, **options)
     except BaseException as err:  # ours name the file; a library's (BadZipFile, EOFError, a pyo3 panic) may not
+        if isinstance(err, EventDataError) and err.path is None:
+            err.path = path  # the readers' own errors name it in the message; the attribute too
         if not is_library_failure(err):
             raise
-        raise as_data_error(err, f"{path} (format '{fmt}')", f"{fmt} file, truncated or corrupt", _fix(fmt)) from err
+        raise as_data_error(err, f"{path} (format '{fmt}')", f"{fmt} file, truncated or corrupt", _fix(fmt),
+                            path=path) from err
     try:  # the sensor the file's header names (a sensor_size= option was checked above)
         sensor = check_sensor_size(sensor, path)
     except ValueError as err:
