@@ -12,7 +12,7 @@ not catch) is caught at the boundary by `as_data_error` and re-raised `from` the
 
 from typing import Optional
 
-__all__ = ["EventDataError", "as_data_error", "is_library_failure"]
+__all__ = ["EventDataError", "as_data_error", "is_library_failure", "did_you_mean"]
 
 
 class EventDataError(ValueError):
@@ -46,3 +46,11 @@ def as_data_error(err: BaseException, where, what: str, fix: str = "", path=None
     detail = f"{type(err).__name__}: {first}" if first else type(err).__name__
     return EventDataError(f"{where}: not a readable {what} ({detail})" + (f"; {fix}" if fix else ""),
                           path=where if path is None else path, **position)
+
+
+def did_you_mean(word: str, choices) -> str:
+    """' (did you mean 'x'?)' for the closest of `choices` (difflib), or '': for unknown names of presets."""
+    import difflib
+
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""

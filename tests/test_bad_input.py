@@ -744,3 +744,20 @@ def test_event_data_errors_carry_the_file_and_offset(tmp_path):
     with pytest.raises(EventDataError, match="has no end") as info:
         read_events(path)
     assert info.value.path == path and info.value.offset == 10
+
+
+def test_unknown_presets_say_what_was_meant(monkeypatch):
+    from eventlm import EventTokenizer
+    from eventlm.data.augmentations import augmentations_for
+    from eventlm.models.spike_driven_transformer.configuration_spike_driven_transformer import (
+        SpikeDrivenTransformerConfig)
+
+    with pytest.raises(ValueError, match=r"unknown EventSSM preset 'shdd' \(did you mean 'shd'\?\)"):
+        EventSSMConfig.from_preset("shdd")
+    with pytest.raises(ValueError, match=r"preset 'dvs-gestur' \(did you mean 'dvs-gesture'\?\)"):
+        SpikeDrivenTransformerConfig.from_preset("dvs-gestur")
+    with pytest.raises(ValueError, match=r"unknown task 'scc' \(did you mean 'ssc'\?\)"):
+        augmentations_for("scc")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(OSError, match=r"'prophesee-gen5' is not a folder, not a preset \(did you mean 'prophesee-gen"):
+        EventTokenizer.from_pretrained("prophesee-gen5", local_files_only=True)

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from ..errors import did_you_mean
+
 # The paper's settings per task. "model": the model_type (eventlm.auto.MODEL_TYPES), its config's from_preset
 # name and overrides; "tokenizer": EventTokenizer preset; "data"/"training": DataArguments / TrainingArguments
 # fields. Learning rates are per sample: lr = ssm_base_lr x global batch (scale_lr_with_batch). What every task
@@ -379,11 +381,3 @@ def _short_error(prog: str, message: str):
     """argparse's error as one line naming the command and where its flags are listed (exit status 2)."""
     print(f"{prog}: error: {message}  ({prog} --help lists the flags)", file=sys.stderr)
     sys.exit(2)
-
-
-def did_you_mean(word: str, choices) -> str:
-    """' (did you mean 'x'?)' for the closest of `choices`, or ''."""
-    import difflib
-
-    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
