@@ -26,6 +26,7 @@ _EXPORTS = {
     "AutoModelForSequenceClassification": "eventlm.auto",
     "AutoModelForNextEventPrediction": "eventlm.auto",
     "EventTokenizer": "eventlm.tokenization_events",
+    "EventDataError": "eventlm.errors",
 }
 
 __all__ = sorted(_EXPORTS)

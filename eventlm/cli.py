@@ -18,7 +18,6 @@ module is not installed says so instead of failing at start-up.
 
 import argparse
 import importlib
-import json
 import os
 import sys
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
@@ -61,7 +60,7 @@ def _job(runner_name: str, command: str, description: str) -> Callable[[Sequence
 
         pipelines.setup_logging()
         model_args, data_args, training_args = parse_args(
-            (ModelArguments, DataArguments, TrainingArguments), argv, prog=f"eventlm {command}",
+            (ModelArguments, DataArguments, TrainingArguments), argv, command=command,
             description=f"{description}. Flags, or one args.yaml / args.json file holding them.")
         try:
             getattr(pipelines, runner_name)(model_args, data_args, training_args)
@@ -106,6 +105,8 @@ def convert_dataset(argv: Sequence[str]) -> int:
     parser.add_argument("--reader-options", default=None, help="read_events options as JSON")
     parser.add_argument("--sensor-size", type=int, nargs=3, metavar=("W", "H", "P"), help="sensor size")
     parser.add_argument("--extensions", nargs="*", help="only files with these extensions count (e.g. .aedat4)")
+    parser.add_argument("--skip-unreadable", action="store_true",
+                        help="skip files the reader cannot read (counted and named in the card) instead of stopping")
     parser.add_argument("--license", default=None, help="dataset licence for the card")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the result to this dataset repo")
@@ -130,11 +131,14 @@ def convert_dataset(argv: Sequence[str]) -> int:
             splits[split] = cls(save_to=args.source, **kwargs)
         folder = hub.tonic_to_hub_dataset(splits, args.output_dir, **common)
     else:
-        options = json.loads(args.reader_options) if args.reader_options else {}
+        from .data.readers import parse_reader_options
+
+        options = parse_reader_options(args.reader_options)
         if args.format:
             options["format"] = args.format
         folder = hub.folder_to_hub_dataset(args.source, args.output_dir, reader_options=options,
-                                           extensions=args.extensions, **common)
+                                           extensions=args.extensions, skip_unreadable=args.skip_unreadable,
+                                           **common)
     print(f"wrote {folder}")
     if args.push_to_hub:
         hub.push_dataset_to_hub(folder, args.push_to_hub, private=args.private or None, token=args.token)

@@ -29,9 +29,15 @@ import safetensors.flax as safetensors_flax
 from flax.core import unfreeze
 from flax.traverse_util import flatten_dict, unflatten_dict
 
+from .errors import EventDataError
+
 logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.json"
+# keyword arguments transformers' Auto classes add to from_pretrained (dropped when empty; trust_remote_code
+# always: eventlm runs no code from a repo)
+_AUTO_CLASS_KWARGS = ("trust_remote_code", "_from_auto", "adapter_kwargs", "code_revision", "_commit_hash", "proxies",
+                      "subfolder")
 WEIGHTS_NAME = "model.safetensors"
 MODEL_CARD_NAME = "README.md"
 # files a model repo needs to be loaded; snapshot_download fetches only these
@@ -121,7 +127,7 @@ def load_safetensors(path: str | os.PathLike) -> dict[str, jax.Array]:
         return safetensors_flax.load_file(os.fspath(path))
     except safetensors.SafetensorError as err:
         size = os.path.getsize(path)
-        raise ValueError(
+        raise EventDataError(
             f"{path} ({size} bytes) is not a readable safetensors file: {err}. It is probably truncated or "
             "corrupt (an interrupted download or copy); delete it and save or download the model again."
         ) from err
@@ -194,9 +200,9 @@ def read_config_dict(folder: str | os.PathLike) -> dict:
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not valid JSON ({err}); the file is corrupt") from err
+        raise EventDataError(f"{path} is not valid JSON ({err}); the file is corrupt", path=path) from err
     if not isinstance(config, dict):
-        raise ValueError(f"{path} must hold a JSON object, got {type(config).__name__}")
+        raise EventDataError(f"{path} must hold a JSON object, got {type(config).__name__}")
     return config
 
 
@@ -520,6 +526,9 @@ class FlaxPreTrainedModel:
         tensor (an empty file, renamed or damaged key names) raises a ValueError naming the missing and the
         unexpected keys, unless allow_missing_weights=True initialises them (listed in a warning).
         """
+        for key in _AUTO_CLASS_KWARGS:  # what transformers.AutoModel passes along, meaningless here when empty
+            if key in config_overrides and not config_overrides[key] or key in ("trust_remote_code", "_from_auto"):
+                config_overrides.pop(key, None)
         folder = resolve_pretrained_folder(
             pretrained_model_name_or_path, revision=revision, cache_dir=cache_dir,
             force_download=force_download, local_files_only=local_files_only, token=token,

@@ -1230,7 +1230,9 @@ def main(argv=None) -> int:
     parser.add_argument("--max-events", type=int, default=None, help="stop after this many events")
     parser.add_argument("--lines", type=int, default=20, help="about how many progress lines to print")
     args = parser.parse_args(None if argv is None else list(argv))
-    options = json.loads(args.reader_options) if args.reader_options else {}
+    from .data.readers import parse_reader_options
+
+    options = parse_reader_options(args.reader_options)
     if args.sensor_size:
         options["sensor_size"] = tuple(args.sensor_size)
     run_stream(args.model, args.recording, chunk_size=args.chunk_size, plot=args.plot, format=args.format,

@@ -37,6 +37,7 @@ import numpy as np
 from ._io import write_json_atomic
 from ._quiet import import_transformers_quietly
 from .data.events import EventStream, as_events, event_columns
+from .errors import EventDataError, did_you_mean
 from .resources import data_dir
 
 import_transformers_quietly()
@@ -612,7 +613,7 @@ class EventTokenizer:
         try:
             config = json.loads(Path(path).read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f"{path}: not a valid tokenizer config ({err})") from err
+            raise EventDataError(f"{path}: not a valid tokenizer config ({err})", path=path) from err
         return cls.from_dict(config, source=str(path), **overrides)
 
     @classmethod
@@ -632,6 +633,7 @@ class EventTokenizer:
             )
         except Exception as err:  # noqa: BLE001  (any Hub failure gets one message naming all three options)
             raise OSError(
-                f"{repo_id!r} is not a folder, not a preset ({', '.join(cls.presets())}) and its "
+                f"{repo_id!r} is not a folder, not a preset{did_you_mean(repo_id, cls.presets())} "
+                f"({', '.join(cls.presets())}) and its "
                 f"{CONFIG_NAME} could not be fetched from the Hub: {type(err).__name__}: {err}"
             ) from err

@@ -19,7 +19,7 @@ from eventlm.training.pipelines import run_classification, setup_logging
 
 def main(argv=None):
     setup_logging()
-    model_args, data_args, training_args = parse_args((ModelArguments, DataArguments, TrainingArguments), argv)
+    model_args, data_args, training_args = parse_args((ModelArguments, DataArguments, TrainingArguments), argv, command="train")
     return run_classification(model_args, data_args, training_args)
 
 

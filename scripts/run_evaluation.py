@@ -16,7 +16,7 @@ from eventlm.training.pipelines import run_evaluation, setup_logging
 
 def main(argv=None):
     setup_logging()
-    model_args, data_args, training_args = parse_args((ModelArguments, DataArguments, TrainingArguments), argv)
+    model_args, data_args, training_args = parse_args((ModelArguments, DataArguments, TrainingArguments), argv, command="evaluate")
     return run_evaluation(model_args, data_args, training_args)
 
 

@@ -18,7 +18,7 @@ from eventlm.training.pipelines import run_next_event_pretraining, setup_logging
 
 def main(argv=None):
     setup_logging()
-    model_args, data_args, training_args = parse_args((ModelArguments, DataArguments, TrainingArguments), argv)
+    model_args, data_args, training_args = parse_args((ModelArguments, DataArguments, TrainingArguments), argv, command="pretrain")
     return run_next_event_pretraining(model_args, data_args, training_args)
 
 

@@ -1,5 +1,6 @@
 """Auto classes, transformers registration, and the real EventSSM's save / load / push acceptance tests."""
 
+import importlib.util
 import json
 import logging
 import os
@@ -285,3 +286,18 @@ def test_push_to_hub_at_the_client_boundary(saved, monkeypatch, tmp_path):
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
     _assert_same_variables(AutoModelForSequenceClassification.from_pretrained(tmp_path), models["cls"])
+
+
+def test_transformers_auto_classes_where_they_work(saved):
+    """What the README says: transformers.AutoConfig knows eventlm's model types once eventlm is imported (not
+    before: transformers has no plugin hook, and eventlm writes no remote code); transformers.AutoModel loads
+    eventlm's Flax model where torch is installed (it passes trust_remote_code / adapter_kwargs along)."""
+    root, _ = saved
+    result = _run_python(f"import transformers\ntransformers.AutoConfig.from_pretrained({str(root / 'base')!r})")
+    assert result.returncode != 0 and "model type `eventssm`" in result.stderr
+    assert type(transformers.AutoConfig.from_pretrained(root / "base")) is EventSSMConfig  # eventlm imported here
+    if importlib.util.find_spec("torch") is None:
+        pytest.skip("torch is not installed: transformers.AutoModel is a torch-only placeholder")
+    auto.register_with_transformers()
+    model = transformers.AutoModel.from_pretrained(root / "base")
+    assert type(model) is modeling.FlaxEventSSMModel

@@ -574,3 +574,190 @@ def test_empty_names_are_refused_clearly():
         EventTokenizer.from_pretrained("")
     with pytest.raises(FileNotFoundError, match="'' is neither an existing local folder nor a valid Hub repo id"):
         AutoModelForSequenceClassification.from_pretrained("")
+
+
+@pytest.mark.parametrize("offset,fmt,value,message", [
+    (14, "<I", 2**32 - 1, r"header claims 4,294,967,295 bytes but the file holds"),
+    (18, "<I", 10**6, r"header.s vtable offset at byte 1000018 lies outside its 2316 bytes"),  # a damaged flatbuffer root offset
+    (2338, "<I", 2**31, r"at byte 2,334 the AEDAT4 file claims a packet of 2,147,483,648 bytes"),
+])
+def test_aedat4_claimed_sizes_are_checked_before_decoding(realdata, tmp_path, offset, fmt, value, message):
+    """A damaged size word used to make the aedat package allocate it (4 GiB; an abort under a memory limit)."""
+    import struct
+
+    from eventlm.data.readers import read_events
+    from eventlm.errors import EventDataError
+
+    data = bytearray((realdata / "tonic_test_data" / "sample.aedat4").read_bytes())
+    struct.pack_into(fmt, data, offset, value)
+    path = tmp_path / "sizes.aedat4"
+    path.write_bytes(bytes(data))
+    with pytest.raises(EventDataError, match=message) as info:
+        read_events(path)
+    assert "sizes.aedat4" in str(info.value) and info.value.path == path
+
+
+def test_foreign_failures_are_event_data_errors_from_the_original(tmp_path):
+    """One family: a library's exception becomes an EventDataError (a ValueError) raised from it."""
+    import zipfile
+
+    from eventlm.data.readers import read_events
+    from eventlm.errors import EventDataError
+
+    (tmp_path / "z.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(EventDataError, match=r"z.npz.*BadZipFile.*copy or download it again") as info:
+        read_events(tmp_path / "z.npz")
+    assert isinstance(info.value, ValueError) and isinstance(info.value.__cause__, zipfile.BadZipFile)
+    assert info.value.path == tmp_path / "z.npz"
+    with pytest.raises(FileNotFoundError):  # a missing file stays an OSError
+        read_events(tmp_path / "missing.npz")
+    with pytest.raises(ValueError, match="channels must be a positive integer") as info:  # the caller's mistake
+        read_events(tmp_path / "z.npz", format="nas", channels=0)
+    assert not isinstance(info.value, EventDataError)
+
+
+def test_loaders_and_converters_raise_the_same_family(tmp_path):
+    """Damaged config.json, tokenizer config and safetensors files, and a bad file in an event folder."""
+    from eventlm import EventTokenizer
+    from eventlm.data.hub import folder_to_hub_dataset
+    from eventlm.errors import EventDataError
+    from eventlm.modeling_flax_utils import load_safetensors, read_config_dict
+
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(EventDataError, match="config.json is not valid JSON"):
+        read_config_dict(tmp_path)
+    (tmp_path / "tok.json").write_bytes(b"\xff\xfe")
+    with pytest.raises(EventDataError, match="tok.json: not a valid tokenizer config"):
+        EventTokenizer.from_pretrained(tmp_path / "tok.json")
+    (tmp_path / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{")
+    with pytest.raises(EventDataError, match="model.safetensors .* not a readable safetensors"):
+        load_safetensors(tmp_path / "model.safetensors")
+    src = tmp_path / "events" / "train" / "cat"
+    src.mkdir(parents=True)
+    (src / "broken.npy").write_bytes(b"\x93NUMPY garbage")
+    with pytest.raises(EventDataError, match="cannot read .*broken.npy"):
+        folder_to_hub_dataset(tmp_path / "events", tmp_path / "out")
+
+
+def test_each_job_command_lists_only_its_own_flags(capsys, caplog):
+    from eventlm import cli
+
+    helps = {}
+    for command in ("train", "pretrain", "evaluate"):
+        with pytest.raises(SystemExit):
+            cli.main([command, "--help"])
+        helps[command] = capsys.readouterr().out
+        assert helps[command].startswith(f"usage: eventlm {command} ")
+    assert "--ssm_base_lr" in helps["train"] and "--ssm_base_lr" not in helps["evaluate"]
+    assert "--recordings" in helps["pretrain"] and "--recordings" not in helps["train"]
+    assert "--label_column_name" in helps["evaluate"] and "--label_column_name" not in helps["pretrain"]
+    assert len(helps["evaluate"].splitlines()) < 0.6 * len(helps["train"].splitlines())
+    with pytest.raises(SystemExit) as exit_info:  # a typo is refused, with this command's own flag as the hint
+        cli.main(["evaluate", "--max_eval_sample", "1", "--ssm_base_lr", "1e-3"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unrecognized argument --max_eval_sample (did you mean --max_eval_samples?)" in err
+    from eventlm.training.arguments import DataArguments, ModelArguments, TrainingArguments, parse_args
+
+    with caplog.at_level("WARNING"):  # another command's flag (a shared flag list): accepted, said to be ignored
+        _, _, training = parse_args((ModelArguments, DataArguments, TrainingArguments),
+                                    ["--ssm_base_lr", "1e-3", "--seed", "3"], command="evaluate")
+    assert training.seed == 3 and "eventlm evaluate ignores --ssm_base_lr (flags of eventlm pretrain / eventlm " \
+        "train)" in caplog.text
+
+
+def test_pretrain_reader_hints_name_its_own_flags(tmp_path, capsys, monkeypatch):
+    from eventlm import cli
+
+    monkeypatch.delenv("EVENTLM_DEBUG", raising=False)
+    path = _nas(tmp_path / "cochlea.aedat", [0, 2], [1, 2])
+    assert cli.main(["pretrain", "--recordings", str(path), "--output_dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--recording_format nas --recording_options '{\"channels\": 64" in err
+    assert "--reader-options" not in err
+    assert cli.main(["pretrain", "--recordings", str(path), "--recording_format", "nas", "--recording_options",
+                     "channels=64", "--output_dir", str(tmp_path / "out")]) == 2
+    assert "--recording_options must be a JSON object such as '{\"channels\": 64}', got 'channels=64'" \
+        in capsys.readouterr().err
+
+
+def test_folder_conversion_fails_atomically_or_skips_and_counts(tmp_path):
+    """A bad file in an event folder: named, nothing left behind; or skipped with --skip-unreadable and counted."""
+    from eventlm import cli
+    from eventlm.data.events import EVENT_DTYPE
+    from eventlm.data.hub import folder_to_hub_dataset, load_dataset_metadata
+    from eventlm.errors import EventDataError
+
+    for cls in ("cat", "dog"):
+        (tmp_path / "events" / "train" / cls).mkdir(parents=True)
+        for i in range(2):
+            ev = np.zeros(4, EVENT_DTYPE)
+            ev["t"], ev["x"] = np.arange(4), i
+            np.save(tmp_path / "events" / "train" / cls / f"{i}.npy", ev)
+    (tmp_path / "events" / "train" / "dog" / "9.npy").write_bytes(b"\x93NUMPY garbage")
+    with pytest.raises(EventDataError, match=r"cannot read .*9.npy.*skip_unreadable=True"):
+        folder_to_hub_dataset(tmp_path / "events", tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["events"]  # no output, no hidden partial folder
+    assert cli.main(["convert-dataset", str(tmp_path / "events"), str(tmp_path / "out"), "--skip-unreadable"]) == 0
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "Unreadable files skipped in the conversion: 1:" in card and "- train/dog/9.npy: not a plain numpy" in card
+    assert str(tmp_path) not in card
+    meta = load_dataset_metadata(str(tmp_path / "out"))
+    assert len(meta["skipped_unreadable"]) == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["events", "out"]
+
+
+def test_a_killed_conversion_leaves_no_partial_folder_behind(tmp_path):
+    """The temporary folder of a conversion killed with SIGKILL is removed by the next conversion there."""
+    import signal
+    import socket
+
+    from eventlm.data.hub import tonic_to_hub_dataset
+    from eventlm.data.events import EVENT_DTYPE
+
+    dead = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead.send_signal(signal.SIGKILL)
+    dead.wait()
+    partial = tmp_path / ".out.tmp-abc123"
+    (partial / "data").mkdir(parents=True)
+    (partial / ".eventlm-conversion").write_text(f"{socket.gethostname()} {dead.pid}\n")
+    alive = tmp_path / ".out.tmp-def456"  # another conversion, still running: left alone
+    alive.mkdir()
+    (alive / ".eventlm-conversion").write_text(f"{socket.gethostname()} {os.getpid()}\n")
+    ev = np.zeros(3, EVENT_DTYPE)
+    ev["t"] = [1, 2, 3]
+    tonic_to_hub_dataset({"train": [(ev, 0)]}, tmp_path / "out", sensor_size=(4, 1, 1))
+    assert not partial.exists() and alive.exists()
+    assert ".eventlm-conversion" not in os.listdir(tmp_path / "out")
+
+
+def test_event_data_errors_carry_the_file_and_offset(tmp_path):
+    from eventlm.data.readers import read_events
+    from eventlm.errors import EventDataError
+
+    path = tmp_path / "a.bin"
+    path.write_bytes(b"\x00" * 7)  # not whole 5-byte N-MNIST events
+    with pytest.raises(EventDataError, match="5 bytes per event") as info:
+        read_events(path)
+    assert info.value.path == path
+    path = tmp_path / "cut.raw"
+    path.write_bytes(b"% evt 2.0\n% serial")
+    with pytest.raises(EventDataError, match="has no end") as info:
+        read_events(path)
+    assert info.value.path == path and info.value.offset == 10
+
+
+def test_unknown_presets_say_what_was_meant(monkeypatch):
+    from eventlm import EventTokenizer
+    from eventlm.data.augmentations import augmentations_for
+    from eventlm.models.spike_driven_transformer.configuration_spike_driven_transformer import (
+        SpikeDrivenTransformerConfig)
+
+    with pytest.raises(ValueError, match=r"unknown EventSSM preset 'shdd' \(did you mean 'shd'\?\)"):
+        EventSSMConfig.from_preset("shdd")
+    with pytest.raises(ValueError, match=r"preset 'dvs-gestur' \(did you mean 'dvs-gesture'\?\)"):
+        SpikeDrivenTransformerConfig.from_preset("dvs-gestur")
+    with pytest.raises(ValueError, match=r"unknown task 'scc' \(did you mean 'ssc'\?\)"):
+        augmentations_for("scc")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(OSError, match=r"'prophesee-gen5' is not a folder, not a preset \(did you mean 'prophesee-gen"):
+        EventTokenizer.from_pretrained("prophesee-gen5", local_files_only=True)

@@ -142,7 +142,10 @@ def test_push_to_hub_uploads_model_tokenizer_card_and_results(chain, event_datas
     card = huggingface_hub.ModelCard(pushed["card"])
     meta = card.data.to_dict()
     assert meta["library_name"] == "eventlm" and "eventssm" in meta["tags"]
-    assert meta["base_model"] == str(chain["pretrained"]) and meta["datasets"] == [event_dataset]
+    # a local base model and a local dataset folder are named in the text, not as (false) Hub ids
+    assert "base_model" not in meta and "datasets" not in meta
+    assert "fine-tuned from the local model folder `pt`" in card.text and "local dataset folder `tiny-events`" in card.text
+    assert "the test split was evaluated once" in card.text and "confusion matrix on the test split" in card.text
     metrics = {m["type"]: m["value"] for m in meta["model-index"][0]["results"][0]["metrics"]}
     assert metrics["accuracy"] == pytest.approx(res["eval_accuracy"], abs=1e-6)
     assert metrics["loss"] == pytest.approx(res["eval_loss"], abs=1e-6)

@@ -31,6 +31,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..errors import EventDataError
 from .audio import SAMPLERS, SHD_PARAMETERS, audio_to_events, check_sample_rate
 from .events import EVENT_DTYPE
 from .hub import _Split, _folder_layout, write_hub_dataset
@@ -281,7 +282,7 @@ def load_audio(clip: _Clip, sample_rate: int) -> Tuple[np.ndarray, bool]:
     except (RuntimeError, ValueError, TypeError, OSError, soundfile.LibsndfileError) as err:
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
         message = re.sub(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "the stored bytes", message)
-        raise ValueError(f"cannot decode audio: {message}") from None
+        raise EventDataError(f"cannot decode audio: {message}") from None
     stereo = wave.ndim == 2 and wave.shape[1] > 1
     wave = wave.mean(axis=1) if wave.ndim == 2 else wave
     if rate != sample_rate:

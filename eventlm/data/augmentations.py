@@ -37,6 +37,7 @@ from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from ..errors import did_you_mean
 from .events import EVENT_DTYPE, as_events, check_sensor_size
 
 RngLike = Union[None, int, np.random.Generator, np.random.SeedSequence]
@@ -516,7 +517,8 @@ def augmentations_for(task: str, **overrides) -> Compose:
     """
     key = _ALIASES.get(str(task).lower().replace("_", "-"), str(task).lower().replace("_", "-"))
     if key not in TASK_PRESETS:
-        raise ValueError(f"unknown task {task!r}; augmentation presets exist for {sorted(TASK_PRESETS)}")
+        raise ValueError(f"unknown task {task!r}{did_you_mean(task, TASK_PRESETS)}; augmentation presets exist "
+                         f"for {sorted(TASK_PRESETS)}")
     cfg = dict(TASK_PRESETS[key])
     unknown = sorted(set(overrides) - set(cfg))
     if unknown:

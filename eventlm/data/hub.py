@@ -16,10 +16,12 @@ folder is built in a temporary folder beside `output_dir` and renamed into place
 succeeded, so a failed conversion leaves nothing half-written.
 """
 
+import logging
 import operator
 import os
 import re
 import shutil
+import socket
 import tempfile
 import uuid
 from contextlib import contextmanager
@@ -30,9 +32,12 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, NamedTuple, Opt
 import numpy as np
 
 from .._io import _umask
+from ..errors import EventDataError
 from .events import EVENT_DTYPE, EventStream, as_events, check_sensor_size, sensor_size_of
 from .readers import read_events
 from .visualize import is_audio_sensor, plot_class_samples, sample_preview
+
+logger = logging.getLogger(__name__)
 
 DATA_DIR = "data"
 PICTURE = "samples.png"
@@ -107,6 +112,7 @@ def folder_to_hub_dataset(
     reader: Optional[Callable] = None,
     reader_options: Optional[Dict[str, Any]] = None,
     extensions: Optional[Sequence[str]] = None,
+    skip_unreadable: bool = False,
     **kwargs,
 ) -> Path:
     """Convert an event folder into a Hub dataset folder at `output_dir`; returns its path.
@@ -118,7 +124,10 @@ def folder_to_hub_dataset(
     returning an EventStream or a structured array); `extensions` (e.g. [".aedat4"]) limits which files
     count, otherwise every file but notes and pictures (.md, .txt, .json, .csv, .yaml, .png, ...) does.
     class_names: the label order (default: the sorted class folder names); the `source` column holds the
-    file's path relative to its split folder. Other keyword arguments: see `write_hub_dataset`.
+    file's path relative to its split folder. A file the reader cannot read (EventDataError) stops the
+    conversion, naming it, and leaves `output_dir` as it was; with skip_unreadable=True it is skipped with a
+    warning instead, and the card counts and names the skipped files. Other keyword arguments: see
+    `write_hub_dataset`.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -133,7 +142,10 @@ def folder_to_hub_dataset(
     read = reader or read_events
     options = dict(reader_options or {})
     index = {name: i for i, name in enumerate(class_names)}
-    splits = [_folder_split(name, root, files, index, read, options) for name, (root, files) in _flatten(layout)]
+    skipped: Optional[List[str]] = [] if skip_unreadable else None  # filled while the splits are written
+    splits = [_folder_split(name, root, files, index, read, options, skipped) for name, (root, files) in _flatten(layout)]
+    if skipped is not None:  # the card is written after the samples, when the list is complete
+        kwargs["card_extra"] = {**(kwargs.get("card_extra") or {}), "skipped_unreadable": skipped}
     kwargs.setdefault("source_name", f"event folder {folder.name}")
     return write_hub_dataset(splits, output_dir, sensor_size=sensor_size, class_names=class_names, **kwargs)
 
@@ -373,7 +385,8 @@ def _write_split(split: _Split, data_dir: Path, sensor_size, class_names, sort, 
             try:
                 events = as_events(raw, sensor, sort=sort)
             except (ValueError, TypeError) as err:
-                raise type(err)(f"{where}: {err}") from err
+                raise (TypeError if isinstance(err, TypeError) else EventDataError)(f"{where}: {err}", **(
+                    {} if isinstance(err, TypeError) else {"row": i})) from err
             label = _as_label(label, where, class_names)
             writer.add(events, label, metadata)
             num_events += len(events)
@@ -549,6 +562,32 @@ def _as_label(label, where, class_names) -> int:
     return value
 
 
+_OWNER = ".eventlm-conversion"  # "host pid" of the conversion filling a temporary folder
+
+
+def _remove_killed_partials(out: Path) -> None:
+    """Remove the temporary folders beside `out` that a killed conversion left: their process (on this host)
+    is gone. One whose owner is unknown (killed before it was written) counts once it is an hour old."""
+    import time
+
+    for partial in out.parent.glob(f".{out.name}.tmp-*"):
+        try:
+            host, pid = (partial / _OWNER).read_text().split()
+            if host != socket.gethostname():
+                continue  # another machine's conversion (a shared file system): not ours to judge
+            os.kill(int(pid), 0)
+            continue  # still running
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue  # alive, another user's
+        except (OSError, ValueError):
+            if time.time() - partial.stat().st_mtime < 3600:
+                continue
+        logger.warning("removing %s, left by a killed conversion", partial)
+        shutil.rmtree(partial, ignore_errors=True)
+
+
 @contextmanager
 def _atomic_output_dir(output_dir, overwrite: bool):
     """Yield an empty temporary folder beside output_dir; on success it replaces output_dir, on failure it vanishes."""
@@ -558,10 +597,13 @@ def _atomic_output_dir(output_dir, overwrite: bool):
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise ValueError(f"output_dir {str(out)!r} exists and is not empty; pass overwrite=True to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_killed_partials(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
+        (tmp / _OWNER).write_text(f"{socket.gethostname()} {os.getpid()}\n")
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; a dataset folder is an ordinary folder
         yield tmp
+        (tmp / _OWNER).unlink()
         if out.is_dir() and any(out.iterdir()):  # overwrite: move the old folder aside, then swap
             if not overwrite:  # it appeared while we converted (another process)
                 raise ValueError(f"output_dir {str(out)!r} was filled by someone else during the conversion; "
@@ -678,14 +720,24 @@ def _flatten(layout):
         yield split, (root, [(cls, f) for cls, (_, files) in sorted(classes.items()) for f in files])
 
 
-def _folder_split(name, root: Path, files, index, read, options) -> _Split:
+def _folder_split(name, root: Path, files, index, read, options, skipped: Optional[List[str]] = None) -> _Split:
+    """The split's samples read from `files`; an unreadable file is appended to `skipped` (when given) or raised."""
     def samples():
         for cls, path in files:
             try:
                 stream = read(path, **options)
             except (ValueError, TypeError, OSError) as err:
-                kind = TypeError if isinstance(err, TypeError) else ValueError
-                raise kind(f"split {name!r}: cannot read {str(path)!r}: {err}") from err
+                if isinstance(err, (TypeError, FileNotFoundError, PermissionError)):  # the call's or the disk's
+                    raise type(err)(f"split {name!r}: cannot read {str(path)!r}: {err}") from err
+                if skipped is None:
+                    raise EventDataError(f"split {name!r}: cannot read {str(path)!r}: {err}; pass "
+                                         f"skip_unreadable=True (eventlm convert-dataset --skip-unreadable) to skip "
+                                         f"it, counted in the card", path=path) from err
+                where = f"{name}/{path.relative_to(root).as_posix()}"
+                logger.warning("skipping unreadable %s: %s", where, err)
+                reason = " ".join(str(err).split()).replace(f"{path}: ", "").replace(str(path), path.name)
+                skipped.append(f"{where}: {reason[:300]}")  # no local paths in a card that may be pushed
+                continue
             yield stream, index[cls], {"source": path.relative_to(root).as_posix()}
 
     return _Split(name, len(files), samples, None)
@@ -747,6 +799,7 @@ def _write_card(folder: Path, stats, features, sensor_size, kind, license, prett
         metadata_columns=[k for k in features if k not in ("t", "x", "y", "p", "label")],
         picture=picture,
         total_events=sum(s["num_events"] for s in stats),
+        skipped=(card_extra or {}).get("skipped_unreadable"),
         mean_events={s["name"]: s["num_events"] / max(s["num_examples"], 1) for s in stats},
     )
     card.save(folder / "README.md")

@@ -43,21 +43,27 @@ Policies, the same for every format:
   events of equal time in file order. 32-bit timestamps that wrap around (jAER 2.0, NAS) are unwrapped.
 - A well-formed file that holds no events (a header and nothing else, like tonic's
   ``sample_aedat_header.aedat``) reads as an empty stream with the sensor its header names.
-- A truncated or corrupt file, coordinates outside the sensor, an unknown format or an option the
-  format does not take raise ValueError / TypeError naming the file, the field and the value.
+- A truncated or corrupt file or coordinates outside the sensor raise `eventlm.errors.EventDataError`
+  (a ValueError) naming the file, the byte offset or event where known, and the fix; a library's own
+  failure (BadZipFile, EOFError, a pyo3 PanicException, ...) is re-raised as one, `from` the original.
+  A missing file is FileNotFoundError; an unknown format or a bad option value is ValueError, an
+  option the format does not take TypeError.
 """
 
+import json
 import os
 import re
+import struct
 from fractions import Fraction
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
 import numpy as np
 
+from ..errors import EventDataError, as_data_error, is_library_failure
 from .events import EventStream, as_events, check_sensor_size, sensor_size_of
 
-__all__ = ["read_events", "guess_format", "KNOWN_FORMATS"]
+__all__ = ["read_events", "guess_format", "KNOWN_FORMATS", "parse_reader_options", "in_flag_words"]
 
 KNOWN_FORMATS = ("nmnist", "aedat4", "evt2", "evt3", "dat", "aedat", "nas", "stmnist", "npy", "npz", "csv")
 _ALIASES = {"aedat2": "aedat", "aedat3": "aedat", "jaer": "aedat", "aedat40": "aedat4", "mat": "stmnist",
@@ -82,8 +88,9 @@ def read_events(path, format: Optional[str] = None, **options) -> EventStream:
     header (.bin, .aedat4, .raw, .dat, .mat, .npy, .npz, .csv, and .aedat with a '#!AER-DAT'
     header; a headerless .aedat needs format='nas'). options: the format's own (module docstring).
     Returns events sorted by t (stable) as EVENT_DTYPE and the sensor size (W, H, P).
-    Raises FileNotFoundError for a missing file, ValueError for an unknown format, a corrupt file
-    or events outside the sensor, TypeError for an option the format does not take.
+    Raises FileNotFoundError for a missing file, EventDataError (a ValueError) for a corrupt file or
+    events outside the sensor, ValueError for an unknown format or a bad option value, TypeError for
+    an option the format does not take.
     """
     path = _existing_file(path)
     fmt = guess_format(path) if format is None else _format_name(format)
@@ -94,25 +101,61 @@ def read_events(path, format: Optional[str] = None, **options) -> EventStream:
         raise TypeError(f"read_events(format='{fmt}') got unexpected option(s) {unknown}; it takes {takes}")
     if options.get("sensor_size") is not None:  # checked before the file is read
         options["sensor_size"] = _sensor_option(options["sensor_size"], path)
+    if fmt == "nas":
+        _check_nas_options(path, **options)
     try:
         fields, sensor = reader(path, **options)
-    except (TypeError, OSError):
-        raise
-    except ValueError as err:  # ours name the file; a library's (e.g. UnicodeDecodeError) may not
-        if str(path) in str(err):
+    except BaseException as err:  # ours name the file; a library's (BadZipFile, EOFError, a pyo3 panic) may not
+        if isinstance(err, EventDataError) and err.path is None:
+            err.path = path  # the readers' own errors name it in the message; the attribute too
+        if not is_library_failure(err):
             raise
-        raise ValueError(f"{path} (format '{fmt}'): not a readable {fmt} file ({type(err).__name__}: {err})") from err
-    except BaseException as err:  # a library's own failure (BadZipFile, EOFError, a pyo3 PanicException)
-        if not isinstance(err, Exception) and type(err).__name__ != "PanicException":
-            raise  # KeyboardInterrupt, SystemExit
-        raise ValueError(f"{path} (format '{fmt}'): not a readable {fmt} file, truncated or corrupt "
-                         f"({type(err).__name__}: {err})") from err
-    sensor = check_sensor_size(sensor, path)
+        raise as_data_error(err, f"{path} (format '{fmt}')", f"{fmt} file, truncated or corrupt", _fix(fmt),
+                            path=path) from err
+    try:  # the sensor the file's header names (a sensor_size= option was checked above)
+        sensor = check_sensor_size(sensor, path)
+    except ValueError as err:
+        raise EventDataError(f"{path} (format '{fmt}'): {err}", path=path) from err
     try:
         events = as_events(fields, sensor, sort=True)
     except ValueError as err:
-        raise ValueError(f"{path} (format '{fmt}', sensor {sensor}): {err}") from err
+        raise EventDataError(f"{path} (format '{fmt}', sensor {sensor}): {err}", path=path) from err
     return EventStream(events, sensor)
+
+
+def parse_reader_options(text: Optional[str], flag: str = "--reader-options") -> dict:
+    """The read_events options a command's `flag` holds as JSON ({} when unset); ValueError in flag words."""
+    if not text:
+        return {}
+    try:
+        options = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{flag} must be a JSON object such as '{{\"channels\": 64}}', got {text!r} ({err})") from None
+    if not isinstance(options, dict):
+        raise ValueError(f"{flag} must be a JSON object such as '{{\"channels\": 64}}', got {text!r}")
+    return options
+
+
+def in_flag_words(err: ValueError, format_flag: str, options_flag: str) -> ValueError:
+    """`err` again with the hints of read_events' errors (worded for --format / --reader-options, the flags of
+    eventlm stream and convert-dataset) in the flags of another command."""
+    message = str(err).replace("--format ", f"{format_flag} ").replace("--reader-options ", f"{options_flag} ")
+    again = EventDataError(message, path=err.path, offset=err.offset, row=err.row) if isinstance(err, EventDataError) \
+        else ValueError(message)
+    return again
+
+
+def _pass(fmt: str) -> str:
+    """A format hint in both vocabularies: "format='evt3' (on the command line: --format evt3)"."""
+    return f"format='{fmt}' (on the command line: --format {fmt})"
+
+
+def _fix(fmt: str) -> str:
+    """What to do about a file the `fmt` reader could not decode."""
+    if fmt == "nas":
+        return f"check that the file is complete and its layout: {_NAS_HELP}"
+    return (f"check that the file is complete (copy or download it again) and really is {fmt} "
+            f"(else pass {_pass('<format>')}, one of {', '.join(KNOWN_FORMATS)})")
 
 
 def guess_format(path) -> str:
@@ -128,13 +171,13 @@ def guess_format(path) -> str:
             start = f.read(9)
         if start == b"#!AER-DAT":
             return "aedat"
-        raise ValueError(
+        raise EventDataError(
             f"{path} is a .aedat file without a '#!AER-DAT' header (it starts with {start!r}), so its "
             f"layout cannot be guessed: it may be a headerless Neuromorphic Auditory Sensor recording; "
             f"if so, {_NAS_HELP}"
         )
     raise ValueError(
-        f"cannot guess the format of {path} from its extension {ext!r}; pass format= one of "
+        f"cannot guess the format of {path} from its extension {ext!r}; pass {_pass('<format>')}, one of "
         f"{', '.join(KNOWN_FORMATS)} (extensions: .bin .aedat4 .raw .dat .aedat .mat .npy .npz .csv)"
     )
 
@@ -171,7 +214,7 @@ def _check_time_jumps(path, ts: np.ndarray, unit: str = "µs") -> None:
         jumps = np.diff(ts) > (1 << 31)
         if jumps.any():
             i = int(np.argmax(jumps)) + 1
-            raise ValueError(
+            raise EventDataError(
                 f"{path}: event {i} has timestamp word {int(ts[i]):#x} {unit} after {int(ts[i - 1]):#x}, a jump of "
                 f"more than 2^31 {unit}: a corrupt timestamp word, not a wrap; the file is damaged")
 
@@ -196,28 +239,97 @@ def _read_nmnist(path, sensor_size=None):
 
     size = path.stat().st_size
     if size % 5:
-        raise ValueError(f"{path}: N-MNIST files hold 5 bytes per event, but it has {size} bytes "
+        raise EventDataError(f"{path}: N-MNIST files hold 5 bytes per event, but it has {size} bytes "
                          f"({size % 5} left over): truncated or not an N-MNIST file")
     ev = tonic.io.read_mnist_file(str(path), dtype=tonic.datasets.NMNIST.dtype)
     return ev, _sensor_option(sensor_size, path) or (34, 34, 2)
 
 
+_AEDAT4_MAGIC = b"#!AER-DAT4.0\r\n"
+
+
+def _aedat4_header(path, data: bytes) -> Tuple[int, int]:
+    """(compression, dataTablePosition) of an AEDAT4 IOHeader flatbuffer, its offsets checked against its
+    `data` first: the aedat package reads it unchecked (an offset out of bounds is a wild read)."""
+    n = len(data)
+
+    def u(fmt, at, what):
+        size = struct.calcsize(fmt)
+        if not 0 <= at <= n - size:
+            raise EventDataError(f"{path}: the AEDAT4 header's {what} at byte {18 + at} lies outside its {n} "
+                                 f"bytes: the header is corrupt", path=path, offset=18 + at)
+        return struct.unpack_from(fmt, data, at)[0]
+
+    root = u("<I", 0, "root table offset")
+    vtable = root - u("<i", root, "vtable offset")
+    vt_size = u("<H", vtable, "vtable size")
+    fields = {}
+    for k, (name, fmt) in enumerate((("compression", "<i"), ("dataTablePosition", "<q"), ("description", "<I"))):
+        slot = u("<H", vtable + 4 + 2 * k, f"{name} slot") if 4 + 2 * k < vt_size else 0
+        fields[name] = u(fmt, root + slot, name) if slot else None
+        if name == "description" and slot:
+            at = root + slot + fields[name]
+            length = u("<I", at, "description length")
+            if at + 4 + length > n:
+                raise EventDataError(f"{path}: the AEDAT4 header's description claims {length:,} bytes, past the "
+                                     f"header's {n:,}: the header is corrupt", path=path, offset=18 + at)
+    compression = fields["compression"] or 0
+    if not 0 <= compression <= 4:
+        raise EventDataError(f"{path}: the AEDAT4 header names compression {compression}; known: 0-4 (none, LZ4, "
+                             f"LZ4 high, Zstd, Zstd high): the header is corrupt", path=path)
+    table = fields["dataTablePosition"]
+    return compression, -1 if table is None else table
+
+
+def _check_aedat4_layout(path) -> None:
+    """EventDataError unless the sizes an AEDAT4 file claims fit in it: the header length, the header
+    flatbuffer's own offsets, the data table position and every packet's length (the aedat package
+    allocates a claimed length before reading it: a damaged word meant a 4 GiB allocation or an abort)."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        magic = f.read(len(_AEDAT4_MAGIC))
+        if magic != _AEDAT4_MAGIC:
+            raise EventDataError(f"{path}: an AEDAT4 file starts with {_AEDAT4_MAGIC!r}, this one with {magic!r}: "
+                                 f"not AEDAT4, or corrupt", path=path, offset=0)
+        raw = f.read(4)
+        length = struct.unpack("<I", raw)[0] if len(raw) == 4 else -1
+        if not 0 < length <= size - 18:
+            raise EventDataError(f"{path}: the AEDAT4 header claims {length:,} bytes but the file holds {size:,} "
+                                 f"in all: truncated or corrupt", path=path, offset=14)
+        _, table = _aedat4_header(path, f.read(length))
+        pos = 18 + length
+        if table != -1 and not pos <= table <= size:
+            raise EventDataError(f"{path}: the AEDAT4 header puts the data table at byte {table:,}, outside the "
+                                 f"packets (bytes {pos:,}..{size:,}): truncated or corrupt", path=path, offset=pos)
+        end = size if table == -1 else table
+        while pos < end:  # packets: uint32 stream id, uint32 length, `length` bytes
+            raw = f.read(8)
+            claimed = struct.unpack("<II", raw)[1] if len(raw) == 8 else None
+            if claimed is None or claimed > end - pos - 8:
+                said = "a cut-off packet header" if claimed is None else f"a packet of {claimed:,} bytes"
+                raise EventDataError(f"{path}: at byte {pos:,} the AEDAT4 file claims {said}, past the end of its "
+                                     f"data (byte {end:,}): truncated or corrupt", path=path, offset=pos)
+            pos += 8 + claimed
+            f.seek(pos)
+
+
 def _read_aedat4(path):
     import aedat
 
+    _check_aedat4_layout(path)
     try:
         decoder = aedat.Decoder(str(path))
         streams = decoder.id_to_stream()
         ids = sorted(i for i, s in streams.items() if s["type"] == "events")
         if not ids:  # same stream choice as tonic.io.read_aedat4: the lowest-numbered events stream
-            raise ValueError(f"{path}: the AEDAT4 file has no events stream (streams: {streams})")
+            raise EventDataError(f"{path}: the AEDAT4 file has no events stream (streams: {streams})")
         packets = [p["events"] for p in decoder if p["stream_id"] == ids[0] and "events" in p]
     except RuntimeError as err:  # aedat reports corrupt / truncated files as RuntimeError
-        raise ValueError(f"{path}: not a readable AEDAT4 file ({err})") from err
+        raise EventDataError(f"{path}: not a readable AEDAT4 file ({err})") from err
     stream = streams[ids[0]]
     ev = np.concatenate(packets) if packets else np.zeros(0, [("t", "<u8"), ("x", "<u2"), ("y", "<u2"), ("p", "?")])
     if ev.size and ev["t"].max() >= 1 << 63:
-        raise ValueError(f"{path}: timestamp {ev['t'].max()} µs does not fit in int64")
+        raise EventDataError(f"{path}: timestamp {ev['t'].max()} µs does not fit in int64")
     fields = {"t": ev["t"].astype(np.int64), "x": ev["x"], "y": ev["y"], "p": ev["p"]}
     return fields, (int(stream["width"]), int(stream["height"]), 2)
 
@@ -228,19 +340,19 @@ def _read_stmnist(path):
     try:  # numeric arrays only: loadmat never unpickles
         mat = scipy.io.loadmat(str(path), variable_names=["spiketrain"])
     except Exception as err:  # scipy signals truncated / foreign files with many exception types
-        raise ValueError(f"{path}: not a readable MATLAB v5 .mat file ({type(err).__name__}: {err})") from err
+        raise EventDataError(f"{path}: not a readable MATLAB v5 .mat file ({type(err).__name__}: {err})") from err
     if "spiketrain" not in mat:
-        raise ValueError(f"{path}: no 'spiketrain' variable; ST-MNIST files hold spiketrain (101 x events)")
+        raise EventDataError(f"{path}: no 'spiketrain' variable; ST-MNIST files hold spiketrain (101 x events)")
     st = np.asarray(mat["spiketrain"])
     if st.ndim != 2 or st.shape[0] != 101 or st.dtype.kind not in "fiu":
-        raise ValueError(f"{path}: 'spiketrain' must be a numeric 101 x N array, got {st.dtype} {st.shape}")
+        raise EventDataError(f"{path}: 'spiketrain' must be a numeric 101 x N array, got {st.dtype} {st.shape}")
     spikes, seconds = st[:100].T, st[100]
     bad = ~np.isin(spikes, (-1, 0, 1))
     if bad.any():
         e, taxel = np.argwhere(bad)[0]
-        raise ValueError(f"{path}: taxel {taxel} of column {e} holds {spikes[e, taxel]}; expected +1, -1 or 0")
+        raise EventDataError(f"{path}: taxel {taxel} of column {e} holds {spikes[e, taxel]}; expected +1, -1 or 0")
     if not np.isfinite(seconds).all():
-        raise ValueError(f"{path}: the time row (row 100) of 'spiketrain' holds a non-finite value")
+        raise EventDataError(f"{path}: the time row (row 100) of 'spiketrain' holds a non-finite value")
     ev_idx, taxel = np.nonzero(spikes)  # column (time) order, then taxel order
     t = np.floor(np.round(seconds[ev_idx] * 1e6, 3)).astype(np.int64)  # s -> µs, round down
     p = (spikes[ev_idx, taxel] > 0).astype(np.int8)  # +1 -> 1, -1 -> 0
@@ -257,8 +369,10 @@ def _prophesee_header(path) -> Tuple[Dict[str, str], int]:
     with open(path, "rb") as f:
         while f.peek(1)[:1] == b"%":
             line = f.readline()
-            if not line.endswith(b"\n"):
-                break
+            if not line.endswith(b"\n"):  # expelliarmus would wait for its end forever
+                raise EventDataError(f"{path}: the '%' header line at byte {offset:,} ({line[:40]!r}) has no end "
+                                     f"(no newline before the end of the file): the file is truncated", path=path,
+                                     offset=offset)
             offset += len(line)
             text = line[1:].decode("ascii", "replace").strip()
             if text.lower() == "end":
@@ -274,7 +388,7 @@ def _prophesee_raw_encoding(path, header) -> str:
     name = {"2.0": "evt2", "3.0": "evt3"}.get(evt) or {"EVT2": "evt2", "EVT3": "evt3"}.get(fmt)
     if name is None:
         found = f"'% evt {evt}'" if evt else (f"'% format {fmt}'" if fmt else "no '% evt' or '% format' line")
-        raise ValueError(f"{path}: a Prophesee .raw file must say '% evt 2.0' / '% evt 3.0' (or "
+        raise EventDataError(f"{path}: a Prophesee .raw file must say '% evt 2.0' / '% evt 3.0' (or "
                          f"'% format EVT2|EVT3') in its header, found {found}; readable encodings: evt2, evt3")
     return name
 
@@ -300,25 +414,25 @@ def _read_prophesee(path, encoding, sensor_size=None):
     header, offset = _prophesee_header(path)
     if encoding in ("evt2", "evt3"):
         if path.suffix.lower() != ".raw":
-            raise ValueError(f"{path}: expelliarmus reads EVT2/EVT3 only from files ending in .raw; rename it")
+            raise EventDataError(f"{path}: expelliarmus reads EVT2/EVT3 only from files ending in .raw; rename it")
         found = _prophesee_raw_encoding(path, header)
         if found != encoding:
-            raise ValueError(f"{path}: format='{encoding}' but its header says {found}; pass format='{found}'")
+            raise EventDataError(f"{path}: format='{encoding}' but its header says {found}; pass {_pass(found)}")
         word = 4 if encoding == "evt2" else 2
     else:
         if path.suffix.lower() != ".dat":
-            raise ValueError(f"{path}: expelliarmus reads DAT only from files ending in .dat; rename it")
+            raise EventDataError(f"{path}: expelliarmus reads DAT only from files ending in .dat; rename it")
         with open(path, "rb") as f:  # after the header: event type and event size, one byte each
             f.seek(offset)
             type_size = f.read(2)
         if offset == 0 or len(type_size) < 2:
-            raise ValueError(f"{path}: not a Prophesee DAT file (no '%' header followed by the event type/size bytes)")
+            raise EventDataError(f"{path}: not a Prophesee DAT file (no '%' header followed by the event type/size bytes)")
         word, offset = type_size[1], offset + 2
         if word != 8:
-            raise ValueError(f"{path}: DAT event size is {word} bytes; only 8-byte CD events are supported")
+            raise EventDataError(f"{path}: DAT event size is {word} bytes; only 8-byte CD events are supported")
     body = path.stat().st_size - offset
     if body % word:
-        raise ValueError(f"{path}: {body} bytes of {encoding.upper()} data is not a whole number of "
+        raise EventDataError(f"{path}: {body} bytes of {encoding.upper()} data is not a whole number of "
                          f"{word}-byte words: the file is truncated or corrupt")
     if encoding == "evt3":  # expelliarmus 1.1.12 adds 4096 µs per time-high step: decoded here
         ev = _decode_evt3(path, np.fromfile(path, dtype="<u2", offset=offset))
@@ -331,7 +445,7 @@ def _read_prophesee(path, encoding, sensor_size=None):
         _check_time_jumps(path, np.asarray(ev["t"], np.int64))
         if ev["p"].max() > 1:
             i = int(np.argmax(ev["p"]))
-            raise ValueError(f"{path}: event {i} has polarity {int(ev['p'][i])}; Prophesee CD events have "
+            raise EventDataError(f"{path}: event {i} has polarity {int(ev['p'][i])}; Prophesee CD events have "
                              "polarity 0 or 1: the file is corrupt")
     return ev, sensor or sensor_size_of(as_events(ev, sort=True))
 
@@ -357,7 +471,7 @@ def _decode_evt3(path, w):
     bad = ~np.isin(typ, (0, 2, 3, 4, 5, 6, 7, 8, 10, 14, 15))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"{path}: word {i} has type {typ[i]}, which EVT 3.0 does not define: corrupt or not EVT3")
+        raise EventDataError(f"{path}: word {i} has type {typ[i]}, which EVT 3.0 does not define: corrupt or not EVT3")
     low12 = (w & 0xFFF).astype(np.int64)
     is_high = typ == 8
     high = low12[is_high]
@@ -417,7 +531,7 @@ def _read_aedat(path, sensor_size=None):
     lines, offset = _jaer_header(path)
     match = re.match(r"#!AER-DAT(\d+)\.(\d+)", lines[0]) if lines else None
     if not match:
-        raise ValueError(f"{path}: a jAER AEDAT file starts with '#!AER-DAT<version>'; "
+        raise EventDataError(f"{path}: a jAER AEDAT file starts with '#!AER-DAT<version>'; "
                          f"for a headerless NAS recording {_NAS_HELP}")
     major = int(match[1])
     data = np.fromfile(path, dtype=np.uint8, offset=offset)
@@ -425,18 +539,18 @@ def _read_aedat(path, sensor_size=None):
         return _decode_aedat2(path, lines, data, sensor_size)
     if major == 3:
         return _decode_aedat3(path, lines, data, sensor_size)
-    raise ValueError(f"{path}: AEDAT version {match[1]}.{match[2]} is not read as 'aedat' "
-                     f"(AEDAT 4 files end in .aedat4: pass format='aedat4')")
+    raise EventDataError(f"{path}: AEDAT version {match[1]}.{match[2]} is not read as 'aedat' "
+                         f"(AEDAT 4 files end in .aedat4: pass {_pass('aedat4')})")
 
 
 def _decode_aedat2(path, lines, data, sensor_size):
     if data.size % 8:
-        raise ValueError(f"{path}: AEDAT 2.0 data holds 8 bytes per event, but {data.size} bytes leave "
+        raise EventDataError(f"{path}: AEDAT 2.0 data holds 8 bytes per event, but {data.size} bytes leave "
                          f"{data.size % 8} over: the file is truncated or corrupt")
     chip = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("# AEChip:")), "")
     layout = next(((kind, w, h) for pat, kind, w, h in _JAER_CHIPS if re.search(pat, chip, re.I)), None)
     if layout is None:
-        raise ValueError(f"{path}: AEDAT 2.0 from jAER chip {chip or '(no # AEChip line)'!r}, whose address "
+        raise EventDataError(f"{path}: AEDAT 2.0 from jAER chip {chip or '(no # AEChip line)'!r}, whose address "
                          f"layout is not known here (known: DVS128, DAVIS128/240/346/640); for a "
                          f"cochlea (NAS) recording {_NAS_HELP}")
     kind, W, H = layout
@@ -465,16 +579,16 @@ def _decode_aedat3(path, lines, data, sensor_size):
     pos, parts = 0, []
     while pos < data.size:
         if pos + 28 > data.size:
-            raise ValueError(f"{path}: AEDAT 3 packet header at byte {pos} is cut off: the file is truncated")
+            raise EventDataError(f"{path}: AEDAT 3 packet header at byte {pos} is cut off: the file is truncated")
         h = data[pos:pos + 28].view(hdr_dtype)[0]
         size, cap = int(h["size"]), int(h["capacity"])
         end = pos + 28 + size * cap
         if size <= 0 or cap < 0 or end > data.size:
-            raise ValueError(f"{path}: AEDAT 3 packet at byte {pos} claims {cap} events of {size} bytes, "
+            raise EventDataError(f"{path}: AEDAT 3 packet at byte {pos} claims {cap} events of {size} bytes, "
                              f"past the end of the file: truncated or corrupt")
         if h["type"] == 1:  # polarity events: uint32 data + int32 timestamp
             if size != 8:
-                raise ValueError(f"{path}: AEDAT 3 polarity packet at byte {pos} has {size}-byte events; expected 8")
+                raise EventDataError(f"{path}: AEDAT 3 polarity packet at byte {pos} has {size}-byte events; expected 8")
             ev = data[pos + 28:end].view([("data", "<u4"), ("ts", "<i4")])
             ev = ev[(ev["data"] & 1) == 1]  # bit 0: valid mark
             parts.append((ev, int(h["ts_overflow"])))
@@ -489,7 +603,8 @@ def _decode_aedat3(path, lines, data, sensor_size):
     return fields, sensor or sensor_size_of(as_events(fields, sort=True))
 
 
-def _read_nas(path, channels=None, address_bytes=2, tick_us=0.2, stereo=False, on_off=True):
+def _check_nas_options(path, channels=None, address_bytes=2, tick_us=0.2, stereo=False, on_off=True):
+    """The caller's NAS options (ValueError before the file is read: a mistake in the call, not in the file)."""
     if channels is None:
         raise ValueError(f"{path}: format='nas' needs channels=<number of frequency channels, e.g. 32 or 64> "
                          """(on the command line: --reader-options '{"channels": 64}')""")
@@ -503,11 +618,14 @@ def _read_nas(path, channels=None, address_bytes=2, tick_us=0.2, stereo=False, o
     for name, value in (("stereo", stereo), ("on_off", on_off)):
         if not isinstance(value, (bool, np.bool_)):
             raise ValueError(f"{name} must be True or False, got {value!r}")
+
+
+def _read_nas(path, channels=None, address_bytes=2, tick_us=0.2, stereo=False, on_off=True):
     _, offset = _jaer_header(path)  # jAER-recorded files carry '#' lines; MATLAB/aerzip ones do not
     data = np.fromfile(path, dtype=np.uint8, offset=offset)
     width = address_bytes + 4
     if data.size % width:
-        raise ValueError(f"{path}: {data.size} bytes of NAS data is not a whole number of {width}-byte events "
+        raise EventDataError(f"{path}: {data.size} bytes of NAS data is not a whole number of {width}-byte events "
                          f"(address_bytes={address_bytes} + 4-byte timestamp): truncated, or address_bytes is wrong")
     raw = data.view([("addr", f">u{address_bytes}"), ("ts", ">u4")])
     addr = raw["addr"].astype(np.int64)
@@ -515,7 +633,7 @@ def _read_nas(path, channels=None, address_bytes=2, tick_us=0.2, stereo=False, o
     n_addr = channels * ears * (2 if on_off else 1)
     if addr.size and addr.max() >= n_addr:
         i = int(np.argmax(addr))
-        raise ValueError(
+        raise EventDataError(
             f"{path}: event {i} has NAS address {addr[i]}, but channels={channels}, stereo={stereo}, "
             f"on_off={on_off} allow addresses 0..{n_addr - 1}; check channels/stereo/address_bytes"
         )
@@ -526,7 +644,7 @@ def _read_nas(path, channels=None, address_bytes=2, tick_us=0.2, stereo=False, o
     tick = Fraction(str(float(tick_us))).limit_denominator(1_000_000)
     ticks = _unwrap32(raw["ts"], path)
     if ticks.size and int(ticks.max()) * tick.numerator >= 1 << 63:
-        raise ValueError(f"{path}: timestamps × tick_us={tick_us} overflow int64 µs")
+        raise EventDataError(f"{path}: timestamps × tick_us={tick_us} overflow int64 µs")
     t = ticks * tick.numerator // tick.denominator  # ticks -> µs, rounded down
     fields = {"t": t, "x": base % channels, "y": base // channels, "p": p}
     return fields, (channels, ears, 2 if on_off else 1)
@@ -549,10 +667,10 @@ def _check_npy_claim(f, size: int, where) -> None:
         read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         shape, _, dtype = read(f)
     except ValueError as err:
-        raise ValueError(f"{where}: not a plain numpy .npy file of events ({err})") from err
+        raise EventDataError(f"{where}: not a plain numpy .npy file of events ({err})") from err
     need = int(np.prod(shape, dtype=object)) * dtype.itemsize
     if need > size - f.tell():
-        raise ValueError(f"{where}: its header claims an array of shape {shape} and dtype {dtype} ({need:,} bytes) "
+        raise EventDataError(f"{where}: its header claims an array of shape {shape} and dtype {dtype} ({need:,} bytes) "
                          f"but the file holds {size - f.tell():,} bytes of data: truncated or corrupt")
 
 
@@ -562,9 +680,9 @@ def _read_npy(path, sensor_size=None):
     try:
         arr = np.load(path, allow_pickle=False)
     except ValueError as err:
-        raise ValueError(f"{path}: not a plain numpy .npy file of events ({err})") from err
+        raise EventDataError(f"{path}: not a plain numpy .npy file of events ({err})") from err
     if arr.dtype.names is None:
-        raise ValueError(f"{path}: a .npy of events must be a structured array with fields t, x, [y], [p]; "
+        raise EventDataError(f"{path}: a .npy of events must be a structured array with fields t, x, [y], [p]; "
                          f"got dtype {arr.dtype} shape {arr.shape}")
     return arr, _table_sensor(arr, sensor_size, path)
 
@@ -581,13 +699,13 @@ def _read_npz(path, sensor_size=None):
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
     except ValueError as err:
-        raise ValueError(f"{path}: not a plain numpy .npz file of events ({err})") from err
+        raise EventDataError(f"{path}: not a plain numpy .npz file of events ({err})") from err
     if "t" in arrays:
         fields = arrays
     elif len(arrays) == 1 and next(iter(arrays.values())).dtype.names is not None:
         fields = next(iter(arrays.values()))
     else:
-        raise ValueError(f"{path}: a .npz of events needs arrays t, x, [y], [p] (or one structured array); "
+        raise EventDataError(f"{path}: a .npz of events needs arrays t, x, [y], [p] (or one structured array); "
                          f"it holds {sorted(arrays)}")
     return fields, _table_sensor(fields, sensor_size, path)
 
@@ -596,16 +714,16 @@ def _read_csv(path, sensor_size=None):
     with open(path, "r", encoding="utf-8") as f:
         names = [n.strip().strip('"').lower() for n in f.readline().split(",")]
     if "t" not in names or "x" not in names:
-        raise ValueError(f"{path}: the first row of an events .csv must name the columns (t, x, [y], [p]); got {names}")
+        raise EventDataError(f"{path}: the first row of an events .csv must name the columns (t, x, [y], [p]); got {names}")
     try:
         table = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.int64, ndmin=2)
     except ValueError:
         try:  # float timestamps (µs, rounded down by as_events)
             table = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float64, ndmin=2)
         except ValueError as err:
-            raise ValueError(f"{path}: not a numeric events .csv ({err})") from err
+            raise EventDataError(f"{path}: not a numeric events .csv ({err})") from err
     if table.size and table.shape[1] != len(names):
-        raise ValueError(f"{path}: rows have {table.shape[1]} values but the header names {len(names)} columns")
+        raise EventDataError(f"{path}: rows have {table.shape[1]} values but the header names {len(names)} columns")
     fields = {n: (table[:, i] if table.size else np.zeros(0, np.int64)) for i, n in enumerate(names)}
     return fields, _table_sensor(fields, sensor_size, path)
 

@@ -16,10 +16,13 @@ eval_strategy, save_steps, save_total_limit, metric_for_best_model, push_to_hub,
 
 import dataclasses
 import functools
+import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
+
+from ..errors import did_you_mean
 
 # The paper's settings per task. "model": the model_type (eventlm.auto.MODEL_TYPES), its config's from_preset
 # name and overrides; "tokenizer": EventTokenizer preset; "data"/"training": DataArguments / TrainingArguments
@@ -220,9 +223,9 @@ class TrainingArguments:
         "help": "Weight decay of the model's other groups (EventSSM: 'ssm', B and Lambda)."})
     warmup_epochs: Optional[float] = field(default=None, metadata={"help": "Linear warm-up length in epochs."})
     lr_scheduler_type: Optional[str] = field(default=None, metadata={"help": "cosine | constant (after warm-up)."})
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_epsilon: float = 1e-8
+    adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1."})
+    adam_beta2: float = field(default=0.999, metadata={"help": "AdamW beta2."})
+    adam_epsilon: float = field(default=1e-8, metadata={"help": "AdamW epsilon."})
     max_grad_norm: float = field(default=0.0, metadata={"help": "Clip the gradient's global norm (0: off, as the paper)."})
     logging_steps: int = field(default=10, metadata={"help": "Log train metrics every N steps."})
     eval_strategy: str = field(default="epoch", metadata={"help": "Validate every 'epoch', every eval_'steps', or 'no'."})
@@ -251,6 +254,26 @@ class TrainingArguments:
                 "derived from the SLURM job)."})
     distributed_timeout: int = field(default=100, metadata={
         "help": "Seconds a process waits for the others (start-up, a peer that died) before it stops with an error."})
+
+
+# The commands a field belongs to (a field not named here belongs to every command): a command's --help lists
+# only its own fields, and another command's flag is an error (an args file may hold them all).
+_TRAINING = ("train", "pretrain")  # optimizer, schedule, checkpoints, augmentation, the push
+_LABELLED = ("train", "evaluate")  # class labels
+_UNLABELLED = ("pretrain", "evaluate")  # raw recordings cut into windows (next-event prediction)
+FIELD_COMMANDS: Dict[str, Tuple[str, ...]] = {
+    **dict.fromkeys((
+        "max_train_samples", "slice_events", "slice_overlap", "augment", "augmentation_preset", "overwrite_output_dir",
+        "do_train", "do_eval", "num_train_epochs", "max_steps", "per_device_train_batch_size",
+        "gradient_accumulation_steps", "ssm_base_lr", "lr_factor", "scale_lr_with_batch", "weight_decay",
+        "ssm_weight_decay", "warmup_epochs", "lr_scheduler_type", "adam_beta1", "adam_beta2", "adam_epsilon",
+        "max_grad_norm", "logging_steps", "eval_strategy", "eval_steps", "save_steps", "save_total_limit",
+        "metric_for_best_model", "greater_is_better", "load_best_model_at_end", "async_checkpointing", "push_to_hub",
+        "hub_model_id", "hub_token", "hub_private_repo"), _TRAINING),
+    "label_column_name": _LABELLED,
+    **dict.fromkeys(("recordings", "recording_format", "recording_options", "window_events", "holdout_fraction"),
+                    _UNLABELLED),
+}
 
 
 def default_preset(model_args: ModelArguments, data_args: DataArguments) -> str:
@@ -307,21 +330,32 @@ def parse_config_overrides(text: Optional[str]) -> Dict[str, object]:
 
 
 def parse_args(dataclass_types: Sequence[type], argv: Optional[Sequence[str]] = None, prog: Optional[str] = None,
-               description: Optional[str] = None) -> Tuple:
+               description: Optional[str] = None, command: Optional[str] = None) -> Tuple:
     """HfArgumentParser over `dataclass_types`: flags, or one .json / .yaml / .yml file with the fields.
-    prog / description: the command's own usage line and help text. Flags are never abbreviated (a prefix
-    such as --num_train_epoch is an error, with the flag it may mean)."""
+    prog / description: the command's own usage line and help text. command ('train' | 'pretrain' |
+    'evaluate'): its --help lists only the fields that belong to it (FIELD_COMMANDS); another command's
+    flag is accepted with a warning that this command ignores it (a flag list or args file may be shared).
+    Flags are never abbreviated (a prefix such as --num_train_epoch is an error, with the flag it may mean)."""
     from .._quiet import import_transformers_quietly
 
     import_transformers_quietly()
     from transformers import HfArgumentParser
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = HfArgumentParser(tuple(dataclass_types), prog=prog, description=description, allow_abbrev=False)
+    prog = prog or (f"eventlm {command}" if command else None)
+    usage = f"{prog} [--flag value ...] | {prog} args.yaml" if prog else None  # the flags: under options
+    parser = HfArgumentParser(tuple(dataclass_types), prog=prog, usage=usage, description=description,
+                              allow_abbrev=False)
     parser.error = functools.partial(_short_error, parser.prog)  # one line, not the 60-line usage
-    unknown = _unknown_flags(parser, argv)
+    others = _hide_other_commands(parser, dataclass_types, command) if command else {}
+    unknown = _unknown_flags(parser, argv, others)
     if unknown:
         parser.error("; ".join(unknown))
+    ignored = [a.split("=", 1)[0] for a in argv if a.split("=", 1)[0] in others]
+    if ignored:  # a flag list shared between commands still works; what this command leaves unused is said
+        logging.getLogger(__name__).warning(
+            "eventlm %s ignores %s (flags of %s)", command, " ".join(ignored),
+            " / ".join(sorted({f"eventlm {c}" for flag in ignored for c in others[flag]})))
     if len(argv) == 1 and argv[0].lower().endswith((".json", ".yaml", ".yml")):
         path = Path(argv[0])
         if not path.is_file():
@@ -332,17 +366,33 @@ def parse_args(dataclass_types: Sequence[type], argv: Optional[Sequence[str]] = 
     return parser.parse_args_into_dataclasses(args=argv)
 
 
-def _unknown_flags(parser, argv) -> list:
-    """'unrecognized argument --x (did you mean --y?)' for each flag of argv the parser does not know."""
+def _hide_other_commands(parser, dataclass_types, command: str) -> Dict[str, Tuple[str, ...]]:
+    """Hide from `parser`'s help the flags of fields that belong to other commands; {flag: their commands}."""
+    import argparse
+
+    owners = {f.name: FIELD_COMMANDS[f.name] for t in dataclass_types for f in dataclasses.fields(t)
+              if command not in FIELD_COMMANDS.get(f.name, (command,))}
+    others = {}
+    for action in parser._actions:
+        if action.dest in owners:
+            action.help = argparse.SUPPRESS
+            others.update({flag: owners[action.dest] for flag in action.option_strings})
+    return others
+
+
+def _unknown_flags(parser, argv, others=None) -> list:
+    """'unrecognized argument --x (did you mean --y?)' for each flag of argv the parser does not know; the
+    suggestion is one of this command's own flags (not one in `others`, another command's)."""
     import difflib
 
-    known = [o for action in parser._actions for o in action.option_strings]
+    others = others or {}
+    known = [o for action in parser._actions for o in action.option_strings if o not in others]
     out = []
     for arg in argv:
         if not arg.startswith("--"):
             continue
         flag = arg.split("=", 1)[0]
-        if flag in known:
+        if flag in known or flag in others:
             continue
         close = difflib.get_close_matches(flag, known, n=1, cutoff=0.6)
         out.append(f"unrecognized argument {flag}" + (f" (did you mean {close[0]}?)" if close else ""))
@@ -353,11 +403,3 @@ def _short_error(prog: str, message: str):
     """argparse's error as one line naming the command and where its flags are listed (exit status 2)."""
     print(f"{prog}: error: {message}  ({prog} --help lists the flags)", file=sys.stderr)
     sys.exit(2)
-
-
-def did_you_mean(word: str, choices) -> str:
-    """' (did you mean 'x'?)' for the closest of `choices`, or ''."""
-    import difflib
-
-    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""

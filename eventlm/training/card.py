@@ -4,14 +4,14 @@ import fnmatch
 import logging
 import platform
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import huggingface_hub
 import jax
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..resources import data_dir
-from .tasks import task_for
+from .tasks import TASKS, task_for
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +56,8 @@ def build_model_card(
     repo_id: Optional[str] = None,
     dataset_name: Optional[str] = None,
     embedded_dataset: str = "synthetic",
+    recordings: Optional[Sequence[str]] = None,
+    recording_format: Optional[str] = None,
     dataset_split: str = "test",
     tokenizer=None,
     training_args=None,
@@ -69,12 +71,17 @@ def build_model_card(
     """A ModelCard with YAML metadata (library_name eventlm, tags, datasets, model-index with the measured
     metrics) and a body from model_cards/model_card.md. task: "classification" | "next-event" (or a Task);
     `metrics`: the final evaluation ("eval_accuracy", "eval_loss", ... on `dataset_split`); extra_results: more
-    rows for the results table (e.g. validation). Tags and settings come from the model and its config."""
+    rows for the results table (e.g. validation; a row already given by `metrics` is not repeated). The data:
+    `dataset_name` (a Hub repo id or a local folder), else `recordings` (files read with `recording_format`),
+    else the embedded synthetic dataset. `base_model` goes into the metadata only when it is a Hub repo id (a
+    local folder is named in the text). Tags and settings come from the model and its config; the head's
+    fields are the task's own (a next-event card lists no classifier setting)."""
     from ..auto import auto_class_for_task
 
     task = task_for(task)
     info = task.card
-    dataset_id = dataset_name or f"eventlm-{embedded_dataset}"  # without a dataset name: the embedded one trained on
+    data = describe_data(dataset_name, recordings, recording_format, embedded_dataset)
+    dataset_id = data["id"]
     eval_results, rows = [], []
     for key in task.card_metrics:
         value = metrics.get(f"eval_{key}")
@@ -84,32 +91,70 @@ def build_model_card(
                 dataset_name=dataset_id, dataset_split=dataset_split, metric_type=key,
                 metric_name=key + task.metric_unit, metric_value=round(float(value), 6)))
             rows.append({"split": dataset_split, "metric": key, "value": _fmt(float(value))})
+    given = {(r["split"], r["metric"]) for r in rows}
     for key, value in (extra_results or {}).items():
         split, _, metric = key.partition("_")
-        if isinstance(value, (int, float)):
+        if isinstance(value, (int, float)) and (split, metric) not in given:
             rows.append({"split": split, "metric": metric, "value": _fmt(value)})
     tags = ["eventlm", model.config.model_type, "neuromorphic", "event-based", "jax", "flax", *sensor_tags(tokenizer)]
+    hub_base = base_model if base_model and is_hub_repo_id(base_model) else None
     card_data = ModelCardData(
-        library_name="eventlm", license=license, tags=tags, datasets=[dataset_id] if dataset_name else None,
+        library_name="eventlm", license=license, tags=tags, datasets=[dataset_id] if data["on_hub"] else None,
         metrics=[r.metric_type for r in eval_results] or None, model_name=model_name,
-        base_model=base_model, eval_results=eval_results or None)
+        base_model=hub_base, eval_results=eval_results or None)
     config = model.config
-    model_settings = [(k, _fmt(getattr(config, k))) for k in dict.fromkeys(
-        (*config_card_keys(config), *task.card_config_keys)) if getattr(config, k, None) is not None]
+    other_heads = {k for t in TASKS.values() if t.name != task.name for k in t.card_config_keys}
+    keys = [k for k in config_card_keys(config) if k not in other_heads]
+    model_settings = [(k, _fmt(getattr(config, k))) for k in dict.fromkeys((*keys, *task.card_config_keys))
+                      if getattr(config, k, None) is not None]
     training_settings = [(k, _fmt(getattr(training_args, k))) for k in _TRAIN_KEYS
                          if training_args is not None and getattr(training_args, k, None) not in (None, -1)]
     template = data_dir("model_cards") / MODEL_CARD_TEMPLATE
     return ModelCard.from_template(
         card_data, template_path=str(template), model_name=model_name, repo_id=repo_id or model_name,
-        dataset_name=dataset_name, task=task.name,
-        dataset_display=f"`{dataset_name}`" if dataset_name else
-        f"the embedded {embedded_dataset} dataset (eventlm.data.{embedded_dataset.replace('-', '_')})",
+        dataset_name=dataset_name, task=task.name, dataset_display=data["display"], dataset_split=dataset_split,
+        base_model_display=(f"`{hub_base}`" if hub_base else
+                            f"the local model folder `{Path(base_model).name}`" if base_model else None),
         task_description=info["description"], auto_class=auto_class_for_task(task.name).__name__,
-        base_model=base_model, results_table=rows, baseline_text=baseline_text, curves_image=curves_image,
+        results_table=rows, baseline_text=baseline_text, curves_image=curves_image,
         confusion_image=confusion_image, model_settings=model_settings, training_settings=training_settings,
         num_parameters=f"{model.num_parameters():,}", versions=_versions(),
         model_description=getattr(config, "card_description", f"an event model ({config.model_type})"),
         optimizer_groups=", ".join(sorted(set(jax.tree_util.tree_leaves(model.param_groups())))))
+
+
+def is_hub_repo_id(name: str) -> bool:
+    """True for a Hub repo id ('user/model'), False for a local folder (an existing path, or one that looks
+    like a path: absolute, ./, ~, or more than one '/')."""
+    text = str(name)
+    if Path(text).expanduser().exists() or text.startswith((".", "/", "~")) or text.count("/") > 1:
+        return False
+    try:
+        huggingface_hub.utils.validate_repo_id(text)
+    except huggingface_hub.errors.HFValidationError:
+        return False
+    return True
+
+
+def describe_data(dataset_name: Optional[str], recordings: Optional[Sequence[str]] = None,
+                  recording_format: Optional[str] = None, embedded_dataset: str = "synthetic") -> Dict[str, Any]:
+    """What a card says a run trained on: {"id" (model-index dataset), "display" (the text), "on_hub"}; without a
+    dataset name or recordings, the embedded dataset the run built (`embedded_dataset`)."""
+    if dataset_name:
+        on_hub = is_hub_repo_id(dataset_name)
+        name = dataset_name if on_hub else Path(dataset_name).name
+        where = f"the Hub dataset `{dataset_name}`" if on_hub else f"the local dataset folder `{name}`"
+        return {"id": name, "display": where, "on_hub": on_hub}
+    if recordings:
+        names = [Path(r).name for r in recordings]
+        shown = ", ".join(f"`{n}`" for n in names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        fmt = f" (format {recording_format})" if recording_format else ""
+        return {"id": "recordings", "on_hub": False,
+                "display": f"{len(names)} raw recording{'s' if len(names) > 1 else ''}{fmt}: {shown}, cut into "
+                           f"windows, the end of each held out for validation"}
+    module = embedded_dataset.replace("-", "_")
+    return {"id": f"eventlm-{embedded_dataset}", "on_hub": False,
+            "display": f"the embedded {embedded_dataset} dataset (eventlm.data.{module})"}
 
 
 def config_card_keys(config) -> List[str]:

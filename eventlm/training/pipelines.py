@@ -192,10 +192,10 @@ def recordings_to_datasets(data_args: DataArguments):
     of every recording (in events) becomes the validation split, so validation never overlaps training."""
     import datasets
 
-    from ..data import read_events
     from ..data.events import EVENT_DTYPE, EVENT_FIELDS
+    from ..data.readers import in_flag_words, parse_reader_options, read_events
 
-    options = json.loads(data_args.recording_options) if data_args.recording_options else {}
+    options = parse_reader_options(data_args.recording_options, "--recording_options")
     if not 0 < data_args.holdout_fraction < 1:
         raise ValueError(f"holdout_fraction must be in (0, 1), got {data_args.holdout_fraction}")
     if data_args.window_events < 2:
@@ -203,7 +203,10 @@ def recordings_to_datasets(data_args: DataArguments):
     rows = {"train": [], "validation": []}
     sensor = None
     for path in data_args.recordings:
-        stream = read_events(path, format=data_args.recording_format, **options)
+        try:
+            stream = read_events(path, format=data_args.recording_format, **options)
+        except ValueError as err:  # its hints in this command's flags
+            raise in_flag_words(err, "--recording_format", "--recording_options") from err
         if sensor is not None and tuple(stream.sensor_size) != sensor:
             raise ValueError(f"{path} has sensor {stream.sensor_size}, the other recordings {sensor}: "
                              f"pretrain on one sensor at a time")
@@ -472,14 +475,16 @@ def _finish_outputs(trainer: Trainer, model, tokenizer, training_args, model_arg
     out, task = Path(training_args.output_dir), trainer.task
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    curves = plot_training_curves(trainer.logger.records(), out / "training_curves.png", metrics=task.curve_metrics)
+    curves = plot_training_curves(trainer.logger.records(), out / "training_curves.png", metrics=task.curve_metrics,
+                                  baselines=task.curve_baselines(eval_metrics))
     picture = task.save_plots(out, evaluation, model.config, eval_split)
     shown = {f"validation_{m}" for m in task.curve_metrics}
     validation = {k: v for k, v in eval_metrics.items() if k in shown}
     card = build_model_card(
         model, task, eval_metrics, model_name=training_args.hub_model_id or out.resolve().name,
         repo_id=training_args.hub_model_id, dataset_name=data_args.dataset_name,
-        embedded_dataset=data_args.embedded_dataset or "synthetic", dataset_split=eval_split,
+        embedded_dataset=data_args.embedded_dataset or "synthetic", recordings=data_args.recordings,
+        recording_format=data_args.recording_format, dataset_split=eval_split,
         tokenizer=tokenizer, training_args=training_args, base_model=model_args.model_name_or_path,
         baseline_text=baseline_text, extra_results=validation,
         curves_image=curves.name if curves else None, confusion_image=picture.name if picture else None)
@@ -488,6 +493,21 @@ def _finish_outputs(trainer: Trainer, model, tokenizer, training_args, model_arg
         repo_id = training_args.hub_model_id or out.resolve().name
         push_folder_to_hub(out, repo_id, token=training_args.hub_token, private=training_args.hub_private_repo,
                            commit_message=f"Upload {type(model).__name__} trained with eventlm")
+
+
+def data_location(data_args: DataArguments, model_args: ModelArguments) -> str:
+    """Where a run's events came from and where they are cached: the summary's "data:" line."""
+    if data_args.recordings:
+        names = ", ".join(map(str, data_args.recordings[:3])) + (" ..." if len(data_args.recordings) > 3 else "")
+        return f"data: {len(data_args.recordings)} recording(s) read directly ({names}), not cached"
+    if data_args.dataset_name is None:
+        from ..data.synthetic import synthetic_dataset_path
+
+        return f"data: the embedded synthetic dataset, built in {synthetic_dataset_path(data_args.synthetic_cache_dir)}"
+    import datasets
+
+    cache = model_args.cache_dir or datasets.config.HF_DATASETS_CACHE
+    return f"data: {data_args.dataset_name} (datasets cache: {cache})"
 
 
 def _print_summary(lines: List[str]) -> None:
@@ -599,7 +619,7 @@ def run_classification(model_args: ModelArguments, data_args: DataArguments,
                         baseline_text)
     finally:
         trainer.close()
-    lines = [f"output: {training_args.output_dir}"]
+    lines = [f"output: {training_args.output_dir}", data_location(data_args, model_args)]
     if "eval_accuracy" in results:
         lines.append(f"eval_accuracy ({results['eval_split']} split, {results['eval_samples']} samples): "
                      f"{results['eval_accuracy']:.4f}   eval_loss: {results['eval_loss']:.4f}")
@@ -689,7 +709,7 @@ def run_next_event_pretraining(model_args: ModelArguments, data_args: DataArgume
                         baseline_text=text)
     finally:
         trainer.close()
-    lines = [f"output: {training_args.output_dir}"]
+    lines = [f"output: {training_args.output_dir}", data_location(data_args, model_args)]
     if "eval_loss" in results:
         lines.append(f"NLL per event ({results['eval_split']}, {results.get('eval_predicted_events', 0)} events): "
                      f"{results['eval_loss']:.4f} nats  (token {results.get('eval_token_nll', math.nan):.4f}, "
@@ -736,5 +756,6 @@ def run_evaluation(model_args: ModelArguments, data_args: DataArguments,
     _save_results(training_args.output_dir, "eval", results)
     if _is_main():
         task.save_plots(training_args.output_dir, out, model.config, split_name)
-    _print_summary([f"{k}: {v}" for k, v in results.items()])
+    _print_summary([f"output: {training_args.output_dir}", data_location(data_args, model_args),
+                    *(f"{k}: {v}" for k, v in results.items())])
     return results

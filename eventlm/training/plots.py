@@ -32,9 +32,11 @@ def _series(records: Sequence[Dict], split: str, key: str):
     return ([p[0] for p in points], [p[1] for p in points]) if points else ([], [])
 
 
-def plot_training_curves(records: List[Dict], path, metrics: Sequence[str] = ("loss", "accuracy")) -> Optional[Path]:
-    """One panel per metric: the train curve and the validation points against the step.
-    Returns None when the records hold none of the metrics."""
+def plot_training_curves(records: List[Dict], path, metrics: Sequence[str] = ("loss", "accuracy"),
+                         baselines: Optional[Dict[str, float]] = None) -> Optional[Path]:
+    """One panel per metric: the train curve and the validation points against the step, and a dashed line
+    at `baselines[metric]` where given (e.g. a context-free model's NLL). Returns None when the records hold
+    none of the metrics."""
     plt = _pyplot()
     panels = [m for m in metrics if any(_series(records, s, m)[0] for s in ("train", "validation"))]
     if not panels:
@@ -45,6 +47,8 @@ def plot_training_curves(records: List[Dict], path, metrics: Sequence[str] = ("l
             x, y = _series(records, split, metric)
             if x:
                 ax.plot(x, y, style, label=label, markersize=3)
+        if (baselines or {}).get(metric) is not None:
+            ax.axhline(baselines[metric], linestyle="--", color="gray", label="baseline")
         ax.set_xlabel("step")
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)

@@ -11,7 +11,7 @@ jobs and the card ask the task; none of them branches on a task's name.
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -40,7 +40,7 @@ class Task:
     card = dict(task_type="other", task_name="", description="")  # the model card's task section
     card_metrics: Tuple[str, ...] = ("loss",)  # eval_* metrics in the card's model-index
     metric_unit = ""  # appended to the card's metric names
-    card_config_keys: Tuple[str, ...] = ()  # config fields the card lists besides the model's own
+    card_config_keys: Tuple[str, ...] = ()  # the head's own config fields (a card lists no other head's)
 
     def label_column(self, data_args) -> Optional[str]:
         """The dataset column this task needs besides the events (None: unlabelled)."""
@@ -69,6 +69,15 @@ class Task:
         """Write the task's pictures of a final evaluation into output_dir; the one the card shows, or None."""
         return None
 
+    # curve metric -> the run result of its baseline, drawn on the curves as a reference level (next-event: the
+    # context-free NLL of the final evaluation's events; the classifier's bag-of-channels accuracy stays in the
+    # card's text: a test-split number beside validation points would read as one of them)
+    baseline_keys: Dict[str, str] = {}
+
+    def curve_baselines(self, results: Dict[str, Any]) -> Dict[str, float]:
+        """{curve metric: its baseline's value} of the run's results (where the run measured one)."""
+        return {m: float(results[k]) for m, k in self.baseline_keys.items() if isinstance(results.get(k), (int, float))}
+
 
 def _hard_labels(labels):
     """Class indices from integer labels (B,) or soft labels (B, C) (CutMix)."""
@@ -84,7 +93,7 @@ class ClassificationTask(Task):
     card = dict(task_type="other", task_name="Event stream classification",
                 description="classification of event streams")
     card_metrics = ("accuracy", "loss")
-    card_config_keys = ("num_labels",)
+    card_config_keys = ("num_labels", "classifier_pooling", "classification_loss")
 
     def label_column(self, data_args) -> Optional[str]:
         return data_args.label_column_name
@@ -147,6 +156,8 @@ class NextEventTask(Task):
                 description="next-event prediction (the next event's channel and time gap)")
     card_metrics = ("loss", "token_nll", "time_nll")
     metric_unit = " (nats/event)"
+    card_config_keys = ("num_mixture_components",)
+    baseline_keys = {"loss": "baseline_nll", "token_nll": "baseline_token_nll", "time_nll": "baseline_time_nll"}
     _NLL = ("loss", "token_nll", "time_nll")
 
     def step_metrics(self, out, batch):

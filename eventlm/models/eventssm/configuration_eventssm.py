@@ -16,6 +16,7 @@ of eventlm's tokenizer. Timestamps arrive as int µs; the model works in units o
 """
 
 from ...configuration_events import CLASSIFIER_POOLINGS, GAP_CONVENTIONS, READOUT_CONVENTIONS, EventModelConfig
+from ...errors import did_you_mean
 
 POOLING_MODES = ("last", "avg", "timepool")
 DISCRETIZATIONS = ("async", "zoh", "dirac")
@@ -192,7 +193,8 @@ class EventSSMConfig(EventModelConfig):
     def from_preset(cls, name: str, **overrides) -> "EventSSMConfig":
         """The paper's models: "shd" | "ssc" | "dvs-gesture" | "tiny"; keyword overrides win."""
         if name not in PRESETS:
-            raise ValueError(f"unknown EventSSM preset {name!r}; choose one of {sorted(PRESETS)}")
+            raise ValueError(f"unknown EventSSM preset {name!r}{did_you_mean(name, PRESETS)}; choose one of "
+                             f"{sorted(PRESETS)}")
         settings = {k: v for k, v in PRESETS[name].items() if k != "channels"}
         settings.update(overrides)
         return cls(**settings)

@@ -23,6 +23,7 @@ streams bin by bin.
 from typing import List, Optional
 
 from ...configuration_events import EventModelConfig
+from ...errors import did_you_mean
 
 SPIKE_MODES = ("lif", "plif")
 SPLITS = ("number", "time", "events", "duration")
@@ -208,7 +209,8 @@ class SpikeDrivenTransformerConfig(EventModelConfig):
     def from_preset(cls, name: str, **overrides) -> "SpikeDrivenTransformerConfig":
         """The reference's models: "dvs-gesture"; keyword overrides win (sensor_size too)."""
         if name not in PRESETS:
-            raise ValueError(f"unknown Spike-Driven Transformer preset {name!r}; choose one of {sorted(PRESETS)}")
+            raise ValueError(f"unknown Spike-Driven Transformer preset {name!r}{did_you_mean(name, PRESETS)}; "
+                             f"choose one of {sorted(PRESETS)}")
         settings = {**PRESETS[name], **overrides}
         return cls.for_sensor(settings.pop("sensor_size"), **settings)
 
