@@ -23,6 +23,7 @@ LLVM vectorises the loop over the state (libm's scalar calls were 5x slower).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Optional
 
@@ -503,6 +504,37 @@ def _step(w, g, blocks, stages, eps, buffer, tokens, dt, counts, logits, next_ou
 # Python side
 
 
+@functools.lru_cache(maxsize=None)
+def _blas_libraries():
+    """threadpoolctl's controllers of the BLAS libraries in this process, scipy's included (numba's np.dot calls
+    it through scipy.linalg.cython_blas, imported first so that it is loaded when they are listed)."""
+    import scipy.linalg.cython_blas  # noqa: F401
+    from threadpoolctl import ThreadpoolController
+
+    return tuple(ThreadpoolController().select(user_api="blas").lib_controllers)
+
+
+class one_blas_thread:
+    """Context: the BLAS libraries run every matmul on the calling thread (their thread counts restored after).
+    A multithreaded BLAS splits the kernel's matmuls over worker threads that wait for each other; with one
+    core taken by another process each matmul then waits for the scheduler (the kernel ran 20× slower beside
+    one busy process). ≈ 3 µs per call (get, set, set back through ctypes)."""
+
+    __slots__ = ("saved",)
+
+    def __enter__(self):
+        self.saved = [(lib, lib.get_num_threads()) for lib in _blas_libraries()]
+        for lib, n in self.saved:
+            if n != 1:
+                lib.set_num_threads(1)
+        return self
+
+    def __exit__(self, *exc):
+        for lib, n in self.saved:
+            if n != 1:
+                lib.set_num_threads(n)
+
+
 def unsupported_reason(cfg, dtype=None) -> Optional[str]:
     """Why the streaming step of a model (its config and compute dtype; or the model) cannot run as the
     CPU kernel (None when it can)."""
@@ -610,8 +642,9 @@ class CpuStreamKernel:
         if bad >= 0:
             raise ValueError(f"stream {bad}: its state or chunk holds an index outside the model's tables (a damaged "
                              "stream state?); start a new state with init_stream(model, batch_size)")
-        new = _step(self.weights, g, self.blocks, self.stages, self.eps, buffer, tokens, dt, counts, new_logits,
-                    next_out)
+        with one_blas_thread():
+            new = _step(self.weights, g, self.blocks, self.stages, self.eps, buffer, tokens, dt, counts, new_logits,
+                        next_out)
         if self.head == "classification":
             return new_logits, new, new_logits
         v, k = int(g[VOCAB]), int(g[MIXTURE])
