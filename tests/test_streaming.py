@@ -530,6 +530,79 @@ def test_run_stream_on_a_real_recording(realdata, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------
+# implementation="auto"
+# ------------------------------------------------------------------------------------------------
+
+
+def test_choose_implementation_picks_the_faster_step():
+    from eventlm.streaming import choose_implementation
+
+    # each step's fastest call counts (the least disturbed by other processes), not its mean
+    assert choose_implementation({"cpu-kernel": [3e-4, 2e-4], "xla": [1e-4, 9e-3]}) == "xla"
+    assert choose_implementation({"cpu-kernel": [7e-5, 5e-3], "xla": [4e-4, 3e-4]}) == "cpu-kernel"
+    assert choose_implementation({"cpu-kernel": [1e-4], "xla": [1e-4]}) == "cpu-kernel"  # a tie: no compilation
+    assert choose_implementation({"xla": [1e-4], "cpu-kernel": []}) == "xla"
+    with pytest.raises(ValueError, match="no trial timings"):
+        choose_implementation({"xla": [], "cpu-kernel": []})
+
+
+def test_auto_times_both_steps_once_and_keeps_the_choice(tmp_path, monkeypatch, caplog):
+    """A trial at first use per chunk bucket, kept in $EVENTLM_CACHE (read back by another model object
+    without a trial), readable as model.stream_implementation; the environment and explicit choices win."""
+    import json
+    import logging
+
+    from eventlm import streaming
+
+    monkeypatch.delenv("EVENTLM_STREAM_IMPLEMENTATION", raising=False)
+    monkeypatch.setenv("EVENTLM_CACHE", str(tmp_path))
+    picked = {}
+
+    def fake_choice(timings):  # the real trial runs; the decision is made to alternate, never read from timings
+        assert set(timings) == {"cpu-kernel", "xla"} and all(len(t) >= 3 and min(t) > 0 for t in timings.values())
+        picked[len(picked)] = choice = ("xla", "cpu-kernel")[len(picked) % 2]
+        return choice
+
+    monkeypatch.setattr(streaming, "choose_implementation", fake_choice)
+    model = make_model("cls")
+    ids, ts = random_stream(seed=3, length=20, batch=1)
+    assert model.stream_implementation is None
+    with caplog.at_level(logging.INFO, logger="eventlm.streaming"):
+        out, state = model.stream(ids[:, :3], ts[:, :3], model.init_stream(1))
+    assert model.stream_implementation == "xla" and "timing the CPU kernel and the XLA step" in caplog.text
+    out, state = model.stream(ids[:, 3:20], ts[:, 3:20], state)  # a new bucket (≤ 32 events): a second trial
+    assert model.stream_implementation == "cpu-kernel" and len(picked) == 2
+    ref = model(ids, ts).logits
+    rel_close(out.logits, ref)  # whatever ran
+    entries = json.loads((tmp_path / "stream_implementation.json").read_text())
+    assert sorted(e["implementation"] for e in entries.values()) == ["cpu-kernel", "xla"]
+    assert all("batch 1" in key and "chunks ≤" in key for key in entries)
+    again = make_model("cls")  # another model object of the same shape: read back, no trial
+    again.stream(ids[:, :3], ts[:, :3], again.init_stream(1))
+    assert again.stream_implementation == "xla" and len(picked) == 2
+    monkeypatch.setenv("EVENTLM_STREAM_IMPLEMENTATION", "cpu-kernel")
+    again.stream(ids[:, :3], ts[:, :3], again.init_stream(1))
+    assert again.stream_implementation == "cpu-kernel"
+    again.stream(ids[:, :3], ts[:, :3], again.init_stream(1), implementation="xla")
+    assert again.stream_implementation == "xla"
+    monkeypatch.setenv("EVENTLM_STREAM_IMPLEMENTATION", "numba")
+    with pytest.raises(ValueError, match="EVENTLM_STREAM_IMPLEMENTATION must be one of"):
+        again.stream(ids[:, :3], ts[:, :3], again.init_stream(1))
+
+
+def test_auto_keeps_models_the_kernel_does_not_cover_on_xla(tmp_path, monkeypatch):
+    from eventlm import streaming
+
+    monkeypatch.delenv("EVENTLM_STREAM_IMPLEMENTATION", raising=False)
+    monkeypatch.setenv("EVENTLM_CACHE", str(tmp_path))
+    monkeypatch.setattr(streaming, "_trial", lambda *a, **k: pytest.fail("no trial for a model the kernel does not cover"))
+    model = make_model("cls", discretization="zoh")
+    ids, ts = random_stream(seed=3, length=4, batch=1)
+    model.stream(ids, ts, model.init_stream(1))
+    assert model.stream_implementation == "xla" and not (tmp_path / "stream_implementation.json").exists()
+
+
+# ------------------------------------------------------------------------------------------------
 # scripts/benchmark_streaming.py
 # ------------------------------------------------------------------------------------------------
 

@@ -12,6 +12,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from ..resources import cpu_model
+
 # The files of ../shared/realdata (see its SOURCES.md): how to read each, its preset, its event count.
 REALDATA_FILES = {
     "tonic_test_data/sample_nmnist.bin": ({}, "nmnist", 4325),
@@ -27,14 +29,7 @@ REALDATA_FILES = {
 
 def machine_description() -> str:
     """CPU model, core count and Python/numpy versions, for the table's title."""
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    model = cpu_model()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return f"{model}, {cores} core(s) in use, Python {platform.python_version()}, numpy {np.__version__}"
 

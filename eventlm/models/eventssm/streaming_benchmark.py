@@ -105,15 +105,12 @@ def benchmark_model(model, streams: dict, chunks: Sequence[int] = (1, 16, 64, 25
     `stream` implementations ("auto", "cpu-kernel", "xla"; "auto" is named by what it ran)."""
     rows = []
     for implementation in implementations:
-        name = implementation
-        if implementation == "auto":
-            name = "cpu-kernel" if streaming.streamer_for(model).use_cpu_kernel("auto") else "xla"
         for data, (ids, ts) in streams.items():
             latency = per_event_latency(model, ids, ts, latency_steps, implementation=implementation)
-            rows.append(("1-event latency", data, name, latency))
+            rows.append(("1-event latency", data, model.stream_implementation, latency))  # "auto": what it ran
             for chunk in chunks:
                 rate = chunked_throughput(model, ids, ts, chunk, max_chunks, implementation=implementation)
-                rows.append((f"chunks of {chunk}", data, name, rate))
+                rows.append((f"chunks of {chunk}", data, model.stream_implementation, rate))
     return rows
 
 
