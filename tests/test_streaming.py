@@ -615,10 +615,42 @@ def test_benchmark_functions(cls_model):
     rows = B.benchmark_model(cls_model, {"random": (ids, ts)}, chunks=(8,), latency_steps=4, max_chunks=3,
                              implementations=("auto", "xla"))
     assert [r[0] for r in rows] == ["1-event latency", "chunks of 8"] * 2
-    assert [r[2] for r in rows] == ["cpu-kernel"] * 2 + ["xla"] * 2  # auto runs the kernel on CPU
+    assert [r[2] for r in rows] == ["cpu-kernel"] * 2 + ["xla"] * 2  # auto: the kernel ($EVENTLM_STREAM_IMPLEMENTATION)
     assert rows[0][3]["p99_us"] >= rows[0][3]["p50_us"] > 0 and rows[1][3]["events_per_s"] > 0
-    table = B.format_table({"tiny": rows}, machine="test machine")
-    assert "test machine" in table and "ev/s" in table and "p50" in table
+    assert all(r[3]["rates"]["gflops"] > 0 and r[3]["rates"]["gbps"] > 0 for r in rows)
+    table = B.format_table({"tiny": rows}, machine="test machine", peaks={"gflops": 100.0, "gbps": 10.0}, busy=True)
+    assert "test machine" in table and "ev/s" in table and "p50" in table and "GFLOP/s" in table and "busy" in table
+
+
+def test_distance_to_peak_arithmetic():
+    """achieved rates and their percentages of the measured peaks (arithmetic only, nothing timed)."""
+    from eventlm.data.benchmark import achieved, format_peaks, format_rates, percent_of_peak, xla_cost
+    from eventlm.models.eventssm.streaming_cpu_kernel import work_per_chunk
+
+    rates = achieved(flops=3e9, nbytes=1.5e9, seconds=0.5)
+    assert rates == pytest.approx({"gflops": 6.0, "gbps": 3.0})
+    assert percent_of_peak(rates, {"gflops": 60.0, "gbps": 12.0}) == pytest.approx({"gflops": 10.0, "gbps": 25.0})
+    assert format_rates(rates, {"gflops": 60.0, "gbps": 12.0}) == "6.00 GFLOP/s 10.0% · 3.00 GB/s 25.0%"
+    assert format_rates(None, {"gflops": 1.0, "gbps": 1.0}) == "-"
+    assert "busy" in format_peaks({"gflops": 1.0, "gbps": 2.0}, busy=True)
+    assert "quiet" in format_peaks({"gflops": 1.0, "gbps": 2.0}, busy=False)
+
+    class Compiled:  # cost_analysis as jax returns it (a dict; older versions: a list of one dict)
+        def __init__(self, cost):
+            self.cost = cost
+
+        def cost_analysis(self):
+            return self.cost
+
+    assert xla_cost(Compiled({"flops": 8.0, "bytes accessed": 4.0})) == (8.0, 4.0)
+    assert xla_cost(Compiled([{"flops": 8.0, "bytes accessed": 4.0}])) == (8.0, 4.0)
+    assert xla_cost(Compiled({})) is None
+    # the kernel's count of its work (the tiny test model)
+    cfg = EventSSMConfig(**TINY)
+    flops, nbytes = work_per_chunk(cfg, 1)
+    assert flops > 0 and nbytes > 4 * cfg.num_labels * cfg.output_hidden_size
+    f16, b16 = work_per_chunk(cfg, 16)
+    assert f16 > flops and b16 > nbytes  # more events, more work; the weights are read once either way
 
 
 def test_benchmark_script(capsys):

@@ -549,6 +549,38 @@ def unsupported_reason(cfg, dtype=None) -> Optional[str]:
     return None
 
 
+def work_per_chunk(cfg, n: int, head: str = "classification"):
+    """(floating-point operations, bytes) of one call on a chunk of n events of one stream, counted from the
+    block plan (what the distance-to-peak columns of the benchmarks divide by): per block, the matmuls (2·m·k·n
+    each: B̃ except at the first block, which reads token tables, C̃, a widening D and skip, the gate), the
+    recurrence (8 per complex state and position), the norm and gate's elementwise work (≈ 10 per value);
+    bytes: the weights the call reads (each once), the first block's table rows per event, the state row read
+    and written. Positions shrink by the stride at each pooling block (ceil(n / S^k), at least one)."""
+    flops, weights, m = 0, 0, n
+    for stage, layer, _, h_in, h_out, p, stride in cfg.block_plan():
+        p = p // 2 if cfg.conj_sym else p
+        first = stage == 0 and layer == 0
+        m_out = -(-m // stride)
+        b = 0 if first else h_in * 2 * p
+        d = h_in * h_out if h_in != h_out else h_in
+        skip = h_in * h_out if h_in != h_out else 0
+        flops += 2 * m * b + 8 * m * p + 2 * m_out * (2 * p * h_out + d + h_out * h_out + skip)
+        flops += 10 * (m * h_in * (not first) + m_out * h_out)
+        weights += b + 2 * p * h_out + d + h_out * h_out + skip
+        m = m_out
+    width = cfg.output_hidden_size
+    if head == "classification":
+        flops += 2 * width * cfg.num_labels
+        weights += width * cfg.num_labels
+    else:
+        outputs = cfg.vocab_size + 3 * cfg.num_mixture_components
+        flops += 2 * n * width * outputs
+        weights += width * outputs
+    p0 = cfg.block_plan()[0][5] // (2 if cfg.conj_sym else 1)
+    row = sum(2 * (pp // (2 if cfg.conj_sym else 1)) for *_, pp, _ in cfg.block_plan()) + 4 * width
+    return flops, 4 * (weights + n * (2 * p0 + 2 * cfg.hidden_size) + 2 * row)
+
+
 class CpuStreamKernel:
     """The packed weights of one model for `_step`; call with numpy arrays (see `__call__`)."""
 
