@@ -195,8 +195,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     from eventlm.data.benchmark import busy_neighbour, measure_peaks
 
+    peaks = measure_peaks()  # what the host can do (before any busy neighbour starts)
     with busy_neighbour(args.busy_neighbour):
-        peaks = measure_peaks()
         rows = _run_all(args)
     print(format_table(rows, machine(), peaks, args.busy_neighbour))
     if args.json:

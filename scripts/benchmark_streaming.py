@@ -35,8 +35,8 @@ def main(argv=None):
     realdata = args.realdata if args.realdata.is_dir() else None
     if realdata is None:
         print(f"(no real recordings at {args.realdata}: random streams only)")
+    peaks = measure_peaks()  # what the host can do (before any busy neighbour starts)
     with busy_neighbour(args.busy_neighbour):
-        peaks = measure_peaks()
         results = benchmark_streaming(args.presets, realdata, args.chunks, args.events, args.latency_steps,
                                       args.max_chunks, implementations=args.implementations)
     print(format_table(results, machine_description(), peaks, args.busy_neighbour))

@@ -100,8 +100,9 @@ def format_rates(rates: Optional[dict], peaks: Optional[dict]) -> str:
 
 def format_peaks(peaks: dict, busy: bool) -> str:
     """The line naming the CPU, quiet or busy, and the measured peaks that the % columns divide by."""
-    return (f"{cpu_model()}, {'busy (one busy-loop process beside the run)' if busy else 'quiet'}; measured peaks: "
-            f"float32 matmul {peaks['gflops']:.1f} GFLOP/s (all cores), memory copy {peaks['gbps']:.1f} GB/s")
+    return (f"{cpu_model()}, {'busy (one busy-loop process beside the run)' if busy else 'quiet'}; peaks measured "
+            f"before the run (no busy loop): float32 matmul {peaks['gflops']:.1f} GFLOP/s (all cores), memory copy "
+            f"{peaks['gbps']:.1f} GB/s (one core, read + write)")
 
 
 def xla_cost(compiled):
@@ -121,7 +122,8 @@ def xla_cost(compiled):
 @contextmanager
 def busy_neighbour(enabled: bool = True):
     """One process spinning on a core for the duration of the block (a live pipeline never has the machine to
-    itself): benchmarks report their numbers "busy" beside it, "quiet" without."""
+    itself): benchmarks report their numbers "busy" beside it, "quiet" without (their peaks are measured before
+    it starts: the % columns say how far a figure is from what the host can do)."""
     if not enabled:
         yield None
         return
