@@ -518,7 +518,7 @@ class one_blas_thread:
     """Context: the BLAS libraries run every matmul on the calling thread (their thread counts restored after).
     A multithreaded BLAS splits the kernel's matmuls over worker threads that wait for each other; with one
     core taken by another process each matmul then waits for the scheduler (the kernel ran 20× slower beside
-    one busy process). ≈ 3 µs per call (get, set, set back through ctypes)."""
+    one busy process). ≈ 5 µs per call (get, set, set back through ctypes; 2 BLAS libraries here)."""
 
     __slots__ = ("saved",)
 
