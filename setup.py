@@ -37,6 +37,7 @@ setup(
         "aedat>=2",
         "tqdm",
         "numba>=0.60",  # the CPU streaming kernel (eventlm/models/eventssm/streaming_cpu_kernel.py)
+        "threadpoolctl>=3",  # the kernel's matmuls on one BLAS thread (no collapse beside a busy process)
         "numpy>=2",
         "scipy",
         "soundfile",  # decoding audio for eventlm convert-audio (libsndfile: wav, flac, ogg, mp3)

@@ -631,6 +631,13 @@ class FlaxEventPreTrainedModel(FlaxPreTrainedModel):
         return stream(self, input_ids, timestamps, state, params=params, batch_stats=batch_stats,
                       attention_mask=attention_mask, implementation=implementation)
 
+    @property
+    def stream_implementation(self):
+        """The step the last `stream` call with this model's weights ran ("cpu-kernel" | "xla"; None before one):
+        implementation="auto" picks the faster one on this machine (eventlm.streaming.Streamer.implementation_for)."""
+        streamer = self.__dict__.get("_streamer")
+        return None if streamer is None else streamer.implementation
+
 
 class ForSequenceClassification:
     """Task mixin: a sequence classifier; labels int (B,) or soft (B, C)."""

@@ -1,5 +1,9 @@
-"""Where the data folders that ship with eventlm live (tokenizer presets, model-card templates)."""
+"""Where things live: the data folders that ship with eventlm (tokenizer presets, model-card templates), the
+user's cache folder; and the host's CPU model (names cached measurements and benchmark tables)."""
 
+import functools
+import os
+import platform
 from pathlib import Path
 
 _PACKAGE = Path(__file__).resolve().parent
@@ -12,3 +16,20 @@ def data_dir(name: str) -> Path:
         if candidate.is_dir():
             return candidate
     raise FileNotFoundError(f"eventlm's data folder {name!r} is missing from the installation ({_PACKAGE})")
+
+
+def default_cache_dir() -> Path:
+    """$EVENTLM_CACHE, else ~/.cache/eventlm."""
+    return Path(os.environ.get("EVENTLM_CACHE", Path.home() / ".cache" / "eventlm"))
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo's "model name" on Linux, else what platform says)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -31,7 +31,9 @@ import functools
 import hashlib
 import importlib
 import json
+import logging
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -44,6 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._io import write_json_atomic
 from .modeling_events import (HEAD_NAMES, GAP_LOG_SCALE_RANGE, NextEventPredictionOutput, SequenceClassifierOutput,
                               banned_tokens, check_inputs, gaps_to_units, lognormal_mixture_nll, sample_next_event)
 
@@ -57,6 +60,7 @@ BUCKETS = tuple(2**i for i in range(13))  # padded chunk lengths compiled for: 1
 # compile-count bound of the tests), not a cache
 TRACE_COUNTS: collections.Counter = collections.Counter()
 IMPLEMENTATIONS = ("auto", "xla", "cpu-kernel")
+logger = logging.getLogger(__name__)
 
 
 # ================================================================================================
@@ -231,6 +235,8 @@ class Streamer:
         self.constants = PackedConstants.pack(self.prepared)
         self.step = compiled["step"]
         self.cpu_kernel_unsupported = self.cpu_kernel_reason()
+        self.choices = {}  # (batch, chunk bucket) -> the step "auto" runs ("cpu-kernel" | "xla"), see implementation_for
+        self.implementation = None  # the step the last chunk ran
 
     # -- supplied by the model family ---------------------------------------------------------------
     def backbone_state_template(self):
@@ -276,23 +282,42 @@ class Streamer:
     def cpu_kernel(self):
         return self.make_cpu_kernel()
 
-    def use_cpu_kernel(self, implementation: str) -> bool:
-        """Whether `stream` runs the CPU kernel: "auto" where it supports the model and JAX computes on the
-        CPU, "cpu-kernel" (or ValueError naming why not), "xla" never."""
-        if implementation == "xla":
-            return False
+    def implementation_for(self, implementation: str, batch: int = 1, length: int = 1, trial=None) -> str:
+        """The step `stream` runs for a chunk of (batch, length) events: "cpu-kernel" or "xla".
+
+        "xla" → the XLA step; "cpu-kernel" → the CPU kernel (ValueError naming why where it cannot run the model);
+        "auto" → $EVENTLM_STREAM_IMPLEMENTATION where set (a preference: "cpu-kernel" falls back to the XLA step
+        where the kernel does not cover the model), else the XLA step where there is no kernel for the model or
+        JAX does not compute on the CPU, else the faster of the two on this machine for this model shape, batch
+        size and chunk-length bucket (`StepChoices`: measured once by `trial()`, a callable returning
+        {implementation: [seconds per call]}, and kept on disk). The answer is kept in `self.implementation`
+        (`model.stream_implementation`)."""
         if implementation not in IMPLEMENTATIONS:
             raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
         reason = self.cpu_kernel_unsupported
+        if implementation == "auto":
+            implementation = os.environ.get(IMPLEMENTATION_ENV) or "auto"
+            if implementation not in IMPLEMENTATIONS:
+                raise ValueError(f"${IMPLEMENTATION_ENV} must be one of {IMPLEMENTATIONS}, got {implementation!r}")
+            if implementation == "cpu-kernel" and reason is not None:
+                implementation = "xla"
         if implementation == "cpu-kernel" and reason is not None:
             raise ValueError(f"the CPU streaming kernel cannot run this model: {reason}; use implementation='xla'")
-        return reason is None and (implementation == "cpu-kernel" or _computes_on_cpu())
+        if implementation == "auto":
+            if reason is not None or not _computes_on_cpu():
+                implementation = "xla"
+            else:
+                key = (batch, _bucket(length, BUCKETS))
+                implementation = self.choices.get(key)
+                if implementation is None:
+                    implementation = self.choices[key] = STEP_CHOICES.choose(self, *key, trial)
+        self.implementation = implementation
+        return implementation
 
     def host_step(self, implementation: str):
         """The callable (buffer, logits, tokens, dt, counts) -> (outputs, buffer, logits) that `stream` runs
-        for a chunk instead of the bucketed XLA step, or None for the XLA step: the CPU kernel where
-        `use_cpu_kernel` says so."""
-        return self.cpu_kernel if self.use_cpu_kernel(implementation) else None
+        for a chunk instead of the bucketed XLA step ("cpu-kernel": the CPU kernel), or None for the XLA step."""
+        return self.cpu_kernel if implementation == "cpu-kernel" else None
 
     def row_step(self, consts, device_state, ids, dt, n):
         """One chunk of one stream: (outputs, new device state). device_state: (its row of the state
@@ -363,10 +388,7 @@ class FrameStreamer(Streamer):
         return "frame-based models stream through their jitted frame step"
 
     def host_step(self, implementation: str):
-        if implementation not in ("auto", "xla"):
-            raise ValueError(f"a frame-based model streams with implementation 'auto' or 'xla' (its jitted frame "
-                             f"step), got {implementation!r}")
-        return self._frame_chunk
+        return self._frame_chunk  # ("cpu-kernel" is refused by implementation_for: cpu_kernel_reason)
 
     @functools.cached_property
     def _framing_slice(self):
@@ -823,9 +845,11 @@ def stream(model, input_ids, timestamps, state: StreamState, params=None, batch_
     every event of the chunk (zeros where attention_mask is 0), as numpy arrays.
     buckets: the padded chunk lengths compiled for (one compilation each, at most); a chunk is padded to
     the smallest bucket that holds it, and a longer one is processed in pieces of the largest.
-    implementation: "auto" (the model family's CPU kernel when it has one covering the model and JAX
-    computes on the CPU, else the XLA step), "xla" or "cpu-kernel": the same numbers (parity tests),
-    states interchangeable; a CPU kernel needs no buckets.
+    implementation: "auto" (the faster step on this machine for this model shape, batch size and chunk-length
+    bucket, measured once and kept in the user cache; the XLA step where the family has no CPU kernel covering
+    the model or JAX does not compute on the CPU; $EVENTLM_STREAM_IMPLEMENTATION overrides it; see
+    `Streamer.implementation_for`), "xla" or "cpu-kernel": the same numbers (parity tests), states
+    interchangeable; a CPU kernel needs no buckets. `model.stream_implementation` says what the last chunk ran.
     An empty chunk (L = 0) is a no-op: the state comes back unchanged with the current prediction
     (classification) or outputs of length 0 (next-event).
     Raises ValueError for a chunk before the state's last timestamp, ids outside the vocabulary,
@@ -851,7 +875,9 @@ def stream(model, input_ids, timestamps, state: StreamState, params=None, batch_
             return _empty_output(model, state, batch), state
         dt = _gaps_before(cfg, ts, n, state)
         tokens, dts, counts, pending = _internal_events(cfg, ids, dt, n, state)
-    host_step = streamer.host_step(implementation)
+    chosen = streamer.implementation_for(implementation, batch, length,
+                                         lambda: _trial(streamer, buckets, state, tokens, dts, counts))
+    host_step = streamer.host_step(chosen)
     if host_step is not None:
         out, buffer, logits = host_step(state.buffer, state.logits, tokens, dts, counts)
         device_state, pieces = (buffer, logits), [out]
@@ -866,6 +892,94 @@ def stream(model, input_ids, timestamps, state: StreamState, params=None, batch_
     parts = [np.concatenate(p, axis=1) if len(pieces) > 1 else p[0] for p in zip(*pieces)]
     return NextEventPredictionOutput(
         logits=parts[0], gap_mixture_logits=parts[1], gap_log_means=parts[2], gap_log_scales=parts[3]), new_state
+
+
+# ================================================================================================
+# implementation="auto": the faster step, measured once per machine, model shape and chunk size
+# ================================================================================================
+
+IMPLEMENTATION_ENV = "EVENTLM_STREAM_IMPLEMENTATION"  # "xla" | "cpu-kernel" | "auto": what "auto" runs
+TRIAL_SECONDS = 0.02  # timed per step in a trial (after one untimed call each: compilation, caches)
+
+
+def choose_implementation(timings: dict) -> str:
+    """The faster step from trial timings {implementation: [seconds per call, ...]}: the lowest of each step's
+    fastest call (the least disturbed by other processes); the CPU kernel on a tie (it needs no compilation
+    per chunk bucket)."""
+    best = {name: min(times) for name, times in timings.items() if len(times)}
+    if not best:
+        raise ValueError(f"no trial timings to choose a streaming step from: {timings!r}")
+    return min(sorted(best), key=lambda name: (best[name], name != "cpu-kernel"))
+
+
+def _trial(streamer, buckets, state, tokens, dts, counts, seconds: float = TRIAL_SECONDS) -> dict:
+    """{implementation: [seconds per call]}: the CPU kernel and the XLA step on this chunk from this state
+    (results dropped; the state is immutable), called in turns after one untimed call each, until each has had
+    `seconds` and at least 3 calls."""
+    kernel = streamer.cpu_kernel
+    runs = {"cpu-kernel": lambda: kernel(state.buffer, state.logits, tokens, dts, counts),
+            "xla": lambda: jax.block_until_ready(_xla_chunk(streamer, buckets, state, tokens, dts, counts)[:2])}
+    timings = {name: [] for name in runs}
+    for run in runs.values():
+        run()
+    while any(len(t) < 3 or sum(t) < seconds for t in timings.values()) and len(timings["xla"]) < 200:
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            timings[name].append(time.perf_counter() - start)
+    return timings
+
+
+class StepChoices:
+    """What implementation="auto" runs, per machine (CPU model), model shape, batch size and chunk-length bucket,
+    in a small JSON file in the user cache ($EVENTLM_CACHE or ~/.cache/eventlm, `stream_implementation.json`;
+    written atomically, re-read before each write so that processes add to it): measured once by a trial
+    (`choose_implementation` of its timings), logged at info. Delete the file to measure again."""
+
+    FILE = "stream_implementation.json"
+
+    def path(self) -> Path:
+        from .resources import default_cache_dir
+
+        return default_cache_dir() / self.FILE
+
+    def _read(self) -> dict:
+        try:
+            return json.loads(self.path().read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # absent or damaged: measured again
+            return {}
+
+    @staticmethod
+    def key(streamer, batch: int, bucket: int) -> str:
+        from .resources import cpu_model
+
+        versions = f"jax {jax.__version__}" + (f", numba {numba.__version__}" if numba is not None else "")
+        return f"{cpu_model()} | {streamer.model_name} | batch {batch} | chunks ≤ {bucket} events | {versions}"
+
+    def choose(self, streamer, batch: int, bucket: int, trial) -> str:
+        key = self.key(streamer, batch, bucket)
+        entry = self._read().get(key)
+        if isinstance(entry, dict) and entry.get("implementation") in ("cpu-kernel", "xla"):
+            return entry["implementation"]
+        if trial is None:  # nothing to time: the kernel (it covers the model and JAX computes on the CPU)
+            return "cpu-kernel"
+        logger.info("stream: timing the CPU kernel and the XLA step once for %s (this may compile the XLA step)", key)
+        timings = trial()
+        chosen = choose_implementation(timings)
+        best = {name: min(t) * 1e6 for name, t in timings.items()}
+        logger.info("stream: %s runs %s (fastest call: %s); kept in %s", key, chosen,
+                    ", ".join(f"{name} {us:.0f} µs" for name, us in best.items()), self.path())
+        entries = self._read()
+        entries[key] = {"implementation": chosen, "fastest_call_us": {k: round(v, 1) for k, v in best.items()},
+                        "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
+        try:
+            write_json_atomic(self.path(), entries, sort_keys=True)
+        except OSError as err:  # a read-only home: measured again in the next process
+            logger.warning("stream: could not keep the streaming step's choice in %s (%s)", self.path(), err)
+        return chosen
+
+
+STEP_CHOICES = StepChoices()
 
 
 def _xla_chunk(streamer, buckets, state, tokens, dts, counts):

@@ -13,7 +13,10 @@ sensor's channels, exponential µs gaps), then the median time of
   step     — forward + backward + AdamW update (train=True, dropout on), jitted, as a user's loop runs it;
 events/s = batch · length / time, and the peak memory: the device's peak where the backend reports it
 (GPU/TPU), else the process's peak resident memory (each configuration runs in its own process unless
---in-process, so peaks do not mix), beside XLA's own estimate of the step's buffers.
+--in-process, so peaks do not mix), beside XLA's own estimate of the step's buffers. Beside each time: the
+achieved GFLOP/s and GB/s from the compiled program's cost analysis (a lower bound where it loops: XLA counts a
+loop body once) as % of the host's peaks measured in this run (eventlm.data.benchmark.measure_peaks); the
+title names the CPU and says quiet or busy (--busy-neighbour: one busy-loop process beside the whole run).
 """
 
 import argparse
@@ -66,6 +69,7 @@ def benchmark_one(preset, batch, length, repeats=3, modes=("forward", "step")):
     import optax
 
     from eventlm.auto import AutoModelForSequenceClassification, config_class_for
+    from eventlm.data.benchmark import xla_cost
 
     model_type, _, name = preset.rpartition(":")
     config = config_class_for(model_type or "eventssm").from_preset(name)
@@ -80,8 +84,10 @@ def benchmark_one(preset, batch, length, repeats=3, modes=("forward", "step")):
         forward = jax.jit(lambda p, i, t, m: model(i, t, m, params=p).logits)
         args = (model.params, ids, times, mask)
         start = time.perf_counter()
+        forward = forward.lower(*args).compile()
         jax.block_until_ready(forward(*args))
         row["forward_compile_s"] = time.perf_counter() - start
+        row["forward_cost"] = xla_cost(forward)
         row["forward_s"] = _median_time(forward, args, repeats)
         row["forward_events_per_s"] = batch * length / row["forward_s"]
 
@@ -103,6 +109,7 @@ def benchmark_one(preset, batch, length, repeats=3, modes=("forward", "step")):
         compiled = lowered.compile()
         jax.block_until_ready(compiled(*args))
         row["step_compile_s"] = time.perf_counter() - start
+        row["step_cost"] = xla_cost(compiled)
         row["step_s"] = _median_time(compiled, args, repeats)
         row["step_events_per_s"] = batch * length / row["step_s"]
         memory = compiled.memory_analysis()
@@ -146,21 +153,28 @@ def machine():
     return f"{host}; jax {jax.__version__} on {device.platform} ({getattr(device, 'device_kind', '')})"
 
 
-def format_table(rows, title):
+def format_table(rows, title, peaks=None, busy=False):
+    from eventlm.data.benchmark import achieved, format_peaks, format_rates
+
     def fmt(row, key, pattern):
         return pattern % row[key] if key in row else "-"
 
+    def rates(row, mode):  # achieved GFLOP/s, GB/s (% of peak) of a mode's time
+        cost = row.get(f"{mode}_cost")
+        return format_rates(achieved(*cost, row[f"{mode}_s"]) if cost and f"{mode}_s" in row else None, peaks)
+
     lines = [
         f"Model benchmark — {title}",
-        "| preset | batch x length | params | forward s | forward events/s | step s | step events/s | "
-        "peak GB | XLA step buffers GB | compile s (fwd/step) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        *([format_peaks(peaks, busy)] if peaks else []),
+        "| preset | batch x length | params | forward s | forward events/s | forward achieved (% of peak) | step s | "
+        "step events/s | step achieved (% of peak) | peak GB | XLA step buffers GB | compile s (fwd/step) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         lines.append(
             f"| {row['preset']} | {row['batch']} x {row['length']:,} | {row['params']:,} | "
-            f"{fmt(row, 'forward_s', '%.3f')} | {fmt(row, 'forward_events_per_s', '%.3g')} | "
-            f"{fmt(row, 'step_s', '%.3f')} | {fmt(row, 'step_events_per_s', '%.3g')} | "
+            f"{fmt(row, 'forward_s', '%.3f')} | {fmt(row, 'forward_events_per_s', '%.3g')} | {rates(row, 'forward')} | "
+            f"{fmt(row, 'step_s', '%.3f')} | {fmt(row, 'step_events_per_s', '%.3g')} | {rates(row, 'step')} | "
             f"{fmt(row, 'peak_gb', '%.2f')} ({row.get('peak_kind', '')}) | {fmt(row, 'xla_step_buffers_gb', '%.2f')} | "
             f"{fmt(row, 'forward_compile_s', '%.1f')}/{fmt(row, 'step_compile_s', '%.1f')} |"
         )
@@ -176,7 +190,22 @@ def main(argv=None):
     parser.add_argument("--modes", default="forward,step", help="forward and/or step")
     parser.add_argument("--in-process", action="store_true", help="run everything in this process (peaks mix)")
     parser.add_argument("--json", help="also write the rows to this JSON file")
+    parser.add_argument("--busy-neighbour", action="store_true",
+                        help="run one busy-loop process beside the whole benchmark (peaks included), killed after")
     args = parser.parse_args(argv)
+    from eventlm.data.benchmark import busy_neighbour, measure_peaks
+
+    peaks = measure_peaks()  # what the host can do (before any busy neighbour starts)
+    with busy_neighbour(args.busy_neighbour):
+        rows = _run_all(args)
+    print(format_table(rows, machine(), peaks, args.busy_neighbour))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"peaks": peaks, "busy": args.busy_neighbour, "rows": rows}, f, indent=1)
+    return rows
+
+
+def _run_all(args):
     modes = tuple(m for m in args.modes.split(",") if m)
     rows = []
     for preset in args.presets.split(","):
@@ -188,10 +217,6 @@ def main(argv=None):
                 row = run_isolated(preset, args.batch, length, args.repeats, modes)
             if row is not None:
                 rows.append(row)
-    print(format_table(rows, machine()))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
     return rows
 
 

@@ -2,14 +2,16 @@
 
     python scripts/benchmark_streaming.py [--presets shd dvs-gesture] [--chunks 1 16 64 256]
         [--events 120000] [--realdata ../shared/realdata] [--one-core] [--implementations cpu-kernel xla]
+        [--busy-neighbour]
 
-Prints a table naming the machine (see eventlm/models/eventssm/streaming_benchmark.py for what is timed).
+Prints a table naming the machine, quiet or busy, the measured peaks (float32 matmul, memory copy) and beside
+each time the achieved GFLOP/s and GB/s as % of them (see eventlm/models/eventssm/streaming_benchmark.py).
 """
 
 import argparse
 from pathlib import Path
 
-from eventlm.data.benchmark import machine_description, pin_to_one_core
+from eventlm.data.benchmark import busy_neighbour, machine_description, measure_peaks, pin_to_one_core
 from eventlm.models.eventssm.streaming_benchmark import benchmark_streaming, format_table
 
 
@@ -24,16 +26,20 @@ def main(argv=None):
     parser.add_argument("--realdata", type=Path, default=realdata, help="folder of real recordings (skipped when absent)")
     parser.add_argument("--one-core", action="store_true", help="pin the process to one CPU core")
     parser.add_argument("--implementations", nargs="+", default=["auto"], choices=["auto", "cpu-kernel", "xla"],
-                        help="streaming step(s) to time (auto: the CPU kernel on CPU where it covers the model)")
+                        help="streaming step(s) to time (auto: the faster one on this machine, measured once)")
+    parser.add_argument("--busy-neighbour", action="store_true",
+                        help="run one busy-loop process beside the benchmark (peaks included), killed after")
     args = parser.parse_args(argv)
     if args.one_core:
         pin_to_one_core()
     realdata = args.realdata if args.realdata.is_dir() else None
     if realdata is None:
         print(f"(no real recordings at {args.realdata}: random streams only)")
-    results = benchmark_streaming(args.presets, realdata, args.chunks, args.events, args.latency_steps, args.max_chunks,
-                                  implementations=args.implementations)
-    print(format_table(results, machine_description()))
+    peaks = measure_peaks()  # what the host can do (before any busy neighbour starts)
+    with busy_neighbour(args.busy_neighbour):
+        results = benchmark_streaming(args.presets, realdata, args.chunks, args.events, args.latency_steps,
+                                      args.max_chunks, implementations=args.implementations)
+    print(format_table(results, machine_description(), peaks, args.busy_neighbour))
     return results
 
 

@@ -530,6 +530,79 @@ def test_run_stream_on_a_real_recording(realdata, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------
+# implementation="auto"
+# ------------------------------------------------------------------------------------------------
+
+
+def test_choose_implementation_picks_the_faster_step():
+    from eventlm.streaming import choose_implementation
+
+    # each step's fastest call counts (the least disturbed by other processes), not its mean
+    assert choose_implementation({"cpu-kernel": [3e-4, 2e-4], "xla": [1e-4, 9e-3]}) == "xla"
+    assert choose_implementation({"cpu-kernel": [7e-5, 5e-3], "xla": [4e-4, 3e-4]}) == "cpu-kernel"
+    assert choose_implementation({"cpu-kernel": [1e-4], "xla": [1e-4]}) == "cpu-kernel"  # a tie: no compilation
+    assert choose_implementation({"xla": [1e-4], "cpu-kernel": []}) == "xla"
+    with pytest.raises(ValueError, match="no trial timings"):
+        choose_implementation({"xla": [], "cpu-kernel": []})
+
+
+def test_auto_times_both_steps_once_and_keeps_the_choice(tmp_path, monkeypatch, caplog):
+    """A trial at first use per chunk bucket, kept in $EVENTLM_CACHE (read back by another model object
+    without a trial), readable as model.stream_implementation; the environment and explicit choices win."""
+    import json
+    import logging
+
+    from eventlm import streaming
+
+    monkeypatch.delenv("EVENTLM_STREAM_IMPLEMENTATION", raising=False)
+    monkeypatch.setenv("EVENTLM_CACHE", str(tmp_path))
+    picked = {}
+
+    def fake_choice(timings):  # the real trial runs; the decision is made to alternate, never read from timings
+        assert set(timings) == {"cpu-kernel", "xla"} and all(len(t) >= 3 and min(t) > 0 for t in timings.values())
+        picked[len(picked)] = choice = ("xla", "cpu-kernel")[len(picked) % 2]
+        return choice
+
+    monkeypatch.setattr(streaming, "choose_implementation", fake_choice)
+    model = make_model("cls")
+    ids, ts = random_stream(seed=3, length=20, batch=1)
+    assert model.stream_implementation is None
+    with caplog.at_level(logging.INFO, logger="eventlm.streaming"):
+        out, state = model.stream(ids[:, :3], ts[:, :3], model.init_stream(1))
+    assert model.stream_implementation == "xla" and "timing the CPU kernel and the XLA step" in caplog.text
+    out, state = model.stream(ids[:, 3:20], ts[:, 3:20], state)  # a new bucket (≤ 32 events): a second trial
+    assert model.stream_implementation == "cpu-kernel" and len(picked) == 2
+    ref = model(ids, ts).logits
+    rel_close(out.logits, ref)  # whatever ran
+    entries = json.loads((tmp_path / "stream_implementation.json").read_text())
+    assert sorted(e["implementation"] for e in entries.values()) == ["cpu-kernel", "xla"]
+    assert all("batch 1" in key and "chunks ≤" in key for key in entries)
+    again = make_model("cls")  # another model object of the same shape: read back, no trial
+    again.stream(ids[:, :3], ts[:, :3], again.init_stream(1))
+    assert again.stream_implementation == "xla" and len(picked) == 2
+    monkeypatch.setenv("EVENTLM_STREAM_IMPLEMENTATION", "cpu-kernel")
+    again.stream(ids[:, :3], ts[:, :3], again.init_stream(1))
+    assert again.stream_implementation == "cpu-kernel"
+    again.stream(ids[:, :3], ts[:, :3], again.init_stream(1), implementation="xla")
+    assert again.stream_implementation == "xla"
+    monkeypatch.setenv("EVENTLM_STREAM_IMPLEMENTATION", "numba")
+    with pytest.raises(ValueError, match="EVENTLM_STREAM_IMPLEMENTATION must be one of"):
+        again.stream(ids[:, :3], ts[:, :3], again.init_stream(1))
+
+
+def test_auto_keeps_models_the_kernel_does_not_cover_on_xla(tmp_path, monkeypatch):
+    from eventlm import streaming
+
+    monkeypatch.delenv("EVENTLM_STREAM_IMPLEMENTATION", raising=False)
+    monkeypatch.setenv("EVENTLM_CACHE", str(tmp_path))
+    monkeypatch.setattr(streaming, "_trial", lambda *a, **k: pytest.fail("no trial for a model the kernel does not cover"))
+    model = make_model("cls", discretization="zoh")
+    ids, ts = random_stream(seed=3, length=4, batch=1)
+    model.stream(ids, ts, model.init_stream(1))
+    assert model.stream_implementation == "xla" and not (tmp_path / "stream_implementation.json").exists()
+
+
+# ------------------------------------------------------------------------------------------------
 # scripts/benchmark_streaming.py
 # ------------------------------------------------------------------------------------------------
 
@@ -542,10 +615,42 @@ def test_benchmark_functions(cls_model):
     rows = B.benchmark_model(cls_model, {"random": (ids, ts)}, chunks=(8,), latency_steps=4, max_chunks=3,
                              implementations=("auto", "xla"))
     assert [r[0] for r in rows] == ["1-event latency", "chunks of 8"] * 2
-    assert [r[2] for r in rows] == ["cpu-kernel"] * 2 + ["xla"] * 2  # auto runs the kernel on CPU
+    assert [r[2] for r in rows] == ["cpu-kernel"] * 2 + ["xla"] * 2  # auto: the kernel ($EVENTLM_STREAM_IMPLEMENTATION)
     assert rows[0][3]["p99_us"] >= rows[0][3]["p50_us"] > 0 and rows[1][3]["events_per_s"] > 0
-    table = B.format_table({"tiny": rows}, machine="test machine")
-    assert "test machine" in table and "ev/s" in table and "p50" in table
+    assert all(r[3]["rates"]["gflops"] > 0 and r[3]["rates"]["gbps"] > 0 for r in rows)
+    table = B.format_table({"tiny": rows}, machine="test machine", peaks={"gflops": 100.0, "gbps": 10.0}, busy=True)
+    assert "test machine" in table and "ev/s" in table and "p50" in table and "GFLOP/s" in table and "busy" in table
+
+
+def test_distance_to_peak_arithmetic():
+    """achieved rates and their percentages of the measured peaks (arithmetic only, nothing timed)."""
+    from eventlm.data.benchmark import achieved, format_peaks, format_rates, percent_of_peak, xla_cost
+    from eventlm.models.eventssm.streaming_cpu_kernel import work_per_chunk
+
+    rates = achieved(flops=3e9, nbytes=1.5e9, seconds=0.5)
+    assert rates == pytest.approx({"gflops": 6.0, "gbps": 3.0})
+    assert percent_of_peak(rates, {"gflops": 60.0, "gbps": 12.0}) == pytest.approx({"gflops": 10.0, "gbps": 25.0})
+    assert format_rates(rates, {"gflops": 60.0, "gbps": 12.0}) == "6.00 GFLOP/s 10.0% · 3.00 GB/s 25.0%"
+    assert format_rates(None, {"gflops": 1.0, "gbps": 1.0}) == "-"
+    assert "busy" in format_peaks({"gflops": 1.0, "gbps": 2.0}, busy=True)
+    assert "quiet" in format_peaks({"gflops": 1.0, "gbps": 2.0}, busy=False)
+
+    class Compiled:  # cost_analysis as jax returns it (a dict; older versions: a list of one dict)
+        def __init__(self, cost):
+            self.cost = cost
+
+        def cost_analysis(self):
+            return self.cost
+
+    assert xla_cost(Compiled({"flops": 8.0, "bytes accessed": 4.0})) == (8.0, 4.0)
+    assert xla_cost(Compiled([{"flops": 8.0, "bytes accessed": 4.0}])) == (8.0, 4.0)
+    assert xla_cost(Compiled({})) is None
+    # the kernel's count of its work (the tiny test model)
+    cfg = EventSSMConfig(**TINY)
+    flops, nbytes = work_per_chunk(cfg, 1)
+    assert flops > 0 and nbytes > 4 * cfg.num_labels * cfg.output_hidden_size
+    f16, b16 = work_per_chunk(cfg, 16)
+    assert f16 > flops and b16 > nbytes  # more events, more work; the weights are read once either way
 
 
 def test_benchmark_script(capsys):

@@ -6,11 +6,16 @@ The target (issue 3): tokenization >= 20 M events/s on one core, so data never h
 
 import os
 import platform
+import subprocess
+import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
+
+from ..resources import cpu_model
 
 # The files of ../shared/realdata (see its SOURCES.md): how to read each, its preset, its event count.
 REALDATA_FILES = {
@@ -27,14 +32,7 @@ REALDATA_FILES = {
 
 def machine_description() -> str:
     """CPU model, core count and Python/numpy versions, for the table's title."""
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    model = cpu_model()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return f"{model}, {cores} core(s) in use, Python {platform.python_version()}, numpy {np.__version__}"
 
@@ -53,6 +51,88 @@ def pin_to_one_core() -> Optional[int]:
         except OSError:  # a thread that ended meanwhile
             pass
     return core
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the distance to the limit: the host's measured peaks, what a run achieved, quiet or busy
+# ----------------------------------------------------------------------------------------------------------
+
+
+def measure_peaks(matmul_size: int = 1024, copy_mb: int = 128, repeats: int = 5) -> dict:
+    """The host's measured peaks, best of `repeats` runs each: "gflops", a float32 matmul (numpy's BLAS with its
+    default threads: every core) at 2·n³ operations; "gbps", a copy of a copy_mb MB array (np.copyto; bytes
+    read + bytes written)."""
+    rng = np.random.default_rng(0)
+    a, b = (rng.random((matmul_size, matmul_size), dtype=np.float32) for _ in range(2))
+    src = np.ones(copy_mb * 2**20 // 4, np.float32)
+    dst = np.empty_like(src)
+    a @ b, np.copyto(dst, src)  # warm-up: BLAS threads, page faults
+    matmul = min(_seconds(lambda: a @ b) for _ in range(repeats))
+    copy = min(_seconds(lambda: np.copyto(dst, src)) for _ in range(repeats))
+    return {"gflops": 2 * matmul_size**3 / matmul / 1e9, "gbps": 2 * src.nbytes / copy / 1e9}
+
+
+def _seconds(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def achieved(flops: float, nbytes: float, seconds: float) -> dict:
+    """{"gflops", "gbps"}: the operation and byte rates of work done in `seconds`."""
+    return {"gflops": flops / seconds / 1e9, "gbps": nbytes / seconds / 1e9}
+
+
+def percent_of_peak(rates: dict, peaks: dict) -> dict:
+    """{"gflops", "gbps"}: each achieved rate as a percentage of the measured peak of the same kind."""
+    return {kind: 100.0 * rates[kind] / peaks[kind] for kind in ("gflops", "gbps")}
+
+
+def format_rates(rates: Optional[dict], peaks: Optional[dict]) -> str:
+    """"12.3 GFLOP/s 4.1% · 5.6 GB/s 2.0%" (the percentages of the peaks; "-" where a count is missing)."""
+    if not rates:
+        return "-"
+    pct = percent_of_peak(rates, peaks) if peaks else None
+    parts = [f"{rates['gflops']:.2f} GFLOP/s" + (f" {pct['gflops']:.1f}%" if pct else ""),
+             f"{rates['gbps']:.2f} GB/s" + (f" {pct['gbps']:.1f}%" if pct else "")]
+    return " · ".join(parts)
+
+
+def format_peaks(peaks: dict, busy: bool) -> str:
+    """The line naming the CPU, quiet or busy, and the measured peaks that the % columns divide by."""
+    return (f"{cpu_model()}, {'busy (one busy-loop process beside the run)' if busy else 'quiet'}; peaks measured "
+            f"before the run (no busy loop): float32 matmul {peaks['gflops']:.1f} GFLOP/s (all cores), memory copy "
+            f"{peaks['gbps']:.1f} GB/s (one core, read + write)")
+
+
+def xla_cost(compiled):
+    """(flops, bytes accessed) of a compiled XLA program (its cost_analysis; None where the backend gives none).
+    XLA counts a loop's body once (a lax.scan's recurrence), so a program with loops gets a lower bound."""
+    try:
+        cost = compiled.cost_analysis()
+    except Exception:  # noqa: BLE001 - some backends do not implement it
+        return None
+    if isinstance(cost, (list, tuple)):
+        cost = cost[0] if cost else None
+    if not cost or "flops" not in cost:
+        return None
+    return float(cost["flops"]), float(cost.get("bytes accessed", 0.0))
+
+
+@contextmanager
+def busy_neighbour(enabled: bool = True):
+    """One process spinning on a core for the duration of the block (a live pipeline never has the machine to
+    itself): benchmarks report their numbers "busy" beside it, "quiet" without (their peaks are measured before
+    it starts: the % columns say how far a figure is from what the host can do)."""
+    if not enabled:
+        yield None
+        return
+    proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def synthetic_stream(n_events: int, sensor_size=(128, 128, 2), seed: int = 0, dtype=None) -> np.ndarray:

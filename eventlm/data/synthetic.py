@@ -18,11 +18,12 @@ dataset (with its card); `load_synthetic_dataset` builds once into a cache and r
 import hashlib
 import itertools
 import json
-import os
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
+
+from ..resources import default_cache_dir
 
 SYNTHETIC_VERSION = 1  # bump whenever the generator's output changes: cached builds are keyed by it
 SENSOR_SIZE = (700, 1, 1)
@@ -171,11 +172,6 @@ def _params(seed, num_classes, samples_per_class, options) -> Dict[str, Any]:
     params = {**DEFAULTS, **options, "num_classes": num_classes, "samples_per_class": samples_per_class}
     params["split_fractions"] = list(params["split_fractions"])
     return {"version": SYNTHETIC_VERSION, "seed": int(seed), **params}
-
-
-def default_cache_dir() -> Path:
-    """$EVENTLM_CACHE, else ~/.cache/eventlm."""
-    return Path(os.environ.get("EVENTLM_CACHE", Path.home() / ".cache" / "eventlm"))
 
 
 def synthetic_dataset_path(cache_dir=None, seed: int = 0, num_classes: int = 10, samples_per_class: int = 300,

@@ -20,8 +20,9 @@ from typing import Optional, Sequence
 import jax
 import numpy as np
 
-from ...data.benchmark import REALDATA_FILES, machine_description
+from ...data.benchmark import REALDATA_FILES, achieved, format_peaks, format_rates, machine_description, xla_cost
 from . import modeling_flax_eventssm as modeling
+from . import streaming_cpu_kernel as cpu_kernel
 from ... import streaming
 from .configuration_eventssm import EventSSMConfig
 
@@ -103,18 +104,42 @@ def benchmark_model(model, streams: dict, chunks: Sequence[int] = (1, 16, 64, 25
                     max_chunks: int = 400, implementations: Sequence[str] = ("auto",)):
     """Rows (what, data, implementation, numbers) for one model over named (ids, ts) streams and
     `stream` implementations ("auto", "cpu-kernel", "xla"; "auto" is named by what it ran)."""
-    rows = []
+    rows, costs = [], {}
     for implementation in implementations:
-        name = implementation
-        if implementation == "auto":
-            name = "cpu-kernel" if streaming.streamer_for(model).use_cpu_kernel("auto") else "xla"
         for data, (ids, ts) in streams.items():
             latency = per_event_latency(model, ids, ts, latency_steps, implementation=implementation)
-            rows.append(("1-event latency", data, name, latency))
+            ran = model.stream_implementation  # "auto": what it ran
+            latency["rates"] = _rates(model, ran, 1, latency["p50_us"] / 1e6, costs)
+            rows.append(("1-event latency", data, ran, latency))
             for chunk in chunks:
                 rate = chunked_throughput(model, ids, ts, chunk, max_chunks, implementation=implementation)
-                rows.append((f"chunks of {chunk}", data, name, rate))
+                ran = model.stream_implementation
+                rate["rates"] = _rates(model, ran, chunk, chunk / rate["events_per_s"], costs)
+                rows.append((f"chunks of {chunk}", data, ran, rate))
     return rows
+
+
+def step_work(model, implementation: str, chunk: int, batch: int = 1):
+    """(flops, bytes) of one `stream` call on a chunk of `chunk` events: the kernel's count of its work
+    (`streaming_cpu_kernel.work_per_chunk`), or the XLA step's cost analysis at the chunk's bucket (None where
+    the backend gives none)."""
+    if implementation == "cpu-kernel":
+        flops, nbytes = cpu_kernel.work_per_chunk(model.config, chunk, model.task)
+        return batch * flops, batch * nbytes
+    streamer = streaming.streamer_for(model)
+    state = streaming.init_stream(model, batch)
+    bucket = streaming._bucket(chunk, streaming.BUCKETS)
+    lowered = streamer.step.lower(streamer.constants, (state.buffer, state.logits), np.zeros((batch, bucket), np.int32),
+                                  np.zeros((batch, bucket), np.float32), np.full(batch, chunk, np.int32))
+    return xla_cost(lowered.compile())
+
+
+def _rates(model, implementation, chunk, seconds, costs):
+    """achieved() of one call of `seconds` (step_work kept in `costs` per step and chunk)."""
+    if (implementation, chunk) not in costs:
+        costs[(implementation, chunk)] = step_work(model, implementation, chunk)
+    work = costs[(implementation, chunk)]
+    return achieved(*work, seconds) if work else None
 
 
 def benchmark_streaming(presets: Sequence[str] = ("shd", "dvs-gesture"), realdata_dir=None,
@@ -137,21 +162,26 @@ def benchmark_streaming(presets: Sequence[str] = ("shd", "dvs-gesture"), realdat
     return results
 
 
-def format_table(results: dict, machine: Optional[str] = None) -> str:
-    """A plain-text table of benchmark_streaming's results under a line naming the machine."""
+def format_table(results: dict, machine: Optional[str] = None, peaks: Optional[dict] = None, busy: bool = False) -> str:
+    """A plain-text table of benchmark_streaming's results under lines naming the machine, quiet or busy and
+    the measured peaks (`data.benchmark.measure_peaks`); beside each time, the achieved GFLOP/s and GB/s and
+    their percentages of the peaks."""
     machine = machine or machine_description()
     lines = [f"eventlm streaming benchmark (batch 1, state carried) on: {machine}, jax {jax.__version__} "
-             f"({jax.default_backend()})", "",
-             f"{'preset':<12} {'data':<52} {'step':<11} {'measure':<16} {'result':>36}"]
+             f"({jax.default_backend()})"]
+    if peaks:
+        lines.append(format_peaks(peaks, busy))
+    lines += ["", f"{'preset':<12} {'data':<52} {'step':<11} {'measure':<16} {'result':>36}   achieved (% of peak)"]
     for preset, rows in results.items():
         for what, data, implementation, r in rows:
             if "p50_us" in r:
                 value = f"p50 {r['p50_us']:,.0f} µs  p99 {r['p99_us']:,.0f} µs  cpu {r['cpu_us']:,.0f} µs"
             else:
                 value = f"{r['events_per_s']:>10,.0f} ev/s  {r['events_per_cpu_s']:>10,.0f} ev/cpu-s"
-            lines.append(f"{preset:<12} {data:<52} {implementation:<11} {what:<16} {value:>36}")
+            lines.append(f"{preset:<12} {data:<52} {implementation:<11} {what:<16} {value:>36}   "
+                         f"{format_rates(r.get('rates'), peaks)}")
     return "\n".join(lines)
 
 
-__all__ = ["benchmark_streaming", "benchmark_model", "per_event_latency", "chunked_throughput", "random_stream",
+__all__ = ["benchmark_streaming", "benchmark_model", "step_work", "per_event_latency", "chunked_throughput", "random_stream",
            "recording_stream", "format_table", "PRESET_DATA"]

@@ -23,6 +23,7 @@ LLVM vectorises the loop over the state (libm's scalar calls were 5x slower).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Optional
 
@@ -503,6 +504,37 @@ def _step(w, g, blocks, stages, eps, buffer, tokens, dt, counts, logits, next_ou
 # Python side
 
 
+@functools.lru_cache(maxsize=None)
+def _blas_libraries():
+    """threadpoolctl's controllers of the BLAS libraries in this process, scipy's included (numba's np.dot calls
+    it through scipy.linalg.cython_blas, imported first so that it is loaded when they are listed)."""
+    import scipy.linalg.cython_blas  # noqa: F401
+    from threadpoolctl import ThreadpoolController
+
+    return tuple(ThreadpoolController().select(user_api="blas").lib_controllers)
+
+
+class one_blas_thread:
+    """Context: the BLAS libraries run every matmul on the calling thread (their thread counts restored after).
+    A multithreaded BLAS splits the kernel's matmuls over worker threads that wait for each other; with one
+    core taken by another process each matmul then waits for the scheduler (the kernel ran 20× slower beside
+    one busy process). ≈ 5 µs per call (get, set, set back through ctypes; 2 BLAS libraries here)."""
+
+    __slots__ = ("saved",)
+
+    def __enter__(self):
+        self.saved = [(lib, lib.get_num_threads()) for lib in _blas_libraries()]
+        for lib, n in self.saved:
+            if n != 1:
+                lib.set_num_threads(1)
+        return self
+
+    def __exit__(self, *exc):
+        for lib, n in self.saved:
+            if n != 1:
+                lib.set_num_threads(n)
+
+
 def unsupported_reason(cfg, dtype=None) -> Optional[str]:
     """Why the streaming step of a model (its config and compute dtype; or the model) cannot run as the
     CPU kernel (None when it can)."""
@@ -515,6 +547,38 @@ def unsupported_reason(cfg, dtype=None) -> Optional[str]:
     if np.dtype(dtype) != np.float32:
         return f"compute dtype {np.dtype(dtype)} (the kernel computes in float32)"
     return None
+
+
+def work_per_chunk(cfg, n: int, head: str = "classification"):
+    """(floating-point operations, bytes) of one call on a chunk of n events of one stream, counted from the
+    block plan (what the distance-to-peak columns of the benchmarks divide by): per block, the matmuls (2·m·k·n
+    each: B̃ except at the first block, which reads token tables, C̃, a widening D and skip, the gate), the
+    recurrence (8 per complex state and position), the norm and gate's elementwise work (≈ 10 per value);
+    bytes: the weights the call reads (each once), the first block's table rows per event, the state row read
+    and written. Positions shrink by the stride at each pooling block (ceil(n / S^k), at least one)."""
+    flops, weights, m = 0, 0, n
+    for stage, layer, _, h_in, h_out, p, stride in cfg.block_plan():
+        p = p // 2 if cfg.conj_sym else p
+        first = stage == 0 and layer == 0
+        m_out = -(-m // stride)
+        b = 0 if first else h_in * 2 * p
+        d = h_in * h_out if h_in != h_out else h_in
+        skip = h_in * h_out if h_in != h_out else 0
+        flops += 2 * m * b + 8 * m * p + 2 * m_out * (2 * p * h_out + d + h_out * h_out + skip)
+        flops += 10 * (m * h_in * (not first) + m_out * h_out)
+        weights += b + 2 * p * h_out + d + h_out * h_out + skip
+        m = m_out
+    width = cfg.output_hidden_size
+    if head == "classification":
+        flops += 2 * width * cfg.num_labels
+        weights += width * cfg.num_labels
+    else:
+        outputs = cfg.vocab_size + 3 * cfg.num_mixture_components
+        flops += 2 * n * width * outputs
+        weights += width * outputs
+    p0 = cfg.block_plan()[0][5] // (2 if cfg.conj_sym else 1)
+    row = sum(2 * (pp // (2 if cfg.conj_sym else 1)) for *_, pp, _ in cfg.block_plan()) + 4 * width
+    return flops, 4 * (weights + n * (2 * p0 + 2 * cfg.hidden_size) + 2 * row)
 
 
 class CpuStreamKernel:
@@ -610,8 +674,9 @@ class CpuStreamKernel:
         if bad >= 0:
             raise ValueError(f"stream {bad}: its state or chunk holds an index outside the model's tables (a damaged "
                              "stream state?); start a new state with init_stream(model, batch_size)")
-        new = _step(self.weights, g, self.blocks, self.stages, self.eps, buffer, tokens, dt, counts, new_logits,
-                    next_out)
+        with one_blas_thread():
+            new = _step(self.weights, g, self.blocks, self.stages, self.eps, buffer, tokens, dt, counts, new_logits,
+                        next_out)
         if self.head == "classification":
             return new_logits, new, new_logits
         v, k = int(g[VOCAB]), int(g[MIXTURE])

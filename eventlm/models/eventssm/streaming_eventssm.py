@@ -30,8 +30,9 @@ in closed form, the pooling sums written out, a fast complex exponential, comple
 around B̃/C̃/D held as contiguous matrices (γ folded into B̃), layer-norm statistics from one matmul.
 Tiny chunks cost little compute; the floor there is XLA's per-operation overhead (≈ 1 µs for each of
 the step's ~150–200 operations) and the dispatch of the call, which is why the device state is one flat
-buffer per stream (`StateLayout`), and why on the CPU `stream` runs the same step as one numba function
-(`streaming_cpu_kernel`, same state row, `implementation="auto"`), 2–5× faster than the XLA step.
+buffer per stream (`StateLayout`), and why on the CPU `stream` can run the same step as one numba function
+(`streaming_cpu_kernel`, same state row), 2–5× faster than the XLA step on the hosts measured;
+`implementation="auto"` runs whichever of the two is faster on the machine (eventlm.streaming.StepChoices).
 
 The first block's inputs norm(E) and B̃·norm(E) are per-token tables, computed once per set of weights.
 """
