@@ -129,6 +129,31 @@ def test_max_pool_backward_routes_to_the_first_maximum_as_torch(stride, binary):
                                rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("kernel,cin", [(3, 12), (1, 16), (3, 2)])
+def test_conv_backward_equals_torch(kernel, cin):
+    """The SDT's stride-1 'same' convolution (its weight gradient by hand: one matmul per kernel offset; thin
+    inputs keep XLA's) against torch.nn.functional.conv2d's output and gradients, spiking and real inputs."""
+    torch = pytest.importorskip("torch")
+    import flax.linen as nn
+
+    from eventlm.models.spike_driven_transformer.modeling_flax_spike_driven_transformer import _flax_conv
+
+    rng = np.random.default_rng(5)
+    for x in ((rng.random((3, 9, 7, cin)) < 0.3).astype(np.float32), rng.normal(size=(3, 9, 7, cin)).astype(np.float32)):
+        conv = nn.Conv(6, (kernel, kernel), padding=kernel // 2, use_bias=False, conv_general_dilated=_flax_conv)
+        w = rng.normal(size=(kernel, kernel, cin, 6)).astype(np.float32)
+        g = rng.normal(size=(3, 9, 7, 6)).astype(np.float32)
+        out, vjp = jax.vjp(lambda p, a: conv.apply({"params": {"kernel": p}}, a), jnp.asarray(w), jnp.asarray(x))
+        g_w, g_x = vjp(jnp.asarray(g))
+        xt = torch.tensor(x.transpose(0, 3, 1, 2), requires_grad=True)
+        wt = torch.tensor(w.transpose(3, 2, 0, 1), requires_grad=True)
+        yt = torch.nn.functional.conv2d(xt, wt, padding=kernel // 2)
+        yt.backward(torch.tensor(g.transpose(0, 3, 1, 2)))
+        np.testing.assert_allclose(np.asarray(out), yt.detach().numpy().transpose(0, 2, 3, 1), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(np.asarray(g_w), wt.grad.numpy().transpose(2, 3, 1, 0), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(np.asarray(g_x), xt.grad.numpy().transpose(0, 2, 3, 1), rtol=1e-5, atol=1e-5)
+
+
 # ---------------------------------------------------------------------------------------------- frames
 
 
