@@ -95,3 +95,14 @@ def test_main_job_on_spoken_digits_reports_the_baselines(built, tmp_path, monkey
     card = (out / "README.md").read_text()
     assert "eventlm-spoken-digits" in card and "Simple baselines on the same split" in card
     assert "chance (1 / 20 classes): 0.0500" in card
+
+
+def test_the_run_summary_names_the_embedded_dataset_it_built(tmp_path):
+    """The summary's "data:" line names the embedded dataset the run trained on and where it is cached."""
+    from eventlm.training.arguments import DataArguments, ModelArguments
+    from eventlm.training.pipelines import data_location
+
+    for name in ("spoken-digits", "synthetic"):
+        line = data_location(DataArguments(embedded_dataset=name, synthetic_cache_dir=str(tmp_path)), ModelArguments())
+        assert f"the embedded {name} dataset" in line, line
+        assert str(tmp_path) in line and name in line.split("built in")[1], line

@@ -501,9 +501,12 @@ def data_location(data_args: DataArguments, model_args: ModelArguments) -> str:
         names = ", ".join(map(str, data_args.recordings[:3])) + (" ..." if len(data_args.recordings) > 3 else "")
         return f"data: {len(data_args.recordings)} recording(s) read directly ({names}), not cached"
     if data_args.dataset_name is None:
-        from ..data.synthetic import synthetic_dataset_path
-
-        return f"data: the embedded synthetic dataset, built in {synthetic_dataset_path(data_args.synthetic_cache_dir)}"
+        if data_args.embedded_dataset == "spoken-digits":
+            from ..data.spoken_digits import spoken_digits_path as path_of
+        else:
+            from ..data.synthetic import synthetic_dataset_path as path_of
+        name = data_args.embedded_dataset or "synthetic"
+        return f"data: the embedded {name} dataset, built in {path_of(data_args.synthetic_cache_dir)}"
     import datasets
 
     cache = model_args.cache_dir or datasets.config.HF_DATASETS_CACHE
