@@ -1060,6 +1060,12 @@ def checked_gaps(ids, timestamps, last_timestamp, num_events, vocab_size):
 # ================================================================================================
 
 
+def _draw(cfg, banned, prediction, key, temperature, i):
+    """Generated event i (token, gap in µs) drawn from the prediction after the event before it: the key of
+    event i is fold_in(seed key, i), whichever path generates."""
+    return sample_next_event(jax.random.fold_in(key, i), *prediction, temperature, cfg.time_unit_us, banned)
+
+
 def _generator(streamer, block: int):
     """Jitted: `block` events, each sampled from the previous prediction and fed back as a 1-event chunk
     (compiled once per model and block, kept with the model's streaming step)."""
@@ -1073,8 +1079,7 @@ def _generator(streamer, block: int):
     def run(consts, device_state, prediction, key, temperature, offset):
         def one(carry, i):
             device_state, prediction = carry
-            token, gap = sample_next_event(jax.random.fold_in(key, offset + i), *prediction, temperature,
-                                           cfg.time_unit_us, banned)
+            token, gap = _draw(cfg, banned, prediction, key, temperature, offset + i)
             dt = gap.astype(jnp.float32) / jnp.float32(cfg.time_unit_us)  # exact for gaps < 2^24 µs
             outs, device_state = jax.vmap(row, in_axes=(None, 0, 0, 0, 0))(
                 consts, device_state, token[None, None], dt[None, None], jnp.ones((1,), jnp.int32))
@@ -1090,13 +1095,12 @@ def _generator(streamer, block: int):
 def _generate_through_stream(model, streamer, state, prediction, num_events, temperature, seed, tokenizer, params,
                              return_state):
     """`generate` for a model whose step runs partly on the host (frames): each event is drawn exactly as on the
-    device path (the same key per event, `sample_next_event`) and fed back through `stream` as a one-event
+    device path (`_draw`) and fed back through `stream` as a one-event
     chunk."""
     compiled, cfg = streamer.compiled, streamer.config
     if "sample" not in compiled:
         banned = banned_tokens(cfg)
-        compiled["sample"] = jax.jit(lambda prediction, key, temperature, i: sample_next_event(
-            jax.random.fold_in(key, i), *prediction, temperature, cfg.time_unit_us, banned))
+        compiled["sample"] = jax.jit(functools.partial(_draw, cfg, banned))
     key, temperature = jax.random.PRNGKey(seed), jnp.float32(temperature)
     tokens, times = np.zeros(num_events, np.int32), np.zeros(num_events, np.int64)
     t = int(state.last_timestamp[0])

@@ -122,6 +122,10 @@ def _same_conv(x, w, pad: int):
     gradient is written by hand as one matmul per kernel offset (Σ over N·H·W of shifted input × output
     gradient): XLA's CPU backprop-filter convolution ran at ≈ 30 GFLOP/s where its forward and input-gradient
     convolutions reach 140-190 (1×1: 5.7× faster as a matmul, 3×3: 1.4-2.7×), most of the training step."""
+    return _lax_same_conv(x, w, pad)
+
+
+def _lax_same_conv(x, w, pad: int):
     return jax.lax.conv_general_dilated(x, w, (1, 1), [(pad, pad)] * 2, dimension_numbers=_NHWC)
 
 
@@ -131,12 +135,10 @@ def _same_conv_fwd(x, w, pad):
 
 def _same_conv_bwd(pad, residuals, g):
     x, w = residuals
-    g_x = jax.vjp(lambda a: jax.lax.conv_general_dilated(a, w, (1, 1), [(pad, pad)] * 2, dimension_numbers=_NHWC),
-                  x)[1](g)[0]
+    g_x = jax.vjp(lambda a: _lax_same_conv(a, w, pad), x)[1](g)[0]
     k, cin, cout = w.shape[0], w.shape[2], w.shape[3]
     if cin < 8:  # a thin input (the stem's polarity frames): XLA's own weight gradient is faster there
-        g_w = jax.vjp(lambda b: jax.lax.conv_general_dilated(x, b, (1, 1), [(pad, pad)] * 2, dimension_numbers=_NHWC),
-                      w)[1](g)[0]
+        g_w = jax.vjp(lambda b: _lax_same_conv(x, b, pad), w)[1](g)[0]
         return g_x, g_w
     n, h, wd = x.shape[:3]
     padded = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0))) if pad else x
