@@ -160,3 +160,45 @@ def test_audio_to_events_bad_input():
         A.audio_to_events(x, SR, num_channels=4, sampler="poisson")
     silent = A.audio_to_events(np.zeros(2000), SR, num_channels=8)
     assert silent.dtype == A.EVENT_DTYPE and len(silent) == 0
+
+
+def test_hankel0_matches_scipy_across_the_switch():
+    """The chain's H0⁽¹⁾ (power series below |z| = 9, asymptotic expansion above) against scipy.special.hankel1."""
+    from scipy import special
+
+    rng = np.random.default_rng(9)
+    radius = np.concatenate([rng.uniform(1e-3, 80, 4000), rng.uniform(8.5, 9.5, 2000), [1e-4, 9.0, 9.0 + 1e-9]])
+    z = radius * np.exp(1j * rng.uniform(0, np.pi, radius.size))  # the upper half-plane, where G lies
+    ref = special.hankel1(0, z)
+    rel = np.abs(A.hankel0(z) - ref) / np.abs(ref)
+    assert rel.max() < 5e-8, f"max relative error {rel.max():.1e} at z = {z[rel.argmax()]}"
+
+
+def test_interval_sampler_search_equals_a_plain_searchsorted():
+    """The fibres' indexed search gives exactly the spikes of np.searchsorted on the hazard, draw for draw
+    (numba's MT19937 is numpy's legacy one), on profiles with silent stretches, zero and certain samples."""
+    rng = np.random.default_rng(3)
+    prob = _probabilities(4, 700, seed=8)
+    prob[1, 100:400] = 0.0  # flat hazard
+    prob[2] = 0.0  # a silent channel
+    prob[3, rng.integers(0, 700, 5)] = 1.0  # certain spikes (the hazard jumps by 745)
+    rate, seed = 8000, 12
+    dead = int(np.ceil(A.SHD_PARAMETERS.bc_tau_refrac * rate))
+    np.random.seed(seed)
+    expected = np.zeros(prob.shape, np.int32)
+    for ch, p in enumerate(prob):
+        steps = np.where(p >= 1.0 - 1e-16, 745.0, 0.0)  # −log(1 − p), capped where p is 1
+        inside = (p > 0) & (p < 1.0 - 1e-16)
+        steps[inside] = -np.log1p(-p[inside])
+        hazard = np.concatenate([[0.0], np.cumsum(steps)])
+        for _ in range(A.SHD_PARAMETERS.bc_fibres):
+            start = 0
+            while start < prob.shape[1]:
+                j = np.searchsorted(hazard[1:], hazard[start] - np.log(1.0 - np.random.random()))
+                if j >= prob.shape[1]:
+                    break
+                expected[ch, j] += 1
+                start = j + dead
+    ours = A.fibre_counts(prob, rate, seed=seed)
+    assert expected.sum() > 100
+    np.testing.assert_array_equal(ours, expected)

@@ -40,7 +40,11 @@ logger = logging.getLogger(__name__)
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 _SPEAKER_COLUMNS = ("speaker", "speaker_id", "client_id")
-_WORK_VERSION = 1
+_WORK_VERSION = 2  # bump when a chunk converted before would differ (2: the float32 membrane)
+
+
+# clips are followed by silence up to a multiple of this, so clips of similar length share one transfer matrix
+DEFAULT_BUCKET_SECONDS = 0.25
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,7 @@ class ChainOptions:
     num_channels: int = 700
     seed: int = 0
     sampler: str = "interval"
-    bucket_seconds: float = 0.25
+    bucket_seconds: float = DEFAULT_BUCKET_SECONDS
 
     def pad_to(self) -> Optional[int]:
         return max(1, int(round(self.bucket_seconds * self.sample_rate))) if self.bucket_seconds else None
@@ -82,7 +86,7 @@ def audio_to_hub_dataset(
     num_channels: int = 700,
     seed: int = 0,
     sampler: str = "interval",
-    bucket_seconds: float = 0.25,
+    bucket_seconds: float = DEFAULT_BUCKET_SECONDS,
     workers: Optional[int] = None,
     chunk_size: int = 32,
     license: Optional[str] = None,
@@ -503,7 +507,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sampler", choices=SAMPLERS, default="interval",
                         help="bernoulli: lauscher's per-sample draws (slower); interval: the same process, faster")
-    parser.add_argument("--bucket-seconds", type=float, default=0.25,
+    parser.add_argument("--bucket-seconds", type=float, default=DEFAULT_BUCKET_SECONDS,
                         help="pad clips with silence to a multiple of this (0: exactly lauscher's chain, slower)")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all CPUs)")
     parser.add_argument("--chunk-size", type=int, default=32, help="clips per saved chunk")

@@ -260,9 +260,9 @@ def _lauscher_chain(wave, sample_rate, num_channels, seed):
 def _convert_one(args):
     from .audio import TRANSFER_CACHE, audio_to_events
 
-    wave, sample_rate, num_channels, seed, shared = args
+    wave, sample_rate, num_channels, seed, shared, pad_to = args
     TRANSFER_CACHE.directory = shared  # as the converter's workers: transfer matrices from the shared folder
-    return len(audio_to_events(wave, sample_rate, num_channels, seed))
+    return len(audio_to_events(wave, sample_rate, num_channels, seed, pad_to=pad_to))
 
 
 def _cpu_seconds() -> float:
@@ -283,6 +283,7 @@ def benchmark_audio(clips, sample_rate: int, num_channels: int = 700, lauscher_c
     import multiprocessing
 
     from . import audio as A
+    from .audio_conversion import ChainOptions
 
     rows, parity = [], {"membrane": 0.0, "hair_cell": 0.0, "events_equal": True}
     audio_s = lambda cs: sum(len(w) for _, w in cs) / sample_rate
@@ -307,35 +308,30 @@ def benchmark_audio(clips, sample_rate: int, num_channels: int = 700, lauscher_c
             parity["events_equal"] &= bool(len(ours) == len(t_ref) and (ours["t"] == t_ref).all()
                                            and (ours["x"] == train.spike_labels).all())
     A.audio_to_events(np.sin(np.arange(256)), sample_rate, 4)  # compile the numba kernels outside the timings
+    pad_to = ChainOptions(sample_rate=sample_rate).pad_to()  # the converter's default buckets
+    bucket = f"{pad_to / sample_rate:g} s buckets"
 
-    def each_new(sampler):
+    def each(sampler, pad):
         for k, (_, wave) in enumerate(clips):
-            A.TRANSFER_CACHE.clear()
-            A.audio_to_events(wave, sample_rate, num_channels, seed=k, sampler=sampler)
+            if pad is None:
+                A.TRANSFER_CACHE.clear()
+            A.audio_to_events(wave, sample_rate, num_channels, seed=k, sampler=sampler, pad_to=pad)
 
-    timed("eventlm, 1 process, new length each clip", clips, lambda: each_new("interval"))
-    # equal lengths (the converter pads to a bucket): the transfer matrix is computed once per length
-    length = max(len(w) for _, w in clips)
-    padded = [(name, np.pad(w, (0, length - len(w)))) for name, w in clips]
-    A.TRANSFER_CACHE.get(length, sample_rate, num_channels, A.SHD_PARAMETERS)
+    timed("eventlm, 1 process, new length each clip (bucket 0)", clips, lambda: each("interval", None))
+    # the converter's default: clips padded to a bucket share a transfer matrix (the first pass computes them)
+    A.TRANSFER_CACHE.clear()
+    timed(f"eventlm, 1 process, {bucket}, first pass", clips, lambda: each("interval", pad_to))
     for sampler in ("interval", "bernoulli"):
-        timed(f"eventlm, 1 process, equal lengths, {sampler} sampler", padded,
-              lambda: [A.audio_to_events(w, sample_rate, num_channels, seed=k, sampler=sampler)
-                       for k, (_, w) in enumerate(padded)])
+        timed(f"eventlm, 1 process, {bucket}, {sampler} sampler", clips, lambda: each(sampler, pad_to))
     if workers > 1:
         import tempfile
 
         with tempfile.TemporaryDirectory() as shared, \
                 ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            A.TRANSFER_CACHE.directory = shared
-            A.TRANSFER_CACHE.clear()
-            A.TRANSFER_CACHE.get(length, sample_rate, num_channels, A.SHD_PARAMETERS)  # computed once, shared
-            A.TRANSFER_CACHE.directory = None
-            # start the workers (imports, numba kernels, the shared transfer matrix) outside the timing
-            list(pool.map(_convert_one, [(padded[0][1], sample_rate, num_channels, 0, shared)] * workers))
-            jobs = [(w, sample_rate, num_channels, k, shared) for k, (_, w) in enumerate(padded)]
-            timed(f"eventlm, {workers} worker processes, equal lengths", padded,
-                  lambda: list(pool.map(_convert_one, jobs)))
+            # start the workers (imports, numba kernels, the shared transfer matrices) outside the timing
+            list(pool.map(_convert_one, [(w, sample_rate, num_channels, 0, shared, pad_to) for _, w in clips]))
+            jobs = [(w, sample_rate, num_channels, k, shared, pad_to) for k, (_, w) in enumerate(clips)]
+            timed(f"eventlm, {workers} worker processes, {bucket}", clips, lambda: list(pool.map(_convert_one, jobs)))
         rows[-1] = rows[-1][:4] + (float("nan"),)  # the workers' CPU time is not this process's
     return rows, parity
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from .synthetic import SPLITS, default_cache_dir, load_cached_build
 
-SPOKEN_DIGITS_VERSION = 1  # bump whenever the generator's output changes: cached builds are keyed by it
+SPOKEN_DIGITS_VERSION = 2  # bump whenever the generator's output changes: cached builds are keyed by it
 WORDS = {
     "en": ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"),
     "de": ("null", "eins", "zwei", "drei", "vier", "fünf", "sechs", "sieben", "acht", "neun"),
