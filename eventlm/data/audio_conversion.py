@@ -459,8 +459,8 @@ def _open_work_folder(work: Path, fingerprint: Dict[str, Any]):
 
 def _description(options: ChainOptions, source_name, source_license, report) -> str:
     p = SHD_PARAMETERS
-    pad = (f"each clip is followed by silence up to a multiple of {options.bucket_seconds:g} s (so clips share "
-           f"cached filters)" if options.pad_to() else "no padding (exactly lauscher's chain per clip)")
+    pad = (f"each clip is followed by silence up to a multiple of {options.bucket_seconds:g} s, then to the next "
+           f"length with a fast FFT (a few ms more; so clips share cached filters)" if options.pad_to() else "no padding (exactly lauscher's chain per clip)")
     lines = [
         f"Spike trains made from the audio of {source_name} (licence: {source_license or 'not stated by the source'}) "
         f"with the Heidelberg cochlea chain of the SHD/SSC datasets (Cramer et al. 2020), as implemented by "
