@@ -202,3 +202,23 @@ def test_interval_sampler_search_equals_a_plain_searchsorted():
     ours = A.fibre_counts(prob, rate, seed=seed)
     assert expected.sum() > 100
     np.testing.assert_array_equal(ours, expected)
+
+
+def test_audio_benchmark_rows_and_table():
+    """scripts/benchmark_audio.py's logic on two tiny clips: every row timed, the bucket rows at the converter's
+    default buckets, and the padded length is FFT-friendly and never shorter than the clip."""
+    from scipy import fft
+
+    from eventlm.data.audio_conversion import ChainOptions
+    from eventlm.data.benchmark import benchmark_audio, format_audio_table
+
+    clips = [("a", _tones(2000, SR, 1)), ("b", _tones(2600, SR, 2))]
+    rows, parity = benchmark_audio(clips, SR, num_channels=4, lauscher_clips=0, workers=1)
+    assert [r[0].split(",")[1].strip() for r in rows] == ["1 process"] * 4
+    assert all(n == 2 and a == pytest.approx(4600 / SR) and w > 0 for _, n, a, w, _ in rows)
+    assert "0.25 s buckets" in rows[1][0]
+    assert "audio s/wall s" in format_audio_table(rows, parity, "test host", 4, SR)
+    pad = ChainOptions(sample_rate=SR).pad_to()
+    for n in (1, 2000, pad, pad + 1, 3 * pad - 1):
+        total = A.padded_length(n, pad)
+        assert total >= -(-n // pad) * pad and fft.next_fast_len(total // 2 + 1, real=True) == total // 2 + 1
