@@ -7,9 +7,11 @@
 Counted: every `nn.Conv` and `nn.Dense` the forward pass calls (found by intercepting their calls, so any
 model works, EventSSM included): MACs = output elements × fan-in, per sample. A layer whose input holds
 only 0 and 1 is fed spikes and does accumulates only (SOPs); any other is fed real values (MACs), as the
-spiking first conv on event-count frames is. Batch norm (foldable into the conv), the element-wise
-products and sums of spike-driven attention and the recurrences of EventSSM's S5 layers are not counted;
-the report says so in its total line.
+spiking first conv on event-count frames is. Also counted: spike sums (`eventlm.spiking.SpikeSum`, the
+column sum of K⊙V in spike-driven attention): one addition per input element, so SOPs = the spikes summed.
+Not counted: batch norm (foldable into the conv), the masks of spike-driven attention (K⊙V and Q⊙·, logical
+ANDs of spikes), sums of non-binary values (a causal or whole-clip sum over frames), max-pools, and the
+recurrences of EventSSM's S5 layers; the total line says which operations it holds.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from .spiking import SpikeSum
 
 E_MAC_PJ, E_AC_PJ = 4.6, 0.9
 
@@ -59,7 +63,7 @@ class EnergyReport:
                         f"{layer.macs:,.0f} | {layer.sops:,.0f} | {layer.energy_pj / 1e6:.4f} |")
         macs = sum(layer.macs for layer in self.layers if not layer.spiking_input)
         sops = sum(layer.sops for layer in self.layers)
-        rows.append(f"| **total** (per sample, {self.samples} samples; conv/dense only) | | | {macs:,.0f} MAC | "
+        rows.append(f"| **total** (per sample, {self.samples} samples; conv, dense and spike sums) | | | {macs:,.0f} MAC | "
                     f"{sops:,.0f} SOP | **{self.energy_pj / 1e6:.4f}** |")
         return "\n".join(rows)
 
@@ -74,13 +78,17 @@ def energy_report(model, input_ids, timestamps, attention_mask=None, params=None
 
     def record(next_fun, args, kwargs, context):
         module = context.module
-        if context.method_name != "__call__" or not isinstance(module, (nn.Conv, nn.Dense)):
+        if context.method_name != "__call__" or not isinstance(module, (nn.Conv, nn.Dense, SpikeSum)):
             return next_fun(*args, **kwargs)
         x = args[0]
         out = next_fun(*args, **kwargs)
-        fan_in = x.shape[-1] * (int(np.prod(module.kernel_size)) if isinstance(module, nn.Conv) else 1)
+        if isinstance(module, SpikeSum):  # one accumulate per input element
+            operations = jnp.size(x)
+        else:  # output elements × fan-in
+            operations = jnp.size(out) * x.shape[-1] * (int(np.prod(module.kernel_size)) if isinstance(module, nn.Conv)
+                                                         else 1)
         binary = jnp.all((x == 0) | (x == 1))
-        records.append(("/".join(module.path), jnp.size(out) * fan_in, binary, jnp.mean(x)))
+        records.append(("/".join(module.path), operations, binary, jnp.mean(x)))
         return out
 
     def run(variables):

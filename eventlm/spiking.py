@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
@@ -134,3 +135,14 @@ _lif.defvjp(_lif_fwd, _lif_bwd)
 
 
 __all__ = ["spike", "multistep_lif"]
+
+
+class SpikeSum(nn.Module):
+    """Σ of binary spikes over one axis (kept): the accumulate-only additions of spike-driven attention, a
+    module of its own so that `eventlm.energy` counts them (one addition per spike, i.e. SOPs = the input's
+    firing rate × its size). No parameters."""
+
+    axis: int
+
+    def __call__(self, spikes):
+        return jnp.sum(spikes, axis=self.axis, keepdims=True)

@@ -2,6 +2,7 @@
 reference's modules (NCHW as PyTorch, loops over T as SpikingJelly), on trained-like random weights with
 batch-norm statistics that are not the identity; config and tokenizer checks; Auto classes; training."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -307,6 +308,25 @@ def test_energy_report_counts_macs_and_spike_operations(tmp_path, capsys):
     assert report.energy_pj == pytest.approx(sum(4.6 * layer.macs if not layer.spiking_input else 0.9 * layer.sops
                                                  for layer in report.layers))
     assert frames.shape[0] == T
+
+    # spike-driven attention's column sum: one addition per spike of K⊙V, counted from the K and V LIF outputs
+    spikes = {}
+
+    def grab(next_fun, args, kwargs, context):
+        out = next_fun(*args, **kwargs)
+        if context.method_name == "__call__" and context.module.path[-2:] in (("block0_attn", "k_lif"),
+                                                                                ("block0_attn", "v_lif")):
+            spikes[context.module.path[-1]] = out
+        return out
+
+    from eventlm.modeling_events import prepare_inputs
+
+    with nn.intercept_methods(grab):
+        model.module.apply(model._variables_for(None, None), *prepare_inputs(cfg, ids, ts, mask))
+    added = layers["sdt/block0_attn/token_sum"]
+    assert added.spiking_input and added.macs == T * (H // 4 + 1) * (W // 4) * D  # every K⊙V element
+    coincident = float(np.sum(np.asarray(spikes["k_lif"]) * np.asarray(spikes["v_lif"]))) / ids.shape[0]
+    assert coincident > 0 and added.sops == pytest.approx(coincident, rel=1e-5)
 
     from eventlm.models.eventssm.configuration_eventssm import EventSSMConfig
     from eventlm.models.eventssm.modeling_flax_eventssm import FlaxEventSSMForSequenceClassification

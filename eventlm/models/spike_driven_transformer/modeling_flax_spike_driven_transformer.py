@@ -33,7 +33,7 @@ import numpy as np
 from ...modeling_events import (BackboneOutput, EventModelModule, FlaxEventPreTrainedModel, ForNextEventPrediction,
                                 ForSequenceClassification, NextEventPredictionModule, SequenceClassificationModule,
                                 valid_mask)
-from ...spiking import multistep_lif
+from ...spiking import SpikeSum, multistep_lif
 from .configuration_spike_driven_transformer import SpikeDrivenTransformerConfig
 from .frames import events_to_frames, frame_context, frames_to_input, frames_used
 
@@ -231,7 +231,7 @@ class SpikeDrivenSelfAttention(nn.Module):
             return a.reshape(t * b, h * w, heads, c // heads).transpose(0, 2, 1, 3)
 
         q, k, v = per_head(qkv("q")), per_head(qkv("k", True)), per_head(qkv("v", True))
-        kv = jnp.sum(erode(k * v), axis=2, keepdims=True)  # Σ over the N tokens of each frame
+        kv = SpikeSum(axis=2, name="token_sum")(erode(k * v))  # Σ over the N tokens of each frame
         kv = kv.reshape((t, b) + kv.shape[1:])
         if cfg.attention_over == "time":  # Σ over the frames (each frame's own Σ over its N tokens first)
             if frame_mask is not None:
