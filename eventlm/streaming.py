@@ -56,6 +56,8 @@ except ImportError:  # pragma: no cover
     numba = None
 
 BUCKETS = tuple(2**i for i in range(13))  # padded chunk lengths compiled for: 1, 2, 4, ..., 4096
+# µs since the open frame began are kept in the float32 state row as low + high·2^24, both halves exact
+SINCE_US_SPLIT = 2**24
 # how many times a streaming step was traced (compiled), per model fingerprint: a diagnostic counter (the
 # compile-count bound of the tests), not a cache
 TRACE_COUNTS: collections.Counter = collections.Counter()
@@ -382,7 +384,7 @@ class FrameStreamer(Streamer):
         scalar = jax.ShapeDtypeStruct((), np.float32)
         return {"network": self.network_state_template(),
                 "open": jax.ShapeDtypeStruct((self.num_channels,), np.float32),
-                "framing": {"open_events": scalar, "since_us": scalar, "started": scalar}}
+                "framing": {"open_events": scalar, "since_us": scalar, "since_us_high": scalar, "started": scalar}}
 
     def cpu_kernel_reason(self):
         return "frame-based models stream through their jitted frame step"
@@ -392,13 +394,13 @@ class FrameStreamer(Streamer):
 
     @functools.cached_property
     def _framing_slice(self):
-        """The flat offsets [lo, hi) of open_events, since_us, started (adjacent leaves) in a state row."""
+        """The flat offsets [lo, hi) of open_events, since_us, since_us_high, started (adjacent leaves) in a state row."""
         paths = [jax.tree_util.keystr(p) for p, _ in
                  jax.tree_util.tree_flatten_with_path(self.backbone_state_template())[0]]
         lo = self.layout.entries[paths.index("['framing']['open_events']")][0]
-        assert [self.layout.entries[paths.index(f"['framing']['{k}']")][0] for k in ("since_us", "started")] \
-            == [lo + 1, lo + 2]
-        return lo, lo + 3
+        assert [self.layout.entries[paths.index(f"['framing']['{k}']")][0]
+                for k in ("since_us", "since_us_high", "started")] == [lo + 1, lo + 2, lo + 3]
+        return lo, lo + 4
 
     @functools.cached_property
     def _frame_fns(self):
@@ -469,9 +471,9 @@ class FrameStreamer(Streamer):
         lo, hi = self._framing_slice
         framing = np.asarray(buffer[:, lo:hi], np.float64)
         gaps_us = np.round(dts * np.float32(cfg.time_unit_us)).astype(np.int64)  # the full forward's rule
+        since_us = framing[:, 1].astype(np.int64) + framing[:, 2].astype(np.int64) * SINCE_US_SPLIT
         offset, closed, open_events, since_us, started, known = self.close_frames(
-            tokens, gaps_us, counts, framing[:, 0].astype(np.int64), framing[:, 1].astype(np.int64),
-            framing[:, 2] > 0)
+            tokens, gaps_us, counts, framing[:, 0].astype(np.int64), since_us, framing[:, 3] > 0)
         commit, finish, events = self._frame_fns
         consts = self.constants
         rows, cols = np.nonzero(offset >= 0)
@@ -491,7 +493,9 @@ class FrameStreamer(Streamer):
         new_counts = np.zeros((batch, self.num_channels), np.float32)
         sel = frame_of == closed[rows]
         np.add.at(new_counts, (rows[sel], tokens[rows[sel], cols[sel]]), 1.0)
-        framing = {"open_events": open_events.astype(np.float32), "since_us": since_us.astype(np.float32),
+        framing = {"open_events": open_events.astype(np.float32),
+                   "since_us": (since_us % SINCE_US_SPLIT).astype(np.float32),  # both halves exact in float32
+                   "since_us_high": (since_us // SINCE_US_SPLIT).astype(np.float32),
                    "started": started.astype(np.float32)}
         chunk_time = np.sum(dts, axis=1, dtype=np.float32)
         out, buffer = finish(consts, buffer, new_counts, framing, chunk_time)

@@ -678,3 +678,23 @@ def test_next_event_needs_a_causal_sdt():
 
     with pytest.raises(ValueError, match="split_by='number' cuts a sample"):
         FlaxSpikeDrivenTransformerForNextEventPrediction(tiny_config(), seed=0)
+
+
+def test_streaming_keeps_long_open_frames_exact_past_2_to_the_24_microseconds():
+    """A frame open for more than 2^24 µs (16.8 s): the state row's float32 would round the µs since it began
+    (to even above 2^24) and put an event with the same timestamp as the chunk's last into the next frame;
+    the row keeps them as two exact halves, so streaming equals the full forward."""
+    cfg = tiny_config(split_by="duration", frame_us=17_000_000, num_frames=3)
+    model = trained_like(FlaxSpikeDrivenTransformerForSequenceClassification(cfg, seed=2), seed=4)
+    W, H, _ = SENSOR
+    times = np.concatenate([np.arange(17) * 1_000_000, [16_999_999, 16_999_999, 17_000_001],
+                            17_000_001 + np.arange(1, 30) * 999_999]).astype(np.int64)
+    rng = np.random.default_rng(2)
+    ids = (rng.integers(0, 2, times.size) * W * H + rng.integers(0, H, times.size) * W
+           + rng.integers(0, W, times.size))[None]
+    ts, mask = times[None], np.ones((1, times.size), np.int32)
+    state = model.init_stream(1)
+    for lo, hi in ((0, 18), (18, 19), (19, 30), (30, times.size)):  # a chunk ends at the first 16,999,999 µs
+        out, state = model.stream(ids[:, lo:hi], ts[:, lo:hi], state)
+        full = np.asarray(model(ids[:, :hi], ts[:, :hi], attention_mask=mask[:, :hi]).logits)
+        np.testing.assert_allclose(np.asarray(out.logits), full, rtol=1e-5, atol=1e-5 * np.abs(full).max())
