@@ -363,9 +363,15 @@ def test_unigram_gap_baseline_by_hand():
     assert got["baseline_nll"] == pytest.approx(token + time_nll, rel=1e-12)
 
 
-def test_benchmark_training_runs_small():
-    bench = _script("benchmark_training")
-    result = bench.run_one("synthetic", batch_size=2, seq_len=32, steps=1, accumulation=None)
+def test_benchmark_training_runs_small(capsys):
+    from eventlm.training.benchmark import benchmark_training_step
+
+    result = benchmark_training_step("synthetic", batch_size=2, seq_len=32, steps=1)
     assert result["global_batch"] == 2 and result["seq_len"] == 32 and result["parameters"] > 0
     assert result["steps_per_s"] > 0 and result["events_per_s"] == pytest.approx(64 * result["steps_per_s"], rel=1e-2)
     assert result["peak_memory_gb"] > 0 and np.isfinite(result["loss"])
+    # the script: each preset in its own process, one table
+    results = _script("benchmark_training").main(["--presets", "synthetic", "--batch_size", "2", "--seq_len", "32",
+                                                  "--steps", "1"])
+    assert len(results) == 1 and results[0]["global_batch"] == 2 and "error" not in results[0]
+    assert "synthetic" in capsys.readouterr().out
