@@ -8,14 +8,15 @@ same chain with SHD's parameters, written from the published equations:
     hydrodynamic transfer function per channel, applied in the frequency domain) ─ inner hair cell
     (Meddis 1986/88 transmitter pools) ─ bushy cell (40 refractory fibres per channel → one LIF neuron)
 
-and reproduces lauscher's discretisation choices, so that its outputs match lauscher's to rounding
-(tests/test_audio.py runs lauscher beside it): the membrane is evaluated on lauscher's frequency grid
-2π·linspace(1, sr // 2, N // 2 + 1) and returned at sr // 2 as Re(ifft) of the one-sided product; the
-hair cell and bushy cell run at that rate.
+and reproduces lauscher's discretisation choices, so that its outputs match lauscher's (within 3e-7 of the
+largest magnitude, the membrane's FFT being float32; tests/test_audio.py runs lauscher beside it): the membrane
+is evaluated on lauscher's frequency grid 2π·linspace(1, sr // 2, N // 2 + 1) and returned at sr // 2 as
+Re(ifft) of the one-sided product; the hair cell and bushy cell run at that rate.
 
-Speed: the transfer matrix (channels × frequencies, the costly part: a Hankel function per entry) is
-computed with whole-array numpy/scipy calls and cached per (length, rate, channels), so a dataset of
-equal-length clips pays for it once; the hair cell and bushy cell are numba kernels over all channels.
+Speed: the transfer matrix (channels × frequencies, the costly part: a Hankel function per entry) is one
+numba kernel on threads, kept as complex64 and cached per (length, rate, channels), so a dataset of
+equal-length clips pays for it once (the converter pads clips to buckets of lengths, `padded_length`); the
+hair cell and bushy cell are numba kernels over all channels.
 The fibres' spikes are drawn either as lauscher does (one uniform per fibre and sample, `sampler=
 "bernoulli"`: with the same draws, the same spikes) or, by default, from the same distribution with one
 exponential draw per fibre spike (`sampler="interval"`: the first sample at which the accumulated hazard
