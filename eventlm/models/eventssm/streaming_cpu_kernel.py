@@ -227,26 +227,39 @@ def _advance(x_re, x_im, a_re, a_im, b_re, b_im):
         x_re[j] = re
 
 
-DECAY_SLOTS = 32  # per block and call: exp(Λ·s·Δt) of recent Δt values (event gaps repeat: µs timestamps)
-
-
 @_njit
-def _decay_cache(p):
-    """(keys, re, im, bits scratch): a direct-mapped cache of exp(Λ·s·Δt) rows keyed by Δt's float32 bits."""
-    return (np.full(DECAY_SLOTS, -1, np.int64), np.empty((DECAY_SLOTS, p), F32), np.empty((DECAY_SLOTS, p), F32),
-            np.empty(1, F32), np.empty(p, np.int32))
-
-
-@_njit
-def _decay_slot(lam_re, lam_im, t, keys, table_re, table_im, scratch, kbits):
-    """The cache slot holding exp(Λ·s·t) (computed with _cexp on a miss: the same numbers either way)."""
-    scratch[0] = t
-    bits = np.int64(scratch.view(np.int32)[0]) & np.int64(0xFFFFFFFF)
-    slot = ((bits * np.int64(2654435761)) >> np.int64(16)) & np.int64(DECAY_SLOTS - 1)
-    if keys[slot] != bits:
-        _cexp(lam_re, lam_im, t, table_re[slot], table_im[slot], kbits)
-        keys[slot] = bits
-    return slot
+def _decays(lam_re, lam_im, dt):
+    """exp(Λ·s·Δt) once per distinct nonzero Δt (event gaps repeat: µs timestamps): (index of each position's
+    row, −1 where Δt = 0; the rows' real parts; imaginary parts). Distinct values are found by their float32
+    bits in an open-addressing table; each is computed by _cexp (the same numbers as computing every one)."""
+    m, p = dt.shape[0], lam_re.shape[0]
+    size = 16
+    while size < 2 * m:
+        size *= 2
+    keys = np.full(size, -1, np.int64)
+    slot_row = np.empty(size, np.int64)
+    bits = dt.copy().view(np.int32)
+    index = np.empty(m, np.int64)
+    times = np.empty(m, F32)
+    distinct = 0
+    for i in range(m):
+        if dt[i] == 0:  # exp(0) = 1: the recurrence adds the input
+            index[i] = -1
+            continue
+        key = np.int64(bits[i]) & np.int64(0xFFFFFFFF)
+        h = ((key * np.int64(2654435761)) >> np.int64(16)) & np.int64(size - 1)
+        while keys[h] != -1 and keys[h] != key:
+            h = (h + 1) & (size - 1)
+        if keys[h] == -1:
+            keys[h], slot_row[h] = key, distinct
+            times[distinct] = dt[i]
+            distinct += 1
+        index[i] = slot_row[h]
+    table_re, table_im = np.empty((distinct, p), F32), np.empty((distinct, p), F32)
+    kbits = np.empty(p, np.int32)
+    for k in range(distinct):
+        _cexp(lam_re, lam_im, times[k], table_re[k], table_im[k], kbits)
+    return index, table_re, table_im
 
 
 @_njit
@@ -259,16 +272,17 @@ def _recurrence(lam_re, lam_im, bu, rows, dt, stride, keep_first, x0):
     num = (m + stride - 1) // stride
     last = np.empty((num, 2 * p), F32)
     first = np.empty((num, 2 * p), F32) if keep_first else last
-    keys, table_re, table_im, scratch, kbits = _decay_cache(p)
+    index, table_re, table_im = _decays(lam_re, lam_im, dt[:m])
     x_re, x_im = x0[:p].copy(), x0[p:].copy()
     for i in range(m):
         row = bu[rows[i]]
-        if dt[i] == 0:  # exp(0) = 1
-            x_re += row[:p]
-            x_im += row[p:]
+        k = index[i]
+        if k < 0:
+            for j in range(p):
+                x_re[j] += row[j]
+                x_im[j] += row[p + j]
         else:
-            slot = _decay_slot(lam_re, lam_im, dt[i], keys, table_re, table_im, scratch, kbits)
-            _advance(x_re, x_im, table_re[slot], table_im[slot], row[:p], row[p:])
+            _advance(x_re, x_im, table_re[k], table_im[k], row[:p], row[p:])
         if keep_first and i % stride == 0:
             first[i // stride, :p] = x_re
             first[i // stride, p:] = x_im
@@ -291,12 +305,16 @@ def _pool(x, rows, dt, stride, mode, keep_first, eps):
             out[win] = x[rows[a]] if keep_first else x[rows[z - 1]]
             continue
         norm = F32(0.0)
+        acc = out[win]
         for i in range(a, z):
             weight = F32(1.0) if mode == 0 else dt[i] + eps
             norm += weight
-            out[win] += x[rows[i]] * weight
+            src = x[rows[i]]
+            for j in range(f):
+                acc[j] += src[j] * weight
         if norm > 0:
-            out[win] /= norm
+            for j in range(f):
+                acc[j] /= norm
     return out
 
 
