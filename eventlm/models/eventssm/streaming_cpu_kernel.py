@@ -74,68 +74,85 @@ CLS_POOLS = {"mean": 0, "timepool": 1, "last": 2}
 # |θ| above which the Cody-Waite reduction θ = k·π/2 + r loses r (|k| ≥ 2^15): θ is reduced mod 2π first
 THETA_LIMIT, TWO_PI = F32(32768.0), F32(2 * math.pi)
 
+if numba is not None:
+    from llvmlite import ir as _ir
+    from numba.core import types as _types
+    from numba.extending import intrinsic as _intrinsic
+
+    @_intrinsic
+    def _float_from_bits(typingctx, bits):
+        """The float32 whose bits are the int32 `bits` (a register move; keeps the exp loops vectorisable)."""
+        return _types.float32(_types.int32), lambda ctx, builder, sig, args: builder.bitcast(args[0], _ir.FloatType())
+else:  # pragma: no cover
+    def _float_from_bits(bits):
+        return np.array(bits, np.int32).view(np.float32)[()]
+
 
 @_fast
-def _cexp(lam_re, lam_im, t, out_re, out_im, kbits):
-    """out = exp((Λ_re + iΛ_im)·t) for a scalar t, into separate real and imaginary rows (so that LLVM
-    vectorises the loop): exp(x) = 2^k·e^r (Cody-Waite, Cephes expf polynomial, 2^k from its exponent
-    bits), cos/sin after θ = k'·π/2 + r (Cephes sinf/cosf), as the XLA step's exp_pair."""
+def _cexp(lam_re, lam_im, t, out_re, out_im):
+    """out = exp((Λ_re + iΛ_im)·t) for a scalar t, into separate real and imaginary rows (`_cexp_at` per
+    element; one loop over the state that LLVM vectorises, ≈ 3 cycles per element; θ past the reduction's range
+    (huge gaps) takes a scalar loop that reduces it mod 2π first, so that it stays finite)."""
+    largest = F32(0.0)  # max |Λ_im|: |Λ_im·t| > THETA_LIMIT somewhere iff largest·|t| > THETA_LIMIT (exact)
     for p in range(lam_re.shape[0]):
-        out_im[p] = lam_im[p] * t  # θ, kept in out_im until the loop below reads it
-    for p in range(lam_re.shape[0]):  # θ past the reduction's range (huge gaps): θ mod 2π, so that it stays finite
-        if abs(out_im[p]) > THETA_LIMIT:
-            out_im[p] = np.fmod(out_im[p], TWO_PI)
-    for p in range(lam_re.shape[0]):
-        m, kbits[p] = _exp_parts(lam_re[p] * t)
-        th = out_im[p]
-        k = math.floor(th * F32(0.6366197723675814) + F32(0.5))
-        q = ((th - k * F32(1.5703125)) - k * F32(4.837512969970703125e-4)) - k * F32(7.54978995489188216e-8)
-        q2 = q * q
-        s = q + q * q2 * (F32(-1.6666654611e-1) + q2 * (F32(8.3321608736e-3) + q2 * F32(-1.9515295891e-4)))
-        c = F32(1.0) - F32(0.5) * q2 + q2 * q2 * (F32(4.166664568298827e-2) + q2 * (
-            F32(-1.388731625493765e-3) + q2 * F32(2.443315711809948e-5)))
-        quadrant = np.int32(k) & 3
-        odd = (quadrant & 1) == 1
-        cos_th = s if odd else c  # cos(r + quadrant·π/2) and sin(…), up to sign
-        sin_th = c if odd else s
-        sign_c = F32(-1.0) if (quadrant == 1 or quadrant == 2) else F32(1.0)
-        sign_s = F32(-1.0) if quadrant >= 2 else F32(1.0)
-        out_re[p] = m * sign_c * cos_th
-        out_im[p] = m * sign_s * sin_th
-    scale = kbits.view(np.float32)
-    for p in range(lam_re.shape[0]):
-        out_re[p] *= scale[p]
-        out_im[p] *= scale[p]
+        if abs(lam_im[p]) > largest:
+            largest = abs(lam_im[p])
+    if largest * abs(t) > THETA_LIMIT:
+        for p in range(lam_re.shape[0]):
+            th = lam_im[p] * t
+            if abs(th) > THETA_LIMIT:
+                th = np.fmod(th, TWO_PI)
+            out_re[p], out_im[p] = _cexp_at(lam_re[p] * t, th)
+    else:
+        for p in range(lam_re.shape[0]):
+            out_re[p], out_im[p] = _cexp_at(lam_re[p] * t, lam_im[p] * t)
+
+
+@_fast
+def _cexp_at(x, th):
+    """exp(x + iθ) as (re, im), as the XLA step's exp_pair: exp(x) = 2^k·e^r (`_exp_parts`), cos/sin after
+    θ = k'·π/2 + r (Cody-Waite in float32, Cephes sinf/cosf polynomials)."""
+    m, scale = _exp_parts(x)
+    k = np.floor(th * F32(0.6366197723675814) + F32(0.5))  # float32 (math.floor would give int64: float64 math)
+    q = ((th - k * F32(1.5703125)) - k * F32(4.837512969970703125e-4)) - k * F32(7.54978995489188216e-8)
+    q2 = q * q
+    s = q + q * q2 * (F32(-1.6666654611e-1) + q2 * (F32(8.3321608736e-3) + q2 * F32(-1.9515295891e-4)))
+    c = F32(1.0) - F32(0.5) * q2 + q2 * q2 * (F32(4.166664568298827e-2) + q2 * (
+        F32(-1.388731625493765e-3) + q2 * F32(2.443315711809948e-5)))
+    quadrant = np.int32(k)
+    odd = (quadrant & 1) != 0
+    cos_th = s if odd else c  # cos(r + quadrant·π/2) and sin(…), up to sign
+    sin_th = c if odd else s
+    sign_c = F32(-1.0) if ((quadrant + 1) & 2) != 0 else F32(1.0)  # quadrant 1 or 2
+    sign_s = F32(-1.0) if (quadrant & 2) != 0 else F32(1.0)  # quadrant 2 or 3
+    return m * sign_c * cos_th * scale, m * sign_s * sin_th * scale
 
 
 @_fast
 def _exp_parts(x):
-    """exp(x) = m·2^k for float32 x (clamped to [−87, 88]): (m, the float32 bits of 2^k). Cody-Waite
-    reduction x = k·ln2 + r and the Cephes expf polynomial for e^r; the caller multiplies by 2^k in a
-    second loop, reading the bits as float32 (kept apart so that both loops vectorise)."""
+    """exp(x) = m·2^k for float32 x (clamped to [−87, 88]): (m, 2^k). Cody-Waite reduction x = k·ln2 + r and
+    the Cephes expf polynomial for e^r, 2^k from its exponent bits; the caller multiplies."""
     v = min(max(x, F32(-87.0)), F32(88.0))
-    fk = math.floor(v * F32(1.44269504088896341) + F32(0.5))
+    fk = np.floor(v * F32(1.44269504088896341) + F32(0.5))
     r = v - fk * F32(0.693359375) - fk * F32(-2.12194440e-4)
     e = ((((F32(1.9875691500e-4) * r + F32(1.3981999507e-3)) * r + F32(8.3334519073e-3)) * r
           + F32(4.1665795894e-2)) * r + F32(1.6666665459e-1)) * r + F32(5.0000001201e-1)
-    return e * r * r + r + F32(1.0), (np.int32(fk) + np.int32(127)) << np.int32(23)
+    return e * r * r + r + F32(1.0), _float_from_bits((np.int32(fk) + np.int32(127)) << np.int32(23))
 
 
 @_fast
-def _exp_inplace(x, kbits):
+def _exp_inplace(x):
     """x ← exp(x) elementwise for a flat float32 array (the real part of `_cexp`; vectorised)."""
     for i in range(x.shape[0]):
-        x[i], kbits[i] = _exp_parts(x[i])
-    scale = kbits.view(np.float32)
-    for i in range(x.shape[0]):
-        x[i] *= scale[i]
+        m, scale = _exp_parts(x[i])
+        x[i] = m * scale
 
 
 @_njit
 def _sigmoid(z):
     """1 / (1 + exp(−z)) of a 2-D array (a new array)."""
     e = -z.ravel()
-    _exp_inplace(e, np.empty(e.shape[0], np.int32))
+    _exp_inplace(e)
     return (F32(1.0) / (F32(1.0) + e)).reshape(z.shape)
 
 
@@ -256,9 +273,8 @@ def _decays(lam_re, lam_im, dt):
             distinct += 1
         index[i] = slot_row[h]
     table_re, table_im = np.empty((distinct, p), F32), np.empty((distinct, p), F32)
-    kbits = np.empty(p, np.int32)
     for k in range(distinct):
-        _cexp(lam_re, lam_im, times[k], table_re[k], table_im[k], kbits)
+        _cexp(lam_re, lam_im, times[k], table_re[k], table_im[k])
     return index, table_re, table_im
 
 
