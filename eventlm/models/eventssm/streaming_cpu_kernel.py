@@ -236,9 +236,12 @@ def _block_inputs(w, g, blk, x, tokens, stage_zero, eps):
 
 
 @_njit
-def _advance(x_re, x_im, a_re, a_im, b_re, b_im):
-    """x ← a ⊙ x + b (complex, as real and imaginary rows)."""
-    for j in range(x_re.shape[0]):
+def _advance(x_re, x_im, a, b):
+    """x ← a ⊙ x + b (complex; x as real and imaginary rows, a and b as [re | im] rows, split here: the form
+    LLVM vectorises best, 81 cycles per 128 states against 122 with six arguments, 366 indexing a[p + j])."""
+    p = x_re.shape[0]
+    a_re, a_im, b_re, b_im = a[:p], a[p:], b[:p], b[p:]
+    for j in range(p):
         re = a_re[j] * x_re[j] - a_im[j] * x_im[j] + b_re[j]
         x_im[j] = a_re[j] * x_im[j] + a_im[j] * x_re[j] + b_im[j]
         x_re[j] = re
@@ -247,7 +250,7 @@ def _advance(x_re, x_im, a_re, a_im, b_re, b_im):
 @_njit
 def _decays(lam_re, lam_im, dt):
     """exp(Λ·s·Δt) once per distinct nonzero Δt (event gaps repeat: µs timestamps): (index of each position's
-    row, −1 where Δt = 0; the rows' real parts; imaginary parts). Distinct values are found by their float32
+    row, −1 where Δt = 0; the rows as [re | im]). Distinct values are found by their float32
     bits in an open-addressing table; each is computed by _cexp (the same numbers as computing every one)."""
     m, p = dt.shape[0], lam_re.shape[0]
     size = 16
@@ -272,10 +275,10 @@ def _decays(lam_re, lam_im, dt):
             times[distinct] = dt[i]
             distinct += 1
         index[i] = slot_row[h]
-    table_re, table_im = np.empty((distinct, p), F32), np.empty((distinct, p), F32)
+    table = np.empty((distinct, 2 * p), F32)
     for k in range(distinct):
-        _cexp(lam_re, lam_im, times[k], table_re[k], table_im[k])
-    return index, table_re, table_im
+        _cexp(lam_re, lam_im, times[k], table[k, :p], table[k, p:])
+    return index, table
 
 
 @_njit
@@ -288,7 +291,7 @@ def _recurrence(lam_re, lam_im, bu, rows, dt, stride, keep_first, x0):
     num = (m + stride - 1) // stride
     last = np.empty((num, 2 * p), F32)
     first = np.empty((num, 2 * p), F32) if keep_first else last
-    index, table_re, table_im = _decays(lam_re, lam_im, dt[:m])
+    index, table = _decays(lam_re, lam_im, dt[:m])
     x_re, x_im = x0[:p].copy(), x0[p:].copy()
     for i in range(m):
         row = bu[rows[i]]
@@ -298,7 +301,7 @@ def _recurrence(lam_re, lam_im, bu, rows, dt, stride, keep_first, x0):
                 x_re[j] += row[j]
                 x_im[j] += row[p + j]
         else:
-            _advance(x_re, x_im, table_re[k], table_im[k], row[:p], row[p:])
+            _advance(x_re, x_im, table[k], row)
         if keep_first and i % stride == 0:
             first[i // stride, :p] = x_re
             first[i // stride, p:] = x_im
