@@ -227,15 +227,15 @@ def test_cpu_kernel_functions_match_float64():
     K = S.cpu_kernel
     rng = np.random.default_rng(4)
     lam = (-rng.uniform(0, 3, 256) + 1j * rng.normal(0, 40, 256)).astype(np.complex64)
-    e_re, e_im, bits = np.empty(256, np.float32), np.empty(256, np.float32), np.empty(256, np.int32)
+    e_re, e_im = np.empty(256, np.float32), np.empty(256, np.float32)
     for t in (0.0, 1e-4, 0.37, 8.0, 300.0):  # up to underflow and |θ| ~ 10^4
-        K._cexp(lam.real.copy(), lam.imag.copy(), np.float32(t), e_re, e_im, bits)
+        K._cexp(lam.real.copy(), lam.imag.copy(), np.float32(t), e_re, e_im)
         re, im = lam.real * np.float32(t), lam.imag * np.float32(t)  # the float32 arguments the kernel forms
         ref = np.exp(re.astype(np.float64) + 1j * im.astype(np.float64))
         assert np.max(np.abs(e_re + 1j * e_im - ref)) <= 1e-6 * max(np.max(np.abs(ref)), 1e-30) + 1e-37
     x = rng.uniform(-80, 80, 4096).astype(np.float32)
     got = x.copy()
-    K._exp_inplace(got, np.empty(4096, np.int32))
+    K._exp_inplace(got)
     assert np.max(np.abs(got / np.exp(x.astype(np.float64)) - 1)) < 2e-6
     y = rng.normal(0, 3, (13, 40)).astype(np.float32)
     y64 = y.astype(np.float64)
@@ -246,6 +246,38 @@ def test_cpu_kernel_functions_match_float64():
     y64 = y.astype(np.float64)
     ref = (y64 - y64.mean(-1, keepdims=True)) / np.sqrt(y64.var(-1, keepdims=True) + 1e-6) * scale + bias
     assert np.max(np.abs(K._layer_norm(y, scale, bias, 1e-6) - ref)) < 2e-5 * np.max(np.abs(ref))
+
+
+def test_cpu_kernel_recurrence_computes_each_distinct_gap_once():
+    """_recurrence (one exp(Λ·s·Δt) per distinct Δt of a call, Δt = 0 as a plain add) equals the step-by-step
+    recurrence with the decay computed at every position, bit for bit, and float64 complex arithmetic to float32
+    rounding: gaps that repeat, zero gaps, and more distinct gaps than the lookup table's starting size."""
+    K = S.cpu_kernel
+    rng = np.random.default_rng(7)
+    p, stride = 8, 4
+    lam = (-rng.uniform(0.1, 3, p) + 1j * rng.normal(0, 20, p)).astype(np.complex64)
+    lam_re, lam_im = lam.real.copy(), lam.imag.copy()
+    table = rng.normal(0, 1, (5, 2 * p)).astype(np.float32)
+    x0 = rng.normal(0, 1, 2 * p).astype(np.float32)
+    for dt in (rng.choice(np.float32([0, 1e-3, 2e-3, 7e-3, 0.5]), 61),  # repeats and zeros
+               rng.uniform(0, 0.1, 45).astype(np.float32)):  # all distinct
+        rows = rng.integers(0, 5, dt.shape[0])
+        last, first = K._recurrence(lam_re, lam_im, table, rows, dt, stride, True, x0)
+        x_re, x_im = x0[:p].copy(), x0[p:].copy()
+        z = x0[:p].astype(np.complex128) + 1j * x0[p:]
+        a = np.empty(2 * p, np.float32)
+        for i, (row, gap) in enumerate(zip(rows, dt)):
+            if gap == 0:
+                x_re, x_im = x_re + table[row, :p], x_im + table[row, p:]
+            else:
+                K._cexp(lam_re, lam_im, gap, a[:p], a[p:])
+                K._advance(x_re, x_im, a, table[row])
+            z = np.exp(lam.astype(np.complex128) * np.float64(gap)) * z + (table[row, :p] + 1j * table[row, p:])
+            if i % stride == 0:
+                np.testing.assert_array_equal(first[i // stride], np.concatenate([x_re, x_im]))
+            if i % stride == stride - 1 or i == dt.shape[0] - 1:
+                np.testing.assert_array_equal(last[i // stride], np.concatenate([x_re, x_im]))
+                np.testing.assert_allclose(x_re + 1j * x_im, z, rtol=1e-5, atol=1e-5 * np.abs(z).max())
 
 
 @pytest.fixture(scope="module")

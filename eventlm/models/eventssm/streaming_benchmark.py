@@ -4,6 +4,11 @@
 Issue 5's target: chunked throughput with state carried ≥ 5× the reference implementation's stateless
 chunked throughput on the same machine (the issue quotes ~100–123 k events/s for its DVS model at
 256-event chunks and 54–124 k for its SHD model at 64-event chunks on a 2-core box).
+Chunks shorter than the reference's total subsampling (16 events): its forward takes no such input (its
+pooling keeps complete windows only, so a 16-event chunk reaches no last-stage position), so its stateless
+loop gives at best one prediction per 256 (DVS) or 64 (SHD, SSC) events. Issue 14 compares a 16-event chunk
+rate with that loop at its own chunk, its best rate (the strict comparison); a stateless update every 16
+events would re-run it over the last 256 / 64 events, i.e. its rate × 16/256 or × 16/64.
 
 Every step is timed as a live sensor would see it: `stream(...)` from host numpy arrays to the
 prediction ready on the host side (`block_until_ready`), chunk after chunk with the state carried.
