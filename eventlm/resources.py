@@ -24,6 +24,11 @@ def default_cache_dir() -> Path:
 
 
 @functools.lru_cache(maxsize=None)
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one, else the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def cpu_model() -> str:
     """The CPU's model name (/proc/cpuinfo's "model name" on Linux, else what platform says)."""
     try:

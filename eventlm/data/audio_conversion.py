@@ -32,6 +32,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import EventDataError
+from ..resources import available_cpus
 from .audio import SAMPLERS, SHD_PARAMETERS, audio_to_events, check_sample_rate
 from .events import EVENT_DTYPE
 from .hub import _Split, _folder_layout, write_hub_dataset
@@ -293,11 +294,6 @@ def load_audio(clip: _Clip, sample_rate: int) -> Tuple[np.ndarray, bool]:
         g = math.gcd(int(rate), int(sample_rate))
         wave = resample_poly(wave, sample_rate // g, int(rate) // g)
     return wave, stereo
-
-
-def available_cpus() -> int:
-    """The CPUs this process may use (its affinity mask where the OS has one)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def clip_seed(seed: int, split: str, index: int) -> int:

@@ -15,7 +15,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ..resources import cpu_model
+from ..resources import available_cpus, cpu_model
 
 # The files of ../shared/realdata (see its SOURCES.md): how to read each, its preset, its event count.
 REALDATA_FILES = {
@@ -33,8 +33,7 @@ REALDATA_FILES = {
 def machine_description() -> str:
     """CPU model, core count and Python/numpy versions, for the table's title."""
     model = cpu_model()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{model}, {cores} core(s) in use, Python {platform.python_version()}, numpy {np.__version__}"
+    return f"{model}, {available_cpus()} core(s) in use, Python {platform.python_version()}, numpy {np.__version__}"
 
 
 def pin_to_one_core() -> Optional[int]:

@@ -230,7 +230,8 @@ def make_spoken_digits_dataset(output_dir=None, seed: int = 0, *, overwrite: boo
     """
     from datasets import Audio, ClassLabel, Dataset, DatasetDict
 
-    from .audio_conversion import audio_to_hub_dataset, available_cpus
+    from ..resources import available_cpus
+    from .audio_conversion import audio_to_hub_dataset
 
     if output_dir is None:
         output_dir = spoken_digits_path(None, seed, **options)
