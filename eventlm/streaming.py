@@ -888,9 +888,12 @@ def stream(model, input_ids, timestamps, state: StreamState, params=None, batch_
     else:
         out, device_state, pieces = _xla_chunk(streamer, buckets, state, tokens, dts, counts)
         streamer.__dict__["_checked_buffer"] = device_state[0]  # made here from a checked state: not scanned again
-    last = ts[:, -1] if fast is not None else ts[np.arange(batch), np.maximum(n - 1, 0)]
-    new_state = StreamState(device_state[0], device_state[1], np.where(n > 0, last, state.last_timestamp).astype(np.int64),
-                            state.num_events + n, pending, state.fingerprint, state.model_name, state.layout)
+    if fast is not None:  # every row got length ≥ 1 events
+        last = ts[:, -1].astype(np.int64)
+    else:
+        last = np.where(n > 0, ts[np.arange(batch), np.maximum(n - 1, 0)], state.last_timestamp).astype(np.int64)
+    new_state = StreamState(device_state[0], device_state[1], last, state.num_events + n, pending, state.fingerprint,
+                            state.model_name, state.layout)
     if head == "classification":
         return SequenceClassifierOutput(logits=out), new_state
     parts = [np.concatenate(p, axis=1) if len(pieces) > 1 else p[0] for p in zip(*pieces)]

@@ -280,6 +280,39 @@ def test_cpu_kernel_recurrence_computes_each_distinct_gap_once():
                 np.testing.assert_allclose(x_re + 1j * x_im, z, rtol=1e-5, atol=1e-5 * np.abs(z).max())
 
 
+def test_cpu_kernel_runs_its_matmuls_on_one_blas_thread(monkeypatch):
+    """Inside the kernel's step every BLAS library runs single-threaded (its worker threads would wait for a busy
+    core: issue 14), and the user's thread counts are back after the call, also after an error."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from eventlm.streaming import streamer_for
+
+    K = S.cpu_kernel
+    model = case_model("cls-avg-async-layer-mean-widen")
+    kernel = streamer_for(model).cpu_kernel
+    state = S.init_stream(model, 1)
+    blas = lambda: [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]  # noqa: E731
+    seen, step = [], K._step
+
+    def recording(*args):
+        seen.append(blas())
+        return step(*args)
+
+    monkeypatch.setattr(K, "_step", recording)
+    ids, dt = np.array([[1, 2, 3]]), np.full((1, 3), 0.5, np.float32)
+    with threadpool_limits(limits=2, user_api="blas"):
+        assert blas() and set(blas()) == {2}
+        kernel(np.asarray(state.buffer), np.asarray(state.logits), ids, dt, np.array([3]))
+        assert seen == [[1] * len(blas())] and set(blas()) == {2}
+        with pytest.raises(RuntimeError):
+            with K.one_blas_thread():
+                assert set(blas()) == {1}
+                raise RuntimeError
+        assert set(blas()) == {2}
+    with threadpool_limits(limits=1, user_api="blas"), K.one_blas_thread():  # already one: nothing to set back
+        assert set(blas()) == {1}
+
+
 @pytest.fixture(scope="module")
 def cls_model():
     return case_model("cls-avg-async-layer-mean-widen")
