@@ -409,6 +409,19 @@ def test_state_buffer_unpacks_to_the_stream_so_far(cls_model):
     assert int(stages[0].window_count[0]) == 23 % stride  # 23 = 7 windows of 3 + 2 buffered events
     assert int(stages[1].window_count[0]) == (23 // stride) % stride
     np.testing.assert_array_equal(stages[0].window_inputs[0, :2], ids[0, 21:23])
+    # the later stage keeps its buffered inputs' projections: B̃·norm(input) of its pooling block (float64 here)
+    name = next(name for st, layer, name, *_ in model.config.block_plan() if st == 1 and layer == 0)
+    from eventlm.streaming import streamer_for
+
+    consts = streamer_for(model).compiled["prepare"]({"params": model.params})
+    norm = model.params["eventssm"][name]["norm"]
+    count, buffered = int(stages[1].window_count[0]), stages[1].window_inputs[0].astype(np.float64)
+    assert count >= 1 and np.abs(buffered[:count]).max() > 0.1
+    centred = buffered - buffered.mean(-1, keepdims=True)
+    u = centred / np.sqrt(centred.var(-1, keepdims=True) + model.config.layer_norm_eps) * norm["scale"] + norm["bias"]
+    want = u @ np.asarray(consts["blocks"][name]["B"], np.float64)
+    rel_close(stages[1].window_projected[0, :count], want[:count])
+    assert stages[0].window_projected.shape == (1, 0)  # stage 0 reads token tables
     again = S.init_stream(model, 1)
     _, again = S.stream(model, ids, ts, again)  # one chunk: the same state
     rel_close(again.buffer, state.buffer)

@@ -181,6 +181,10 @@ class EventSSMConfig(EventModelConfig):
     def stage_hidden_size(self, stage: int) -> int:
         return self.hidden_size * self.hidden_expansion_factor ** stage
 
+    def stored_state_size(self, state_size: int) -> int:
+        """Complex states a block of `state_size` keeps: half of them with conj_sym (their conjugates are implied)."""
+        return state_size // 2 if self.conj_sym else state_size
+
     def stage_state_size(self, stage: int) -> int:
         return self.state_size * self.state_expansion_factor ** stage
 

@@ -269,7 +269,7 @@ class EventS5(nn.Module):
         cfg = self.config
         block = cfg.ssm_block_size
         blocks = self.state_size // block
-        local = self.state_size // 2 if cfg.conj_sym else self.state_size
+        local = cfg.stored_state_size(self.state_size)
         v = _eigvecs(block, blocks, cfg.conj_sym)
         self.Lambda_re = self.param("Lambda_re", _lambda_init(block, blocks, cfg.conj_sym, "re"), (local,))
         self.Lambda_im = self.param("Lambda_im", _lambda_init(block, blocks, cfg.conj_sym, "im"), (local,))

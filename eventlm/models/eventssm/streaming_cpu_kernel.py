@@ -58,8 +58,9 @@ def _fast(func):
 # Table fields. Per block (row of `blocks`):
 B_OFF, C_OFF, D_OFF, D_MATRIX, LAM_OFF, NS_OFF, NB_OFF, GW_OFF, GB_OFF, SW_OFF, SB_OFF, H_IN, H_OUT, P, \
     STRIDE, STAGE, LAYER, STATE_OFF = range(18)
-# Per stage (row of `stages`): offsets in the state row of the open window's inputs, Δt and count.
-WIN_IN, WIN_DT, WIN_COUNT = range(3)
+# Per stage (row of `stages`): offsets in the state row of the open window's inputs, Δt, count and the inputs'
+# projections B̃u (stages after the first).
+WIN_IN, WIN_DT, WIN_COUNT, WIN_BU = range(4)
 # Globals (`g`):
 (TABLE_U, TABLE_BU, EMB, NUM_BLOCKS, NUM_STAGES, NORM_AFFINE, POOL_MODE, KEEP_FIRST, READOUT_REF, CLS_POOL,
  CLS_W, CLS_B, NUM_LABELS, HIDDEN, RO_SUM, RO_WEIGHT, RO_LAST, RO_TIME, WIDTH, TOTAL_STRIDE, HEAD_NEXT,
@@ -404,13 +405,18 @@ def _row_step(w, g, blocks, stages, eps, row, tokens, dt, n, logits_out, next_ou
                 _touch(bu, rows, sink)
                 _touch(u, rows, sink)
                 _touch(skip_in, rows, sink)
-            else:
-                h_in = blk[H_IN]
+            else:  # the buffered inputs' B̃u as kept in the state; the chunk's positions projected here
+                h_in, p2 = blk[H_IN], 2 * p
                 seq = np.empty((m, h_in), F32)
                 seq[:count] = row[st[WIN_IN]:st[WIN_IN] + count * h_in].reshape((count, h_in))
                 seq[count:] = x[:n_valid]
                 seq_tok = toks
-                u, bu, skip_in = _block_inputs(w, g, blk, seq, seq_tok, False, eps[0])
+                u = _norm(w, blk, seq, eps[0], g[NORM_AFFINE] == 1)
+                bu = np.empty((m, p2), F32)
+                bu[:count] = row[st[WIN_BU]:st[WIN_BU] + count * p2].reshape((count, p2))
+                if m > count:
+                    bu[count:] = np.dot(u[count:], w[blk[B_OFF]:blk[B_OFF] + h_in * p2].reshape((h_in, p2)))
+                skip_in = seq
                 rows = np.arange(m)
             last_states, kept = _recurrence(lam_re, lam_im, bu, rows, seq_dt, stride, g[KEEP_FIRST] == 1, x0)
             mode, keep_first, tp_eps = g[POOL_MODE], g[KEEP_FIRST] == 1, F32(eps[1])
@@ -436,10 +442,13 @@ def _row_step(w, g, blocks, stages, eps, row, tokens, dt, n, logits_out, next_ou
                 for i in range(width):
                     row[st[WIN_IN] + i] = F32(seq_tok[start + i]) if i < keep else F32(0.0)
             else:
-                h_in = blk[H_IN]
+                h_in, p2 = blk[H_IN], 2 * p
                 buf = row[st[WIN_IN]:st[WIN_IN] + width * h_in].reshape((width, h_in))
                 buf[:] = 0.0
                 buf[:keep] = seq[start:start + keep]
+                projected = row[st[WIN_BU]:st[WIN_BU] + width * p2].reshape((width, p2))
+                projected[:] = 0.0
+                projected[:keep] = bu[start:start + keep]
             row[st[WIN_DT]:st[WIN_DT] + width] = 0.0
             row[st[WIN_DT]:st[WIN_DT] + keep] = seq_dt[start:start + keep]
             row[st[WIN_COUNT]] = F32(nf - start)
@@ -620,7 +629,7 @@ def work_per_chunk(cfg, n: int, head: str = "classification"):
     and written. Positions shrink by the stride at each pooling block (ceil(n / S^k), at least one)."""
     flops, weights, m = 0, 0, n
     for stage, layer, _, h_in, h_out, p, stride in cfg.block_plan():
-        p = p // 2 if cfg.conj_sym else p
+        p = cfg.stored_state_size(p)
         first = stage == 0 and layer == 0
         m_out = -(-m // stride)
         b = 0 if first else h_in * 2 * p
@@ -638,8 +647,8 @@ def work_per_chunk(cfg, n: int, head: str = "classification"):
         outputs = cfg.vocab_size + 3 * cfg.num_mixture_components
         flops += 2 * n * width * outputs
         weights += width * outputs
-    p0 = cfg.block_plan()[0][5] // (2 if cfg.conj_sym else 1)
-    row = sum(2 * (pp // (2 if cfg.conj_sym else 1)) for *_, pp, _ in cfg.block_plan()) + 4 * width
+    p0 = cfg.stored_state_size(cfg.block_plan()[0][5])
+    row = sum(2 * cfg.stored_state_size(pp) for *_, pp, _ in cfg.block_plan()) + 4 * width
     return flops, 4 * (weights + n * (2 * p0 + 2 * cfg.hidden_size) + 2 * row)
 
 
@@ -681,7 +690,7 @@ class CpuStreamKernel:
                 put(skip["kernel"]) if skip is not None else -1, put(skip["bias"]) if skip is not None else -1,
                 h_in, h_out, p_local, stride, stage, layer, state_stages[stage].ssm_states[layer],
             ])
-        stages = [[st.window_inputs, st.window_time_deltas, st.window_count] for st in state_stages]
+        stages = [[st.window_inputs, st.window_time_deltas, st.window_count, st.window_projected] for st in state_stages]
         g = np.zeros(31, np.int64)
         g[TABLE_U], g[TABLE_BU] = put(constants["table_u"]), put(constants["table_bu"])
         g[EMB] = put(backbone["embed"]["embedding"])

@@ -9,8 +9,10 @@ pooling_stride^s events):
 
 - A pooling block needs the SSM state at one event per window of S positions. The state keeps the
   SSM state at the last *closed* window boundary and the raw inputs of the open window (at most
-  S − 1 positions: tokens at stage 0, the previous stage's outputs later). The chunk is appended to
-  those buffered inputs and the window-aligned sequence is processed from the committed state:
+  S − 1 positions: tokens at stage 0, the previous stage's outputs later, with their projections B̃u:
+  a chunk projects only its own positions, where re-projecting the buffered ones cost a 16-event
+  DVS chunk up to half its time). The chunk is appended to those buffered inputs and the
+  window-aligned sequence is processed from the committed state:
   x_w = exp(Λ·s·Σ_window Δt) ⊙ x_{w−1} + Σ_i exp(Λ·s·τ_i) ⊙ γ_i B̃u_i (τ_i: time from position i
   to its window's end), i.e. the model's `window_end_states` started from x_committed.
 - Positions are *final* once all their events have arrived; the last window of a level may be
@@ -72,12 +74,16 @@ class StageState:
     window_inputs: the open pooling window's final inputs, (B, S − 1) token ids at stage 0, else
         (B, S − 1, H_in) outputs of the previous stage; window_time_deltas (B, S − 1) their Δt;
         window_count (B,) how many of the S − 1 slots are filled.
+    window_projected: B̃u of those inputs as [re | im] rows, (B, S − 1, 2P) of the stage's pooling block after
+        stage 0, (B, 0) at stage 0 (its B̃u are rows of a per-token table): what the block's input projection gave
+        them when they arrived, so that a chunk projects only its own positions.
     """
 
     ssm_states: Tuple[jax.Array, ...]
     window_inputs: jax.Array
     window_time_deltas: jax.Array
     window_count: jax.Array
+    window_projected: jax.Array
 
 
 
@@ -299,7 +305,15 @@ def _pooling_block(cfg, dtype, consts, stage_state, stage, name, h_in, h_out, p,
     mask = jnp.arange(length) < nv
     seq_dt = jnp.where(mask, seq_dt, 0.0)
     seq = jnp.where(mask, seq, 0) if stage == 0 else seq * mask[:, None]
-    u, bu, skip_in = _block_inputs(cfg, dtype, consts, name, stage == 0, seq, mask)
+    if stage == 0:
+        u, bu, skip_in = _block_inputs(cfg, dtype, consts, name, True, seq, mask)
+    else:  # the buffered positions' B̃u as kept; the chunk's own positions projected here
+        chunk_mask = jnp.arange(x.shape[0]) < n_valid
+        chunk_bu = _block_inputs(cfg, dtype, consts, name, False, x, chunk_mask)[1]
+        kept_bu = stage_state.window_projected.reshape(stride - 1, 2, cfg.stored_state_size(p))
+        bu = _merge(kept_bu, count, chunk_bu)
+        skip_in = seq
+        u = (_norm(cfg, dtype, consts["variables"], name, seq) * mask[:, None]).astype(jnp.float32)
     ssm = _ssm(cfg, consts["variables"]["params"], name, h_in, h_out, p, stride)
     method = modeling.scan_method(cfg)
     weights = consts["blocks"][name]
@@ -323,6 +337,7 @@ def _pooling_block(cfg, dtype, consts, stage_state, stage, name, h_in, h_out, p,
         window_inputs=_slice_window(seq, start, stride - 1),
         window_time_deltas=_slice_window(seq_dt, start, stride - 1),
         window_count=nf - start,
+        window_projected=stage_state.window_projected if stage == 0 else _slice_window(_flat(bu), start, stride - 1),
     )
     return out, w_dt, w_mask, jnp.sum(w_mask).astype(jnp.int32), closed, committed, new_stage
 
@@ -353,11 +368,13 @@ class EventSSMStreamer(Streamer):
         cfg, stride, spec = self.config, self.config.pooling_stride, jax.ShapeDtypeStruct
         stages = []
         for stage in range(cfg.num_stages):
-            states = tuple(spec((2, p // 2 if cfg.conj_sym else p), np.float32)  # pairs
+            states = tuple(spec((2, cfg.stored_state_size(p)), np.float32)  # pairs
                            for st, _, _, _, _, p, _ in cfg.block_plan() if st == stage)
             h_in = cfg.hidden_size if stage == 0 else cfg.stage_hidden_size(stage - 1)
             inputs = spec((stride - 1,), np.int32) if stage == 0 else spec((stride - 1, h_in), self.dtype)
-            stages.append(StageState(states, inputs, spec((stride - 1,), np.float32), spec((), np.int32)))
+            pooled_states = states[0].shape[1]  # the stage's pooling block (its first)
+            projected = spec((0,) if stage == 0 else (stride - 1, 2 * pooled_states), np.float32)
+            stages.append(StageState(states, inputs, spec((stride - 1,), np.float32), spec((), np.int32), projected))
         return tuple(stages)
 
     def backbone_state_limits(self):
@@ -366,7 +383,7 @@ class EventSSMStreamer(Streamer):
         stride = self.config.pooling_stride
         return tuple(stage.replace(ssm_states=tuple(np.inf for _ in stage.ssm_states),
                                    window_inputs=self.config.vocab_size - 1 if s == 0 else np.inf,
-                                   window_time_deltas=np.inf, window_count=stride - 1)
+                                   window_time_deltas=np.inf, window_count=stride - 1, window_projected=np.inf)
                      for s, stage in enumerate(self.backbone_state_template()))
 
     def check_variables(self, variables):
