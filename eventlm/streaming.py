@@ -693,8 +693,8 @@ _STATE_FAULTS = {
 
 def _check_state_contents(streamer, state) -> None:
     """ValueError for a damaged or forged state (shapes, indices and counts out of range, non-finite values),
-    so that no step reads outside its tables. A few µs: one compiled pass over the state; a jax buffer this
-    streamer produced itself (immutable) is not scanned again."""
+    so that no step reads outside its tables. A few µs: one compiled pass over the state; a buffer this
+    streamer produced itself (a jax array, or a numpy array it made read-only) is not scanned again."""
     spec = streamer.__dict__.get("_state_spec")
     if spec is None:  # (columns, limits, logits width): a transformers config attribute costs µs per read
         width = streamer.config.num_labels if streamer.task == "classification" else None
@@ -714,7 +714,8 @@ def _check_state_contents(streamer, state) -> None:
             f"num_events / pending_token {[np.shape(a) for a in host]}, where this model needs buffer {(b, size)}, "
             f"logits {None if width is None else (b, width)} and integer arrays of shape ({b},); start a new one "
             f"with init_stream(model, {b})")
-    trusted = not isinstance(buffer, np.ndarray) and buffer is streamer.__dict__.get("_checked_buffer")
+    trusted = buffer is streamer.__dict__.get("_checked_buffer") and not (
+        isinstance(buffer, np.ndarray) and buffer.flags.writeable)  # (made writeable again: scanned)
     rows = _NO_ROWS if trusted else np.asarray(buffer, np.float32)
     code, row, where = _state_fault(rows, columns, limits, state.pending_token, state.num_events, streamer.vocab_size)
     if code == 0:
@@ -885,6 +886,9 @@ def stream(model, input_ids, timestamps, state: StreamState, params=None, batch_
     if host_step is not None:
         out, buffer, logits = host_step(state.buffer, state.logits, tokens, dts, counts)
         device_state, pieces = (buffer, logits), [out]
+        if isinstance(buffer, np.ndarray) and buffer is not state.buffer:  # new, made from a checked state
+            buffer.flags.writeable = False  # (a state is immutable: an edit in place is refused by numpy)
+            streamer.__dict__["_checked_buffer"] = buffer  # not scanned again
     else:
         out, device_state, pieces = _xla_chunk(streamer, buckets, state, tokens, dts, counts)
         streamer.__dict__["_checked_buffer"] = device_state[0]  # made here from a checked state: not scanned again

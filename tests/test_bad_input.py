@@ -101,11 +101,21 @@ def test_forged_window_count_and_shapes_are_refused(model, implementation):
 
 
 def test_state_damaged_in_place_after_a_step_is_refused(model):
-    """A numpy buffer (the CPU kernel's) can be changed in place after a step: it is scanned on every call."""
+    """The CPU kernel's numpy buffer comes back read-only (numpy refuses an edit in place, so it is not scanned
+    again); one made writeable again and damaged is scanned and refused, as is a damaged copy."""
     state = _started(model, "cpu-kernel")
+    assert isinstance(state.buffer, np.ndarray) and not state.buffer.flags.writeable
+    with pytest.raises(ValueError, match="read-only"):
+        state.buffer[0, _window_slot(state)] = 1e9
+    state.buffer.flags.writeable = True
     state.buffer[0, _window_slot(state)] = 1e9
     with pytest.raises(ValueError, match="stream state is damaged"):
         stream(model, IDS, TS + 100, state, implementation="cpu-kernel")
+    state = _started(model, "cpu-kernel")
+    damaged = np.array(state.buffer)
+    damaged[0, _count_column(state)] = np.nan
+    with pytest.raises(ValueError, match="stream state is damaged"):
+        stream(model, IDS, TS + 100, state.replace(buffer=damaged), implementation="cpu-kernel")
 
 
 def test_cpu_kernel_bounds_checks_its_own_inputs(model):
