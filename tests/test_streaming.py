@@ -710,6 +710,13 @@ def test_distance_to_peak_arithmetic():
     assert percent_of_peak(rates, {"gflops": 60.0, "gbps": 12.0}) == pytest.approx({"gflops": 10.0, "gbps": 25.0})
     assert format_rates(rates, {"gflops": 60.0, "gbps": 12.0}) == "6.00 GFLOP/s 10.0% · 3.00 GB/s 25.0%"
     assert format_rates(None, {"gflops": 1.0, "gbps": 1.0}) == "-"
+    with_cache = {"gflops": 60.0, "gbps": 12.0, "cache_gbps": 40.0}
+    assert format_rates(rates, with_cache) == "6.00 GFLOP/s 10.0% · 3.00 GB/s 25.0% (cache 7.5%)"
+    assert "cache read 40.0 GB/s" in format_peaks(with_cache, busy=False)
+    from eventlm.data.benchmark import measure_peaks
+
+    peaks = measure_peaks(matmul_size=64, copy_mb=1, cache_mb=1, repeats=1)  # tiny: runs, positive, nothing more
+    assert set(peaks) == {"gflops", "gbps", "cache_gbps"} and min(peaks.values()) > 0
     assert "busy" in format_peaks({"gflops": 1.0, "gbps": 2.0}, busy=True)
     assert "quiet" in format_peaks({"gflops": 1.0, "gbps": 2.0}, busy=False)
 

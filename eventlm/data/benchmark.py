@@ -57,18 +57,29 @@ def pin_to_one_core() -> Optional[int]:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def measure_peaks(matmul_size: int = 1024, copy_mb: int = 128, repeats: int = 5) -> dict:
+def measure_peaks(matmul_size: int = 1024, copy_mb: int = 128, cache_mb: int = 4, repeats: int = 5) -> dict:
     """The host's measured peaks, best of `repeats` runs each: "gflops", a float32 matmul (numpy's BLAS with its
     default threads: every core) at 2·n³ operations; "gbps", a copy of a copy_mb MB array (np.copyto; bytes
-    read + bytes written)."""
+    read + bytes written: memory); "cache_gbps", a float32 matrix-vector product over a cache_mb MB matrix on
+    one BLAS thread, read again and again (bytes of the matrix: what one core reads from the caches when its
+    data fit there, the bound of the streaming kernel, whose weights stay cached between chunks)."""
+    from threadpoolctl import threadpool_limits
+
     rng = np.random.default_rng(0)
     a, b = (rng.random((matmul_size, matmul_size), dtype=np.float32) for _ in range(2))
     src = np.ones(copy_mb * 2**20 // 4, np.float32)
     dst = np.empty_like(src)
+    cached = rng.random((cache_mb * 2**20 // 4 // 1024, 1024), dtype=np.float32)
+    vector = rng.random(1024, dtype=np.float32)
     a @ b, np.copyto(dst, src)  # warm-up: BLAS threads, page faults
     matmul = min(_seconds(lambda: a @ b) for _ in range(repeats))
     copy = min(_seconds(lambda: np.copyto(dst, src)) for _ in range(repeats))
-    return {"gflops": 2 * matmul_size**3 / matmul / 1e9, "gbps": 2 * src.nbytes / copy / 1e9}
+    with threadpool_limits(limits=1, user_api="blas"):
+        cached @ vector  # (into the caches)
+        passes = 20
+        matvec = min(_seconds(lambda: [cached @ vector for _ in range(passes)]) for _ in range(repeats)) / passes
+    return {"gflops": 2 * matmul_size**3 / matmul / 1e9, "gbps": 2 * src.nbytes / copy / 1e9,
+            "cache_gbps": cached.nbytes / matvec / 1e9}
 
 
 def _seconds(fn) -> float:
@@ -88,20 +99,24 @@ def percent_of_peak(rates: dict, peaks: dict) -> dict:
 
 
 def format_rates(rates: Optional[dict], peaks: Optional[dict]) -> str:
-    """"12.3 GFLOP/s 4.1% · 5.6 GB/s 2.0%" (the percentages of the peaks; "-" where a count is missing)."""
+    """"12.3 GFLOP/s 4.1% · 5.6 GB/s 2.0%" (the percentages of the peaks; "-" where a count is missing), and
+    where the peaks hold a cache read rate, the bytes' rate as a percentage of it too: "(cache 8.5%)"."""
     if not rates:
         return "-"
     pct = percent_of_peak(rates, peaks) if peaks else None
+    cache = f" (cache {100.0 * rates['gbps'] / peaks['cache_gbps']:.1f}%)" if peaks and peaks.get("cache_gbps") else ""
     parts = [f"{rates['gflops']:.2f} GFLOP/s" + (f" {pct['gflops']:.1f}%" if pct else ""),
-             f"{rates['gbps']:.2f} GB/s" + (f" {pct['gbps']:.1f}%" if pct else "")]
+             f"{rates['gbps']:.2f} GB/s" + (f" {pct['gbps']:.1f}%" if pct else "") + cache]
     return " · ".join(parts)
 
 
 def format_peaks(peaks: dict, busy: bool) -> str:
     """The line naming the CPU, quiet or busy, and the measured peaks that the % columns divide by."""
+    cache = (f", cache read {peaks['cache_gbps']:.1f} GB/s (one core, a float32 matrix-vector product over a matrix "
+             "that stays in the caches)" if peaks.get("cache_gbps") else "")
     return (f"{cpu_model()}, {'busy (one busy-loop process beside the run)' if busy else 'quiet'}; peaks measured "
             f"before the run (no busy loop): float32 matmul {peaks['gflops']:.1f} GFLOP/s (all cores), memory copy "
-            f"{peaks['gbps']:.1f} GB/s (one core, read + write)")
+            f"{peaks['gbps']:.1f} GB/s (one core, read + write){cache}")
 
 
 def xla_cost(compiled):
