@@ -9,10 +9,9 @@ pooling_stride^s events):
 
 - A pooling block needs the SSM state at one event per window of S positions. The state keeps the
   SSM state at the last *closed* window boundary and the raw inputs of the open window (at most
-  S − 1 positions: tokens at stage 0, the previous stage's outputs later, with their projections B̃u:
-  a chunk projects only its own positions, where re-projecting the buffered ones cost a 16-event
-  DVS chunk up to half its time). The chunk is appended to those buffered inputs and the
-  window-aligned sequence is processed from the committed state:
+  S − 1 positions: tokens at stage 0, the previous stage's outputs later, with their projections B̃u,
+  which the CPU kernel reads instead of projecting the buffered inputs again). The chunk is appended to
+  those buffered inputs and the window-aligned sequence is processed from the committed state:
   x_w = exp(Λ·s·Σ_window Δt) ⊙ x_{w−1} + Σ_i exp(Λ·s·τ_i) ⊙ γ_i B̃u_i (τ_i: time from position i
   to its window's end), i.e. the model's `window_end_states` started from x_committed.
 - Positions are *final* once all their events have arrived; the last window of a level may be
@@ -76,7 +75,8 @@ class StageState:
         window_count (B,) how many of the S − 1 slots are filled.
     window_projected: B̃u of those inputs as [re | im] rows, (B, S − 1, 2P) of the stage's pooling block after
         stage 0, (B, 0) at stage 0 (its B̃u are rows of a per-token table): what the block's input projection gave
-        them when they arrived, so that a chunk projects only its own positions.
+        them when they arrived, so that the CPU kernel projects only a chunk's own positions (both steps write it;
+        the XLA step projects the buffered inputs again, which costs it fewer operations than reading them).
     """
 
     ssm_states: Tuple[jax.Array, ...]
@@ -305,15 +305,9 @@ def _pooling_block(cfg, dtype, consts, stage_state, stage, name, h_in, h_out, p,
     mask = jnp.arange(length) < nv
     seq_dt = jnp.where(mask, seq_dt, 0.0)
     seq = jnp.where(mask, seq, 0) if stage == 0 else seq * mask[:, None]
-    if stage == 0:
-        u, bu, skip_in = _block_inputs(cfg, dtype, consts, name, True, seq, mask)
-    else:  # the buffered positions' B̃u as kept; the chunk's own positions projected here
-        chunk_mask = jnp.arange(x.shape[0]) < n_valid
-        chunk_bu = _block_inputs(cfg, dtype, consts, name, False, x, chunk_mask)[1]
-        kept_bu = stage_state.window_projected.reshape(stride - 1, 2, cfg.stored_state_size(p))
-        bu = _merge(kept_bu, count, chunk_bu)
-        skip_in = seq
-        u = (_norm(cfg, dtype, consts["variables"], name, seq) * mask[:, None]).astype(jnp.float32)
+    # (the buffered positions are projected again here, not read from window_projected: for XLA a chunk's cost is
+    # its number of operations, and reading them back took more of those than the one matmul over all positions)
+    u, bu, skip_in = _block_inputs(cfg, dtype, consts, name, stage == 0, seq, mask)
     ssm = _ssm(cfg, consts["variables"]["params"], name, h_in, h_out, p, stride)
     method = modeling.scan_method(cfg)
     weights = consts["blocks"][name]
