@@ -23,12 +23,13 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("EVENTLM_CACHE", Path.home() / ".cache" / "eventlm"))
 
 
-@functools.lru_cache(maxsize=None)
 def available_cpus() -> int:
-    """The CPUs this process may run on (its affinity mask where the OS has one, else the machine's count)."""
+    """The CPUs this process may run on now (its affinity mask where the OS has one, else the machine's count;
+    not cached: a benchmark may pin itself to one core after this was first asked)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+@functools.lru_cache(maxsize=None)
 def cpu_model() -> str:
     """The CPU's model name (/proc/cpuinfo's "model name" on Linux, else what platform says)."""
     try:

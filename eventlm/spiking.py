@@ -134,7 +134,7 @@ def _lif_bwd(static, residuals, cotangents):
 _lif.defvjp(_lif_fwd, _lif_bwd)
 
 
-__all__ = ["spike", "multistep_lif"]
+__all__ = ["spike", "multistep_lif", "SpikeSum"]
 
 
 class SpikeSum(nn.Module):

@@ -410,7 +410,6 @@ def _row_step(w, g, blocks, stages, eps, row, tokens, dt, n, logits_out, next_ou
                 seq = np.empty((m, h_in), F32)
                 seq[:count] = row[st[WIN_IN]:st[WIN_IN] + count * h_in].reshape((count, h_in))
                 seq[count:] = x[:n_valid]
-                seq_tok = toks
                 u = _norm(w, blk, seq, eps[0], g[NORM_AFFINE] == 1)
                 bu = np.empty((m, p2), F32)
                 bu[:count] = row[st[WIN_BU]:st[WIN_BU] + count * p2].reshape((count, p2))
