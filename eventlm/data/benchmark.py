@@ -17,6 +17,8 @@ import numpy as np
 
 from ..resources import available_cpus, cpu_model
 
+GB = 1e9  # bytes in every benchmark's "GB" and "GB/s" (decimal, as memory and bandwidth are quoted)
+
 # The files of ../shared/realdata (see its SOURCES.md): how to read each, its preset, its event count.
 REALDATA_FILES = {
     "tonic_test_data/sample_nmnist.bin": ({}, "nmnist", 4325),
@@ -78,8 +80,8 @@ def measure_peaks(matmul_size: int = 1024, copy_mb: int = 128, cache_mb: int = 4
         cached @ vector  # (into the caches)
         passes = 20
         matvec = min(_seconds(lambda: [cached @ vector for _ in range(passes)]) for _ in range(repeats)) / passes
-    return {"gflops": 2 * matmul_size**3 / matmul / 1e9, "gbps": 2 * src.nbytes / copy / 1e9,
-            "cache_gbps": cached.nbytes / matvec / 1e9}
+    return {"gflops": 2 * matmul_size**3 / matmul / 1e9, "gbps": 2 * src.nbytes / copy / GB,
+            "cache_gbps": cached.nbytes / matvec / GB}
 
 
 def _seconds(fn) -> float:
@@ -90,7 +92,7 @@ def _seconds(fn) -> float:
 
 def achieved(flops: float, nbytes: float, seconds: float) -> dict:
     """{"gflops", "gbps"}: the operation and byte rates of work done in `seconds`."""
-    return {"gflops": flops / seconds / 1e9, "gbps": nbytes / seconds / 1e9}
+    return {"gflops": flops / seconds / 1e9, "gbps": nbytes / seconds / GB}
 
 
 def percent_of_peak(rates: dict, peaks: dict) -> dict:

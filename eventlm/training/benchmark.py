@@ -21,6 +21,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ..data.benchmark import GB
+
 # the paper's per-device batch and padded length of a training step (reference configs/task/*.yaml)
 PAPER_STEP = {"shd": (32, 8192), "ssc": (64, 8192), "dvs-gesture": (16, 65536), "tiny": (16, 8192),
               "synthetic": (32, 512)}
@@ -108,9 +110,9 @@ def benchmark_model_one(preset: str, batch: int, length: int, repeats: int = 3,
         memory = compiled.memory_analysis()
         if memory is not None:
             row["xla_step_buffers_gb"] = (memory.temp_size_in_bytes + memory.argument_size_in_bytes
-                                          + memory.output_size_in_bytes - memory.alias_size_in_bytes) / 1e9
+                                          + memory.output_size_in_bytes - memory.alias_size_in_bytes) / GB
     peak, row["peak_kind"] = peak_memory()
-    row["peak_gb"] = peak / 1e9
+    row["peak_gb"] = peak / GB
     return row
 
 
@@ -160,7 +162,7 @@ def benchmark_training_step(preset: str, batch_size: int, seq_len: int, steps: i
         "global_batch": global_batch, "seq_len": seq_len, "parameters": model.num_parameters(),
         "gradient_accumulation_steps": args.gradient_accumulation_steps, "compile_s": round(compile_s, 2),
         "step_s_median": round(median, 4), "steps_per_s": round(1.0 / median, 3),
-        "events_per_s": round(global_batch * seq_len / median, 1), "peak_memory_gb": round(peak / 2**30, 3),
+        "events_per_s": round(global_batch * seq_len / median, 1), "peak_memory_gb": round(peak / GB, 3),
         "memory_source": "device peak_bytes_in_use" if kind == "device" else "process peak RSS",
         "loss": float(metrics["loss"]),
     }

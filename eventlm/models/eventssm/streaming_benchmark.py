@@ -128,10 +128,10 @@ def step_work(model, implementation: str, chunk: int, batch: int = 1):
     """(flops, bytes) of one `stream` call on a chunk of `chunk` events: the kernel's count of its work
     (`streaming_cpu_kernel.work_per_chunk`), or the XLA step's cost analysis at the chunk's bucket (None where
     the backend gives none)."""
-    if implementation == "cpu-kernel":
-        flops, nbytes = cpu_kernel.work_per_chunk(model.config, chunk, model.task)
-        return batch * flops, batch * nbytes
     streamer = streaming.streamer_for(model)
+    if implementation == "cpu-kernel":
+        flops, nbytes = cpu_kernel.work_per_chunk(model.config, chunk, model.task, streamer.layout.size)
+        return batch * flops, batch * nbytes
     state = streaming.init_stream(model, batch)
     bucket = streaming._bucket(chunk, streaming.BUCKETS)
     lowered = streamer.step.lower(streamer.constants, (state.buffer, state.logits), np.zeros((batch, bucket), np.int32),

@@ -619,13 +619,13 @@ def unsupported_reason(cfg, dtype=None) -> Optional[str]:
     return None
 
 
-def work_per_chunk(cfg, n: int, head: str = "classification"):
+def work_per_chunk(cfg, n: int, head: str, row_floats: int):
     """(floating-point operations, bytes) of one call on a chunk of n events of one stream, counted from the
     block plan (what the distance-to-peak columns of the benchmarks divide by): per block, the matmuls (2·m·k·n
     each: B̃ except at the first block, which reads token tables, C̃, a widening D and skip, the gate), the
     recurrence (8 per complex state and position), the norm and gate's elementwise work (≈ 10 per value);
-    bytes: the weights the call reads (each once), the first block's table rows per event, the state row read
-    and written. Positions shrink by the stride at each pooling block (ceil(n / S^k), at least one)."""
+    bytes: the weights the call reads (each once), the first block's table rows per event, the state row
+    (`row_floats` float32 values: the streamer's `layout.size`, window slots included) read and written. Positions shrink by the stride at each pooling block (ceil(n / S^k), at least one)."""
     flops, weights, m = 0, 0, n
     for stage, layer, _, h_in, h_out, p, stride in cfg.block_plan():
         p = cfg.stored_state_size(p)
@@ -647,8 +647,7 @@ def work_per_chunk(cfg, n: int, head: str = "classification"):
         flops += 2 * n * width * outputs
         weights += width * outputs
     p0 = cfg.stored_state_size(cfg.block_plan()[0][5])
-    row = sum(2 * cfg.stored_state_size(pp) for *_, pp, _ in cfg.block_plan()) + 4 * width
-    return flops, 4 * (weights + n * (2 * p0 + 2 * cfg.hidden_size) + 2 * row)
+    return flops, 4 * (weights + n * (2 * p0 + 2 * cfg.hidden_size) + 2 * row_floats)
 
 
 class CpuStreamKernel:
