@@ -343,6 +343,19 @@ class Streamer:
                                             out.embeds, n)
         return tuple(o[:length] for o in outs), (self.layout.pack((out.state, readout)), logits)
 
+    def event_step(self, consts, device_state, token, gap_us):
+        """Inside jit: one event (token int32, gap int32 µs before it) of a one-stream device state (buffer (1, N),
+        logits) through the step, as `generate` feeds its draws back: (new device state, the next-event head's
+        outputs after it, one row each)."""
+        dt = gap_us.astype(jnp.float32) / jnp.float32(self.time_unit_us)  # = gaps_to_units for gaps < 2^24 µs
+        outs, device_state = jax.vmap(self.row_step, in_axes=(None, 0, 0, 0, 0))(
+            consts, device_state, token[None, None], dt[None, None], jnp.ones((1,), jnp.int32))
+        return device_state, tuple(o[0, 0] for o in outs)
+
+    def generates_on_device(self, state) -> bool:
+        """Whether `generate` can run this state's events as one compiled scan (else one `stream` call each)."""
+        return True
+
     def _jitted_step(self):
         """The jitted, batch-vmapped step (traces counted in TRACE_COUNTS[fingerprint])."""
         fingerprint, row = self.fingerprint, self.row_step
@@ -363,13 +376,15 @@ class FrameStreamer(Streamer):
     committed state as the provisional last position, so the prediction equals the full forward on the prefix.
 
     A family supplies `network_state_template()` (one stream's carried backbone state, ShapeDtypeStructs),
-    `close_frames(...)` (host) and `run_frames(consts, net_state, counts (T, B, channels), mask (T, B))` →
+    `close_frames(...)` (host), `close_frames_one_event(...)` (the same rule for one event inside jit: compiled
+    generation) and `run_frames(consts, net_state, counts (T, B, channels), mask (T, B))` →
     (net_state, hidden (B, T, D)); its state row also holds the open frame's event counts and the three
     framing numbers (events in it, µs since it began, whether the stream has begun).
     """
 
     FRAME_PIECE = 64
     num_channels: int = 0
+    frame_length: int = 0  # events or µs per frame (the family's rule)
 
     def network_state_template(self):
         raise NotImplementedError
@@ -378,6 +393,10 @@ class FrameStreamer(Streamer):
         raise NotImplementedError
 
     def run_frames(self, consts, net_state, counts, mask):
+        raise NotImplementedError
+
+    def close_frames_one_event(self, real, gap_us, open_events, since_us, started):
+        """Device: `close_frames` for one event (see the SDT's `frames.close_frames_one_event`)."""
         raise NotImplementedError
 
     def backbone_state_template(self):
@@ -464,6 +483,55 @@ class FrameStreamer(Streamer):
             return tuple(jnp.where(valid, o, 0) for o in outs)
 
         return jax.jit(commit), jax.jit(finish), jax.jit(events)
+
+    def generates_on_device(self, state) -> bool:
+        lo, hi = self._framing_slice
+        since = np.asarray(state.buffer, np.float64)[:, lo + 1] + np.asarray(state.buffer, np.float64)[:, lo + 2] * SINCE_US_SPLIT
+        return bool(np.all(since < 2**30)) and self.frame_length < 2**30  # int32 sums on the device
+
+    def event_step(self, consts, device_state, token, gap_us):
+        """One drawn event through the frame step on the device, as `_frame_chunk` does it for a one-event chunk:
+        the frames it closes run one by one (a long gap closes several; the first holds the open frame's
+        counts), the rest joins the open frame, and the next-event head reads the last complete frame."""
+        commit, finish, events = self._frame_fns
+        buffer, logits = device_state
+        unit = jnp.float32(self.time_unit_us)
+        dt = gap_us.astype(jnp.float32) / unit
+        gap_us = jnp.round(dt * unit).astype(jnp.int32)  # the full forward's rule (`_frame_chunk`)
+        lo, _ = self._framing_slice
+        framing = buffer[0, lo:lo + 4]
+        since = framing[1].astype(jnp.int32) + framing[2].astype(jnp.int32) * SINCE_US_SPLIT
+        real = (token >= 0) & (token < self.num_channels)
+        closed, joins_closed, open_events, since, started = self.close_frames_one_event(
+            real, gap_us, framing[0].astype(jnp.int32), since, framing[3] > 0)
+        event = (jax.nn.one_hot(token, self.num_channels, dtype=jnp.float32) * real)[None, None]  # (T=1, B=1, C)
+        width = int(self.config.output_hidden_size)
+
+        def frames(size):  # `size` frames from frame k on; frame 0 holds the open frame (and the event if it joins)
+            def run(k, buffer):
+                first = k == 0
+                counts = jnp.zeros((size, 1, self.num_channels), jnp.float32).at[0].set(event[0] * (first & joins_closed))
+                buffer, hidden = commit(consts, buffer, counts, jnp.ones((size, 1), bool), first.astype(jnp.float32)[None])
+                return buffer, hidden[:, -1].astype(jnp.float32)
+            return run
+
+        def some_frames(carry):  # a long gap closes many empty frames: FRAME_PIECE at a time while they last
+            k, buffer, _ = carry
+            many = closed - k >= self.FRAME_PIECE
+            buffer, last = jax.lax.cond(many, frames(self.FRAME_PIECE), frames(1), k, buffer)
+            return k + jnp.where(many, self.FRAME_PIECE, 1), buffer, last
+
+        before = buffer
+        _, buffer, last = jax.lax.while_loop(lambda carry: carry[0] < closed, some_frames,
+                                             (jnp.int32(0), buffer, jnp.zeros((1, width), jnp.float32)))
+        framing = {"open_events": open_events.astype(jnp.float32)[None],
+                   "since_us": (since % SINCE_US_SPLIT).astype(jnp.float32)[None],
+                   "since_us_high": (since // SINCE_US_SPLIT).astype(jnp.float32)[None],
+                   "started": started.astype(jnp.float32)[None]}
+        _, buffer = finish(consts, buffer, event[0] * (~joins_closed), framing, dt[None])
+        outs = events(consts, before, last[:, None], jnp.minimum(closed, 1)[None, None], token[None, None],
+                      jnp.ones((1,), jnp.int32))
+        return (buffer, logits), tuple(o[0, 0] for o in outs)
 
     def _frame_chunk(self, buffer, logits, tokens, dts, counts):
         cfg = self.config
@@ -1078,23 +1146,22 @@ def _draw(cfg, banned, prediction, key, temperature, i):
 
 
 def _generator(streamer, block: int):
-    """Jitted: `block` events, each sampled from the previous prediction and fed back as a 1-event chunk
-    (compiled once per model and block, kept with the model's streaming step)."""
+    """Jitted: `block` events, each sampled from the previous prediction and fed back through the step
+    (`Streamer.event_step`); events from `stop` on are drawn but not fed, so the state after the last block is
+    the state after exactly `stop` events (compiled once per model and block, kept with the model's streaming
+    step)."""
     compiled = streamer.compiled
     if ("generate", block) in compiled:
         return compiled[("generate", block)]
     cfg = streamer.config
     banned = banned_tokens(cfg)
-    row = streamer.row_step
+    step = streamer.event_step
 
-    def run(consts, device_state, prediction, key, temperature, offset):
+    def run(consts, device_state, prediction, key, temperature, offset, stop):
         def one(carry, i):
-            device_state, prediction = carry
-            token, gap = _draw(cfg, banned, prediction, key, temperature, offset + i)
-            dt = gap.astype(jnp.float32) / jnp.float32(cfg.time_unit_us)  # exact for gaps < 2^24 µs
-            outs, device_state = jax.vmap(row, in_axes=(None, 0, 0, 0, 0))(
-                consts, device_state, token[None, None], dt[None, None], jnp.ones((1,), jnp.int32))
-            return (device_state, tuple(o[0, 0] for o in outs)), (token, gap)
+            token, gap = _draw(cfg, banned, carry[1], key, temperature, offset + i)
+            carry = jax.lax.cond(offset + i < stop, lambda: step(consts, carry[0], token, gap), lambda: carry)
+            return carry, (token, gap)
 
         (device_state, prediction), (tokens, gaps) = jax.lax.scan(one, (device_state, prediction), jnp.arange(block))
         return device_state, prediction, tokens, gaps
@@ -1105,9 +1172,9 @@ def _generator(streamer, block: int):
 
 def _generate_through_stream(model, streamer, state, prediction, num_events, temperature, seed, tokenizer, params,
                              return_state):
-    """`generate` for a model whose step runs partly on the host (frames): each event is drawn exactly as on the
-    device path (`_draw`) and fed back through `stream` as a one-event
-    chunk."""
+    """`generate` one event at a time where the compiled scan cannot run the state (`generates_on_device`: a
+    frame model whose open frame's clock passed int32 range): each event is drawn exactly as on the device path
+    (`_draw`) and fed back through `stream` as a one-event chunk."""
     compiled, cfg = streamer.compiled, streamer.config
     if "sample" not in compiled:
         banned = banned_tokens(cfg)
@@ -1174,7 +1241,7 @@ def generate(model, num_events: int, temperature: float = 1.0, seed: int = 0, to
     out, state = stream(model, ids[None], ts[None], state, params=params)
     prediction = tuple(o[0, -1] for o in (out.logits, out.gap_mixture_logits, out.gap_log_means, out.gap_log_scales))
     streamer = streamer_for(model, params)
-    if isinstance(streamer, FrameStreamer):  # frames close on the host: one event at a time through `stream`
+    if not streamer.generates_on_device(state):  # one event at a time through `stream`
         return _generate_through_stream(model, streamer, state, prediction, num_events, temperature, seed, tokenizer,
                                         params, return_state)
     consts, run = streamer.constants, _generator(streamer, block)
@@ -1182,7 +1249,7 @@ def generate(model, num_events: int, temperature: float = 1.0, seed: int = 0, to
     tokens, gaps = [], []
     for offset in range(0, num_events, block):
         device_state, prediction, tok, gap = run(consts, device_state, prediction, key, jnp.float32(temperature),
-                                                 jnp.int32(offset))
+                                                 jnp.int32(offset), jnp.int32(num_events))
         tokens.append(np.asarray(tok)), gaps.append(np.asarray(gap))
     tokens = np.concatenate(tokens)[:num_events] if tokens else np.zeros(0, np.int32)
     gaps = np.concatenate(gaps)[:num_events].astype(np.int64) if gaps else np.zeros(0, np.int64)
@@ -1190,12 +1257,9 @@ def generate(model, num_events: int, temperature: float = 1.0, seed: int = 0, to
     result = tokenizer.decode(tokens, times) if tokenizer is not None else (tokens.astype(np.int32), times)
     if not return_state:
         return result
-    if num_events % block:  # the last block ran past num_events: replay the exact events on the state
-        _, state = stream(model, tokens[None], times[None], state, params=params)
-    else:
-        state = state.replace(buffer=device_state[0], logits=device_state[1],
-                              last_timestamp=np.array([times[-1] if num_events else state.last_timestamp[0]]),
-                              num_events=state.num_events + num_events)
+    state = state.replace(buffer=device_state[0], logits=device_state[1],
+                          last_timestamp=np.array([times[-1] if num_events else state.last_timestamp[0]]),
+                          num_events=state.num_events + num_events)
     return result, state
 
 

@@ -493,7 +493,7 @@ def test_next_event_streaming_equals_the_full_forward_for_every_event(case):
 
 
 def test_next_event_sdt_generates_greedily_from_its_own_full_forward():
-    """generate on a frame model (one event at a time through `stream`): the same seed gives the same events;
+    """generate on a frame model (one compiled scan over the frame step): the same seed gives the same events;
     with temperature 0 every generated token is the arg-max of the full forward's prediction at the event
     before it (special tokens banned), and time never runs backwards."""
     from eventlm.modeling_events import banned_tokens
@@ -550,6 +550,68 @@ def test_close_frames_by_hand():
                                                             np.array([0]), np.array([True]))
     assert offset.tolist() == [[0, -1, 1, 1, 1]] and closed.tolist() == [2] and open_events.tolist() == [0]
     assert known.tolist() == [[1, 1, 1, 1, 2]]  # an event that fills its frame closes it
+
+
+@pytest.mark.parametrize("split_by, length", [("events", 3), ("duration", 10)])
+def test_one_event_frame_rule_on_the_device_equals_the_host_rule(split_by, length):
+    """`close_frames_one_event` (inside jit, what compiled generation runs) against the host `close_frames` fed the
+    same stream one event at a time: random tokens with special ones (7: time, no event), gaps from 0 to 40 frame
+    lengths (several frames closed by one event), a stream that starts with special tokens."""
+    from eventlm.models.spike_driven_transformer.frames import close_frames, close_frames_one_event
+
+    rng = np.random.default_rng(3)
+    one = jax.jit(lambda *a: close_frames_one_event(*a, split_by, length))
+    host = (np.array([0]), np.array([0]), np.array([False]))
+    device = (jnp.int32(0), jnp.int32(0), jnp.asarray(False))
+    closed_total = 0
+    for i in range(300):
+        token = 7 if (i < 3 or rng.random() < 0.1) else int(rng.integers(0, 5))
+        gap = int(rng.choice([0, 1, rng.integers(0, length), rng.integers(0, 40 * length)]))
+        _, closed, *host, known = close_frames(np.array([[token]]), np.array([[gap]]), np.array([1]), 5, split_by, length, *host)
+        got_closed, joins, *device = one(token < 5, jnp.int32(gap), *device)
+        assert int(got_closed) == int(closed[0]), i
+        assert [int(v) for v in device] == [int(v[0]) for v in host], i
+        assert bool(joins) == (split_by == "events" and int(closed[0]) > 0)
+        assert token == 7 or int(known[0, 0]) == int(closed[0])  # a real event's last complete frame: closed − 1
+        closed_total += int(closed[0])
+    assert closed_total > 30  # frames really closed, some events closing several
+
+
+def test_compiled_generation_of_a_frame_model_equals_one_stream_call_per_event():
+    """A frame model's `generate` (one compiled scan: the frames an event closes run inside it) against drawing the
+    same events and feeding each through `stream` (the host frame step), by count and by duration: the same
+    events, the same state afterwards (the readout's running time to float32 rounding), and the state goes on."""
+    from eventlm import streaming
+    from eventlm.models.spike_driven_transformer.modeling_flax_spike_driven_transformer import \
+        FlaxSpikeDrivenTransformerForNextEventPrediction
+
+    for case in ("image-by-events", "audio-causal"):
+        cfg = tiny_config(**{**STREAMING_CASES[case], "num_frames": 400})
+        model = trained_like(FlaxSpikeDrivenTransformerForNextEventPrediction(cfg, seed=1), seed=3)
+        ids, ts, _ = random_tokens(seed=4, batch=1, length=60)
+        prompt = (ids[0, :40], ts[0, :40])
+        (tokens, times), state = model.generate(num_events=20, seed=5, prompt=prompt, return_state=True, block=8)
+        ref = streaming.init_stream(model, 1)
+        out, ref = streaming.stream(model, prompt[0][None], prompt[1][None], ref)
+        prediction = tuple(o[0, -1] for o in (out.logits, out.gap_mixture_logits, out.gap_log_means,
+                                              out.gap_log_scales))
+        (ref_tokens, ref_times), ref = streaming._generate_through_stream(
+            model, streaming.streamer_for(model), ref, prediction, 20, 1.0, 5, None, None, True)
+        np.testing.assert_array_equal(tokens, ref_tokens), np.testing.assert_array_equal(times, ref_times)
+        assert len(set(tokens.tolist())) > 3
+        np.testing.assert_allclose(np.asarray(state.buffer), np.asarray(ref.buffer), rtol=1e-5, atol=1e-6, err_msg=case)
+        assert state.num_events.tolist() == ref.num_events.tolist() == [60]
+        later = (ids[0, 40:50] % cfg.num_channels, times[-1] + np.arange(1, 11) * 3_000)
+        a, _ = streaming.stream(model, later[0][None], later[1][None], state)
+        b, _ = streaming.stream(model, later[0][None], later[1][None], ref)
+        np.testing.assert_allclose(np.asarray(a.logits), np.asarray(b.logits), rtol=1e-5, atol=1e-5)
+    # an open frame whose clock passed int32 range (special tokens carry time without closing it) steps on the host
+    streamer = streaming.streamer_for(model)
+    lo, _ = streamer._framing_slice
+    assert streamer.generates_on_device(state)
+    far = np.array(state.buffer)
+    far[0, lo + 2] = 2**30 // streaming.SINCE_US_SPLIT  # since_us_high: 2^30 µs
+    assert not streamer.generates_on_device(state.replace(buffer=far))
 
 
 def test_frame_resize_is_torchvisions_bilinear_resize_without_antialiasing():

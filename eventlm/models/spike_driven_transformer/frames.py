@@ -194,3 +194,27 @@ def close_frames(tokens, gaps_us, n, num_channels: int, split_by: str, frame_len
     since_after = np.where(started | has, base + clock[:, -1] - closed * frame_length, 0)
     known = np.maximum(np.maximum.accumulate(offset, axis=1), 0)
     return offset, closed, open_after, since_after, started | has, known
+
+
+def close_frames_one_event(real, gap_us, open_events, since_us, started, split_by: str, frame_length: int):
+    """Device (inside jit), one event of one stream: `close_frames` for a chunk of a single token, as
+    generation feeds them. real: the token places an event; gap_us int32 µs before it (≤ 2^30); open_events,
+    since_us int32 (since_us < 2^30: the caller checks), started bool. Returns (closed: frames the event
+    closes, int32; joins_closed: the event lies in the first of them (a frame filled by count), else in the
+    open frame after them; open_events, since_us, started after it). The event's own last complete frame is
+    closed − 1 (`known` = closed)."""
+    real = jnp.asarray(real, bool)
+    open_events, since_us = jnp.asarray(open_events, jnp.int32), jnp.asarray(since_us, jnp.int32)
+    if split_by == "events":
+        count = open_events + real.astype(jnp.int32)
+        closed = count // frame_length
+        return closed, closed > 0, count % frame_length, since_us, started | real
+    if split_by != "duration":
+        raise ValueError(f"split_by={split_by!r} frames need the whole sample; streaming needs 'events' or 'duration'")
+    # elapsed = since + gap µs in the open frame, split so that no int32 sum passes 2^31
+    part = gap_us % frame_length + since_us
+    closed = jnp.where(real & started, gap_us // frame_length + part // frame_length, 0)
+    since_after = jnp.where(real, jnp.where(started, part % frame_length, 0),
+                            jnp.where(started, since_us + gap_us, 0))  # special tokens carry time, close nothing
+    open_after = jnp.where(closed > 0, real.astype(jnp.int32), open_events + real.astype(jnp.int32))
+    return closed.astype(jnp.int32), jnp.zeros((), bool), open_after, since_after, started | real

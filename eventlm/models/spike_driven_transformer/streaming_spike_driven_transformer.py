@@ -10,7 +10,7 @@ attention_over="time", the attention's sum over frames; batch norm uses its runn
 the stream equals frame t of the full forward, and the running mean of the head's spikes is its readout.
 A next-event model's head reads, for every event, the last frame complete once that event is in (the
 frames closed in the chunk, or the last one before it) plus the event's own embedding, as its full forward;
-`generate` feeds each drawn event back through `stream`.
+`generate` runs the same frame step for each drawn event inside one compiled scan (`FrameStreamer.event_step`).
 Whole-sample splits (split_by "number" / "time") need every event before the first frame, and non-causal
 temporal attention reads later frames: such models do not stream, and say so.
 """
@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ...streaming import FrameStreamer
-from .frames import close_frames, counts_to_frames, frames_to_input
+from .frames import close_frames, close_frames_one_event, counts_to_frames, frames_to_input
 from .modeling_flax_spike_driven_transformer import FlaxSpikeDrivenTransformerBackbone
 
 
@@ -33,7 +33,7 @@ class SpikeDrivenTransformerStreamer(FrameStreamer):
         cfg = model.config
         if not cfg.streams:
             raise ValueError(f"this Spike-Driven Transformer cannot stream: {cfg.not_causal_reason}")
-        self.num_channels = cfg.num_channels
+        self.num_channels, self.frame_length = cfg.num_channels, cfg.frame_length
         self.backbone = FlaxSpikeDrivenTransformerBackbone(cfg, model.module.dtype)
         super().__init__(model, params, batch_stats)
 
@@ -62,6 +62,10 @@ class SpikeDrivenTransformerStreamer(FrameStreamer):
         cfg = self.config
         return close_frames(tokens, gaps_us, n, cfg.num_channels, cfg.split_by, cfg.frame_length, open_events,
                             since_us, started)
+
+    def close_frames_one_event(self, real, gap_us, open_events, since_us, started):
+        return close_frames_one_event(real, gap_us, open_events, since_us, started, self.config.split_by,
+                                      self.frame_length)
 
     def run_frames(self, consts, net_state, counts, mask):
         variables = consts["variables"]
