@@ -492,16 +492,24 @@ def test_next_event_streaming_equals_the_full_forward_for_every_event(case):
     assert len(contexts) >= 5  # the events read many different frames
 
 
-def test_next_event_sdt_generates_greedily_from_its_own_full_forward():
-    """generate on a frame model (one compiled scan over the frame step): the same seed gives the same events;
-    with temperature 0 every generated token is the arg-max of the full forward's prediction at the event
-    before it (special tokens banned), and time never runs backwards."""
-    from eventlm.modeling_events import banned_tokens
+@pytest.fixture(scope="module")
+def audio_generator():
+    """A trained-like causal audio SDT with the next-event head (frames by duration; its biased gap head draws long
+    gaps that close many frames), shared by the generation tests: its compiled generation is kept on it."""
     from eventlm.models.spike_driven_transformer.modeling_flax_spike_driven_transformer import \
         FlaxSpikeDrivenTransformerForNextEventPrediction
 
     cfg = tiny_config(**{**STREAMING_CASES["audio-causal"], "num_frames": 400})  # room for the generated time
-    model = trained_like(FlaxSpikeDrivenTransformerForNextEventPrediction(cfg, seed=1), seed=3)
+    return trained_like(FlaxSpikeDrivenTransformerForNextEventPrediction(cfg, seed=1), seed=3)
+
+
+def test_next_event_sdt_generates_greedily_from_its_own_full_forward(audio_generator):
+    """generate on a frame model (one compiled scan over the frame step): the same seed gives the same events;
+    with temperature 0 every generated token is the arg-max of the full forward's prediction at the event
+    before it (special tokens banned), and time never runs backwards."""
+    from eventlm.modeling_events import banned_tokens
+
+    model = audio_generator
     ids, ts, _ = random_tokens(seed=4, batch=1, length=60)
     prompt = (ids[0, :40], ts[0, :40])
     a, state = model.generate(num_events=12, temperature=1.0, seed=5, prompt=prompt, return_state=True)
@@ -577,7 +585,7 @@ def test_one_event_frame_rule_on_the_device_equals_the_host_rule(split_by, lengt
     assert closed_total > 30  # frames really closed, some events closing several
 
 
-def test_compiled_generation_of_a_frame_model_equals_one_stream_call_per_event():
+def test_compiled_generation_of_a_frame_model_equals_one_stream_call_per_event(audio_generator):
     """A frame model's `generate` (one compiled scan: the frames an event closes run inside it) against drawing the
     same events and feeding each through `stream` (the host frame step), by count and by duration: the same
     events, the same state afterwards (the readout's running time to float32 rounding), and the state goes on."""
@@ -586,11 +594,12 @@ def test_compiled_generation_of_a_frame_model_equals_one_stream_call_per_event()
         FlaxSpikeDrivenTransformerForNextEventPrediction
 
     for case in ("image-by-events", "audio-causal"):
-        cfg = tiny_config(**{**STREAMING_CASES[case], "num_frames": 400})
-        model = trained_like(FlaxSpikeDrivenTransformerForNextEventPrediction(cfg, seed=1), seed=3)
+        model = audio_generator if case == "audio-causal" else trained_like(
+            FlaxSpikeDrivenTransformerForNextEventPrediction(tiny_config(**STREAMING_CASES[case]), seed=1), seed=3)
+        cfg = model.config
         ids, ts, _ = random_tokens(seed=4, batch=1, length=60)
         prompt = (ids[0, :40], ts[0, :40])
-        (tokens, times), state = model.generate(num_events=20, seed=5, prompt=prompt, return_state=True, block=8)
+        (tokens, times), state = model.generate(num_events=20, seed=5, prompt=prompt, return_state=True)
         ref = streaming.init_stream(model, 1)
         out, ref = streaming.stream(model, prompt[0][None], prompt[1][None], ref)
         prediction = tuple(o[0, -1] for o in (out.logits, out.gap_mixture_logits, out.gap_log_means,
