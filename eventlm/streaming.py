@@ -485,14 +485,16 @@ class FrameStreamer(Streamer):
         return jax.jit(commit), jax.jit(finish), jax.jit(events)
 
     def generates_on_device(self, state) -> bool:
-        lo, hi = self._framing_slice
-        since = np.asarray(state.buffer, np.float64)[:, lo + 1] + np.asarray(state.buffer, np.float64)[:, lo + 2] * SINCE_US_SPLIT
+        lo, _ = self._framing_slice
+        buffer = np.asarray(state.buffer, np.float64)
+        since = buffer[:, lo + 1] + buffer[:, lo + 2] * SINCE_US_SPLIT
         return bool(np.all(since < 2**30)) and self.frame_length < 2**30  # int32 sums on the device
 
     def event_step(self, consts, device_state, token, gap_us):
         """One drawn event through the frame step on the device, as `_frame_chunk` does it for a one-event chunk:
-        the frames it closes run one by one (a long gap closes several; the first holds the open frame's
-        counts), the rest joins the open frame, and the next-event head reads the last complete frame."""
+        the frames it closes run first (a long gap closes several: FRAME_PIECE at a time while that many remain,
+        then one by one; the first holds the open frame's counts, and the event where it fills that frame by
+        count), else the event joins the open frame; the next-event head reads the last complete frame."""
         commit, finish, events = self._frame_fns
         buffer, logits = device_state
         unit = jnp.float32(self.time_unit_us)
@@ -510,8 +512,10 @@ class FrameStreamer(Streamer):
         def frames(size):  # `size` frames from frame k on; frame 0 holds the open frame (and the event if it joins)
             def run(k, buffer):
                 first = k == 0
-                counts = jnp.zeros((size, 1, self.num_channels), jnp.float32).at[0].set(event[0] * (first & joins_closed))
-                buffer, hidden = commit(consts, buffer, counts, jnp.ones((size, 1), bool), first.astype(jnp.float32)[None])
+                counts = jnp.zeros((size, 1, self.num_channels), jnp.float32)
+                counts = counts.at[0].set(event[0] * (first & joins_closed))
+                buffer, hidden = commit(consts, buffer, counts, jnp.ones((size, 1), bool),
+                                        first.astype(jnp.float32)[None])
                 return buffer, hidden[:, -1].astype(jnp.float32)
             return run
 
