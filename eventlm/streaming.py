@@ -347,10 +347,14 @@ class Streamer:
         """Inside jit: one event (token int32, gap int32 µs before it) of a one-stream device state (buffer (1, N),
         logits) through the step, as `generate` feeds its draws back: (new device state, the next-event head's
         outputs after it, one row each)."""
-        dt = gap_us.astype(jnp.float32) / jnp.float32(self.time_unit_us)  # = gaps_to_units for gaps < 2^24 µs
+        dt = self._device_units(gap_us)
         outs, device_state = jax.vmap(self.row_step, in_axes=(None, 0, 0, 0, 0))(
             consts, device_state, token[None, None], dt[None, None], jnp.ones((1,), jnp.int32))
         return device_state, tuple(o[0, 0] for o in outs)
+
+    def _device_units(self, gap_us):
+        """Inside jit: int32 µs → float32 model units (`gaps_to_units` for gaps < 2^24 µs)."""
+        return gap_us.astype(jnp.float32) / jnp.float32(self.time_unit_us)
 
     def generates_on_device(self, state) -> bool:
         """Whether `generate` can run this state's events as one compiled scan (else one `stream` call each)."""
@@ -421,6 +425,21 @@ class FrameStreamer(Streamer):
                 for k in ("since_us", "since_us_high", "started")] == [lo + 1, lo + 2, lo + 3]
         return lo, lo + 4
 
+    @staticmethod
+    def _read_framing(framing, dtype):
+        """(open_events, since_us, started) from the framing columns (..., 4) of state rows (numpy or jax), the
+        two numbers as integers of `dtype`."""
+        since = framing[..., 1].astype(dtype) + framing[..., 2].astype(dtype) * SINCE_US_SPLIT
+        return framing[..., 0].astype(dtype), since, framing[..., 3] > 0
+
+    @staticmethod
+    def _framing(open_events, since_us, started):
+        """The state's framing leaves, float32 (µs since the open frame began as two halves, each exact)."""
+        return {"open_events": open_events.astype(np.float32),
+                "since_us": (since_us % SINCE_US_SPLIT).astype(np.float32),
+                "since_us_high": (since_us // SINCE_US_SPLIT).astype(np.float32),
+                "started": started.astype(np.float32)}
+
     @functools.cached_property
     def _frame_fns(self):
         cfg, dtype, layout, fingerprint = self.config, self.dtype, self.layout, self.fingerprint
@@ -485,9 +504,8 @@ class FrameStreamer(Streamer):
         return jax.jit(commit), jax.jit(finish), jax.jit(events)
 
     def generates_on_device(self, state) -> bool:
-        lo, _ = self._framing_slice
-        buffer = np.asarray(state.buffer, np.float64)
-        since = buffer[:, lo + 1] + buffer[:, lo + 2] * SINCE_US_SPLIT
+        lo, hi = self._framing_slice
+        _, since, _ = self._read_framing(np.asarray(state.buffer)[:, lo:hi], np.int64)
         return bool(np.all(since < 2**30)) and self.frame_length < 2**30  # int32 sums on the device
 
     def event_step(self, consts, device_state, token, gap_us):
@@ -497,15 +515,13 @@ class FrameStreamer(Streamer):
         count), else the event joins the open frame; the next-event head reads the last complete frame."""
         commit, finish, events = self._frame_fns
         buffer, logits = device_state
-        unit = jnp.float32(self.time_unit_us)
-        dt = gap_us.astype(jnp.float32) / unit
-        gap_us = jnp.round(dt * unit).astype(jnp.int32)  # the full forward's rule (`_frame_chunk`)
-        lo, _ = self._framing_slice
-        framing = buffer[0, lo:lo + 4]
-        since = framing[1].astype(jnp.int32) + framing[2].astype(jnp.int32) * SINCE_US_SPLIT
+        dt = self._device_units(gap_us)
+        gap_us = jnp.round(dt * jnp.float32(self.time_unit_us)).astype(jnp.int32)  # the full forward's rule
+        lo, hi = self._framing_slice
+        open_events, since, started = (v[0] for v in self._read_framing(buffer[:, lo:hi], jnp.int32))
         real = (token >= 0) & (token < self.num_channels)
         closed, joins_closed, open_events, since, started = self.close_frames_one_event(
-            real, gap_us, framing[0].astype(jnp.int32), since, framing[3] > 0)
+            real, gap_us, open_events, since, started)
         event = (jax.nn.one_hot(token, self.num_channels, dtype=jnp.float32) * real)[None, None]  # (T=1, B=1, C)
         width = int(self.config.output_hidden_size)
 
@@ -528,10 +544,7 @@ class FrameStreamer(Streamer):
         before = buffer
         _, buffer, last = jax.lax.while_loop(lambda carry: carry[0] < closed, some_frames,
                                              (jnp.int32(0), buffer, jnp.zeros((1, width), jnp.float32)))
-        framing = {"open_events": open_events.astype(jnp.float32)[None],
-                   "since_us": (since % SINCE_US_SPLIT).astype(jnp.float32)[None],
-                   "since_us_high": (since // SINCE_US_SPLIT).astype(jnp.float32)[None],
-                   "started": started.astype(jnp.float32)[None]}
+        framing = self._framing(open_events[None], since[None], started[None])
         _, buffer = finish(consts, buffer, event[0] * (~joins_closed), framing, dt[None])
         outs = events(consts, before, last[:, None], jnp.minimum(closed, 1)[None, None], token[None, None],
                       jnp.ones((1,), jnp.int32))
@@ -541,11 +554,9 @@ class FrameStreamer(Streamer):
         cfg = self.config
         batch, length = tokens.shape
         lo, hi = self._framing_slice
-        framing = np.asarray(buffer[:, lo:hi], np.float64)
         gaps_us = np.round(dts * np.float32(cfg.time_unit_us)).astype(np.int64)  # the full forward's rule
-        since_us = framing[:, 1].astype(np.int64) + framing[:, 2].astype(np.int64) * SINCE_US_SPLIT
         offset, closed, open_events, since_us, started, known = self.close_frames(
-            tokens, gaps_us, counts, framing[:, 0].astype(np.int64), since_us, framing[:, 3] > 0)
+            tokens, gaps_us, counts, *self._read_framing(np.asarray(buffer[:, lo:hi]), np.int64))
         commit, finish, events = self._frame_fns
         consts = self.constants
         rows, cols = np.nonzero(offset >= 0)
@@ -565,10 +576,7 @@ class FrameStreamer(Streamer):
         new_counts = np.zeros((batch, self.num_channels), np.float32)
         sel = frame_of == closed[rows]
         np.add.at(new_counts, (rows[sel], tokens[rows[sel], cols[sel]]), 1.0)
-        framing = {"open_events": open_events.astype(np.float32),
-                   "since_us": (since_us % SINCE_US_SPLIT).astype(np.float32),  # both halves exact in float32
-                   "since_us_high": (since_us // SINCE_US_SPLIT).astype(np.float32),
-                   "started": started.astype(np.float32)}
+        framing = self._framing(open_events, since_us, started)
         chunk_time = np.sum(dts, axis=1, dtype=np.float32)
         out, buffer = finish(consts, buffer, new_counts, framing, chunk_time)
         if self.task != "next-event":
